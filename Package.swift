@@ -1,0 +1,38 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "wtool",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "wtool", targets: ["wtool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries: Debian's OpenBLAS (cblas), LAPACKE and zlib.
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CLAPACKE", path: "Sources/CLAPACKE", pkgConfig: "lapacke",
+                       providers: [.apt(["liblapacke-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        // F16C half-precision kernels with a runtime CPU check (no unsafe flags needed).
+        .target(name: "CHalf", path: "Sources/CHalf"),
+        // The file format alone: header parsing/validation, mmap reader, shards, writer, codecs.
+        .target(name: "SafeTensors", dependencies: ["CHalf", "CZlib"]),
+        // Thin Swift over BLAS/LAPACK, and the seeded RNG.
+        .target(name: "Linalg", dependencies: ["COpenBLAS", "CLAPACKE"]),
+        // The operations and the streaming engine they share.
+        .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg"]),
+        .executableTarget(name: "wtool", dependencies: [
+            "Surgery", "SafeTensors",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
+        .testTarget(name: "LinalgTests", dependencies: ["Linalg"]),
+        .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "SafeTensors"]),
+        .testTarget(name: "wtoolTests", dependencies: ["SafeTensors"]),
+    ]
+)

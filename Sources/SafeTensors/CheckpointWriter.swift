@@ -1,0 +1,320 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Dispatch
+
+/// A tensor the writer will hold: declared up front so every header can be written first.
+public struct OutputTensor: Sendable, Equatable {
+    public let name: String
+    public let dtype: DType
+    public let shape: [UInt64]
+    public init(name: String, dtype: DType, shape: [UInt64]) { self.name = name; self.dtype = dtype; self.shape = shape }
+    public init(name: String, dtype: DType, shape: [Int]) { self.init(name: name, dtype: dtype, shape: shape.map { UInt64($0) }) }
+
+    public var count: Int { shape.reduce(1) { $0 * Int(clamping: $1) } }
+    public var byteCount: Int { count * dtype.bits / 8 }
+}
+
+/// Where and how a checkpoint is written.
+public enum OutputLayout: Sendable, Equatable {
+    /// One `.safetensors` file.
+    case file(String)
+    /// A Hugging Face folder: `model.safetensors`, or `model-0000k-of-0000n.safetensors` shards plus
+    /// `model.safetensors.index.json` when `shardSize` splits it.
+    case folder(String, shardSize: UInt64?)
+
+    /// `-o OUT`: a path ending in `.safetensors` is a file, anything else a folder.
+    public static func from(path: String, shardSize: UInt64?) throws -> OutputLayout {
+        if path.hasSuffix(".safetensors") {
+            if shardSize != nil { throw FormatError(file: path, "--shard-size needs a folder as output, not a .safetensors file") }
+            return .file(path)
+        }
+        return .folder(path, shardSize: shardSize)
+    }
+
+    public var path: String {
+        switch self { case let .file(p): return p; case let .folder(p, _): return p }
+    }
+}
+
+/// Streams a checkpoint to disk: every header is laid out and written first (so data can be written
+/// tensor by tensor, in any order, from any thread, with `pwrite` at known offsets), each file goes
+/// to a temporary name in the target folder, and `commit` fsyncs and renames. Nothing appears under
+/// the final names unless `commit` succeeds; `abort` (or deinit without commit) removes the temporaries.
+///
+/// Layout is the reference writer's: tensors sorted by dtype (descending alignment) then name, the
+/// header padded with spaces to a multiple of 8, so every tensor is naturally aligned.
+public final class CheckpointWriter: @unchecked Sendable {
+    public struct ShardFile: Sendable {
+        public let finalPath: String
+        public let tmpPath: String
+        public let fd: Int32
+        public let dataStart: Int
+        public let size: Int
+        public let names: [String]
+    }
+
+    public let layout: OutputLayout
+    public let tensors: [OutputTensor]
+    public private(set) var shards: [ShardFile] = []
+    /// For tensor i: shard index and absolute file offset of its first byte.
+    private var location: [(shard: Int, offset: Int)] = []
+    private var written: [Int]
+    private let lock = NSLockLite()
+    private var committed = false
+    private var createdFolder = false
+
+    /// Shard file name as Hugging Face writes it (1-based, 5 digits).
+    public static func shardName(_ k: Int, of n: Int) -> String {
+        func five(_ v: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, 5 - s.count)) + s }
+        return "model-\(five(k))-of-\(five(n)).safetensors"
+    }
+
+    /// Greedy split in plan order, like huggingface_hub's `split_state_dict_into_shards_factory`:
+    /// a tensor larger than the limit gets its own shard; otherwise a new shard starts when the
+    /// current one would exceed the limit.
+    public static func splitIntoShards(_ tensors: [OutputTensor], maxBytes: UInt64?) -> [[Int]] {
+        guard let maxBytes else { return [Array(tensors.indices)] }
+        var shards: [[Int]] = []
+        var current: [Int] = []
+        var size: UInt64 = 0
+        for (i, t) in tensors.enumerated() {
+            let b = UInt64(t.byteCount)
+            if b > maxBytes { shards.append([i]); continue }
+            if !current.isEmpty && size + b > maxBytes { shards.append(current); current = []; size = 0 }
+            current.append(i)
+            size += b
+        }
+        if !current.isEmpty { shards.append(current) }
+        return shards.isEmpty ? [[]] : shards
+    }
+
+    /// Lays out and creates the temporary files.
+    /// - Parameter metadata: `__metadata__` entries (written with sorted keys).
+    public init(layout: OutputLayout, tensors: [OutputTensor], metadata: [String: String]) throws {
+        self.layout = layout
+        self.tensors = tensors
+        self.written = Array(repeating: 0, count: tensors.count)
+        var seen = Set<String>()
+        for t in tensors {
+            guard t.name != "__metadata__" else {
+                throw FormatError(file: layout.path, tensor: t.name, "this name is reserved for the header's metadata")
+            }
+            guard seen.insert(t.name).inserted else { throw FormatError(file: layout.path, tensor: t.name, "written twice") }
+            guard t.dtype.bits * t.count % 8 == 0 else {
+                throw FormatError(file: layout.path, tensor: t.name, "does not end on a byte boundary")
+            }
+        }
+        let groups: [[Int]]
+        let dir: String
+        switch layout {
+        case let .file(p):
+            groups = [Array(tensors.indices)]
+            dir = FileSystem.dirname(p)
+        case let .folder(p, shardSize):
+            groups = CheckpointWriter.splitIntoShards(tensors, maxBytes: shardSize)
+            dir = p
+            switch FileSystem.kind(p) {
+            case .missing:
+                guard mkdir(p, 0o755) == 0 else {
+                    throw FormatError(file: p, "cannot create the output folder: \(String(cString: strerror(errno)))")
+                }
+                createdFolder = true
+            case .directory: break
+            default: throw FormatError(file: p, "exists and is not a folder")
+            }
+        }
+        location = Array(repeating: (0, 0), count: tensors.count)
+        do {
+            for (k, group) in groups.enumerated() {
+                let finalPath: String
+                switch layout {
+                case let .file(p): finalPath = p
+                case let .folder(p, _):
+                    finalPath = FileSystem.join(p, groups.count == 1 ? "model.safetensors" : CheckpointWriter.shardName(k + 1, of: groups.count))
+                }
+                try createShard(index: k, group: group, finalPath: finalPath, dir: dir, metadata: metadata)
+            }
+        } catch {
+            abort()
+            throw error
+        }
+    }
+
+    private func createShard(index k: Int, group: [Int], finalPath: String, dir: String, metadata: [String: String]) throws {
+        // Reference order: dtype descending (alignment), then name by bytes.
+        let order = group.sorted {
+            let a = tensors[$0], b = tensors[$1]
+            if a.dtype != b.dtype { return a.dtype > b.dtype }
+            return Array(a.name.utf8).lexicographicallyPrecedes(Array(b.name.utf8))
+        }
+        var members: [(String, JSONValue)] = []
+        if !metadata.isEmpty {
+            let sorted = metadata.sorted { Array($0.key.utf8).lexicographicallyPrecedes(Array($1.key.utf8)) }
+            members.append(("__metadata__", .object(sorted.map { ($0.key, .string($0.value)) })))
+        }
+        var offset = 0
+        var relative: [(Int, Int)] = []
+        for i in order {
+            let t = tensors[i]
+            let end = offset + t.byteCount
+            members.append((t.name, .object([
+                ("dtype", .string(t.dtype.rawValue)),
+                ("shape", .array(t.shape.map { .uint($0) })),
+                ("data_offsets", .array([.int(offset), .int(end)])),
+            ])))
+            relative.append((i, offset))
+            offset = end
+        }
+        var header = Array(JSONValue.object(members).compact().utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        guard UInt64(header.count) <= Header.maxHeaderSize else {
+            throw FormatError(file: finalPath, "the header would be \(header.count) bytes, over the 100 MB that readers accept: use --shard-size")
+        }
+        let dataStart = 8 + header.count
+        let size = dataStart + offset
+        var tmpl = Array(FileSystem.join(dir, "." + FileSystem.basename(finalPath) + ".tmp.XXXXXX").utf8CString)
+        let fd = mkstemp(&tmpl)
+        guard fd >= 0 else { throw FormatError(file: finalPath, "cannot create a temporary file beside it: \(String(cString: strerror(errno)))") }
+        let tmpPath = String(decoding: tmpl.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        shards.append(ShardFile(finalPath: finalPath, tmpPath: tmpPath, fd: fd, dataStart: dataStart, size: size,
+                                names: order.map { tensors[$0].name }))
+        fchmod(fd, 0o644)
+        guard ftruncate(fd, off_t(size)) == 0 else {
+            throw FormatError(file: finalPath, "cannot size the output (\(size) bytes): \(String(cString: strerror(errno)))")
+        }
+        var prefix = [UInt8](repeating: 0, count: 8)
+        withUnsafeBytes(of: UInt64(header.count).littleEndian) { for j in 0..<8 { prefix[j] = $0[j] } }
+        prefix.append(contentsOf: header)
+        try prefix.withUnsafeBytes { try CheckpointWriter.pwriteAll(fd, $0, at: 0, path: finalPath) }
+        for (i, rel) in relative { location[i] = (k, dataStart + rel) }
+    }
+
+    static func pwriteAll(_ fd: Int32, _ buf: UnsafeRawBufferPointer, at offset: Int, path: String) throws {
+        var done = 0
+        while done < buf.count {
+            // Linux caps one call near 2 GiB: loop on short writes.
+            let n = pwrite(fd, buf.baseAddress! + done, min(buf.count - done, 1 << 30), off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FormatError(file: path, "write failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
+    /// Writes `bytes` into tensor `index` starting `offset` bytes into the tensor. Thread-safe for
+    /// disjoint ranges.
+    public func write(tensor index: Int, at offset: Int = 0, _ bytes: UnsafeRawBufferPointer) throws {
+        let t = tensors[index]
+        precondition(offset >= 0 && offset + bytes.count <= t.byteCount, "CheckpointWriter: write past the end of '\(t.name)'")
+        guard bytes.count > 0 else { return }
+        let loc = location[index]
+        try CheckpointWriter.pwriteAll(shards[loc.shard].fd, bytes, at: loc.offset + offset, path: shards[loc.shard].finalPath)
+        lock.withLock { written[index] += bytes.count }
+    }
+
+    /// Fsyncs and renames every file into place, writes the index for a sharded folder, and
+    /// removes weight files of an earlier run that the new set does not replace.
+    public func commit() throws {
+        for (i, t) in tensors.enumerated() where written[i] != t.byteCount {
+            abort()
+            throw FormatError(file: layout.path, tensor: t.name, "internal error: \(written[i]) of \(t.byteCount) bytes were written")
+        }
+        do {
+            for s in shards {
+                guard fsync(s.fd) == 0 else { throw FormatError(file: s.finalPath, "fsync failed: \(String(cString: strerror(errno)))") }
+            }
+            if case let .folder(dir, _) = layout, shards.count > 1 {
+                try writeIndex(dir: dir)
+            }
+            for s in shards {
+                close(s.fd)
+                guard rename(s.tmpPath, s.finalPath) == 0 else {
+                    throw FormatError(file: s.finalPath, "cannot rename into place: \(String(cString: strerror(errno)))")
+                }
+            }
+            committed = true
+            if case let .folder(dir, _) = layout { removeStaleWeights(dir: dir) }
+            syncDirectory(FileSystem.dirname(shards[0].finalPath))
+        } catch {
+            abort()
+            throw error
+        }
+    }
+
+    private func writeIndex(dir: String) throws {
+        var map: [(String, JSONValue)] = []
+        for s in shards { for n in s.names { map.append((n, .string(FileSystem.basename(s.finalPath)))) } }
+        let total = tensors.reduce(0) { $0 + $1.byteCount }
+        let index = JSONValue.object([
+            ("metadata", .object([("total_size", .int(total))])),
+            ("weight_map", .object(map)),
+        ])
+        try AtomicFile.write(Array((index.pretty(indent: 2, sortKeys: true) + "\n").utf8), to: FileSystem.join(dir, Checkpoint.indexName))
+    }
+
+    /// An earlier run may have left more shards, or a single file where shards now are.
+    private func removeStaleWeights(dir: String) {
+        let keep = Set(shards.map { FileSystem.basename($0.finalPath) })
+        for name in FileSystem.list(dir) {
+            let isWeight = name == "model.safetensors" || (name.hasPrefix("model-") && name.hasSuffix(".safetensors"))
+            if isWeight && !keep.contains(name) { unlink(FileSystem.join(dir, name)) }
+            if name == Checkpoint.indexName && shards.count == 1 { unlink(FileSystem.join(dir, name)) }
+        }
+    }
+
+    /// Removes every temporary file (and the output folder if this writer created it and it is empty).
+    public func abort() {
+        guard !committed else { return }
+        for s in shards {
+            close(s.fd)
+            unlink(s.tmpPath)
+        }
+        shards = []
+        if createdFolder, case let .folder(p, _) = layout { rmdir(p) }
+        committed = true
+    }
+
+    deinit { abort() }
+}
+
+func syncDirectory(_ dir: String) {
+    let d = open(dir, O_RDONLY | O_DIRECTORY)
+    if d >= 0 { fsync(d); close(d) }
+}
+
+/// Small files (indexes, reports, copied configs): temporary name, fsync, rename.
+public enum AtomicFile {
+    public static func write(_ bytes: [UInt8], to path: String) throws {
+        var tmpl = Array(FileSystem.join(FileSystem.dirname(path), "." + FileSystem.basename(path) + ".tmp.XXXXXX").utf8CString)
+        let fd = mkstemp(&tmpl)
+        guard fd >= 0 else { throw FormatError(file: path, "cannot create a temporary file beside it: \(String(cString: strerror(errno)))") }
+        let tmp = String(decoding: tmpl.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        do {
+            fchmod(fd, 0o644)
+            try bytes.withUnsafeBytes { try CheckpointWriter.pwriteAll(fd, $0, at: 0, path: path) }
+            guard fsync(fd) == 0 else { throw FormatError(file: path, "fsync failed") }
+            close(fd)
+            guard rename(tmp, path) == 0 else { throw FormatError(file: path, "cannot rename into place: \(String(cString: strerror(errno)))") }
+        } catch {
+            close(fd)
+            unlink(tmp)
+            throw error
+        }
+    }
+}
+
+/// A minimal mutex (pthread), so the format layer needs no Foundation.
+final class NSLockLite: @unchecked Sendable {
+    private var m = pthread_mutex_t()
+    init() { pthread_mutex_init(&m, nil) }
+    deinit { pthread_mutex_destroy(&m) }
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(&m)
+        defer { pthread_mutex_unlock(&m) }
+        return try body()
+    }
+}

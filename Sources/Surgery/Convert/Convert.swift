@@ -1,0 +1,136 @@
+import SafeTensors
+
+/// `wtool convert`: re-lays a checkpoint (file <-> folder, re-shard) and optionally changes the
+/// floating-point dtype. Integer and BOOL tensors, and tensors not selected, are copied bit for bit.
+public struct ConvertJob: Sendable {
+    public var input: String
+    public var output: String
+    public var dtype: DType?
+    public var shardSize: UInt64?
+    public var selection = TensorSelection()
+    public var threads = Engine.defaultThreads
+    public var quiet = false
+    public var command: [String] = []
+    public var reportPath: String?
+
+    public init(input: String, output: String) { self.input = input; self.output = output }
+
+    /// Plans (all validation happens here), converts, writes, reports.
+    @discardableResult
+    public func run() throws -> RunReport {
+        var timer = PhaseTimer()
+        var report = RunReport(command: command)
+        // ---- plan
+        if let dtype, !dtype.isFloatingPoint { throw UsageError("--dtype must be a floating-point type, not \(dtype.rawValue)") }
+        let source = try Checkpoint(path: input)
+        report.warnings += source.warnings
+        let plan = try OutputPlan(path: output, shardSize: shardSize, command: command, inputs: [source])
+        report.warnings += selection.unusedPatterns(in: source.tensorNames).map { "pattern '\($0)' matches no tensor" }
+        let entries = source.entries
+        let outputs: [OutputTensor] = entries.map { e in
+            OutputTensor(name: e.name, dtype: targetDType(e), shape: e.info.shape)
+        }
+        timer.lap("plan")
+        // ---- compute and write
+        let writer = try CheckpointWriter(layout: plan.layout, tensors: outputs, metadata: plan.metadata)
+        let progress = Progress(total: entries.count, label: "convert", quiet: quiet)
+        let rows: [JSONValue]
+        do {
+            rows = try Engine.map(count: entries.count, threads: threads, progress: progress) { i in
+                try ConvertJob.convertTensor(source, entries[i], to: outputs[i].dtype, writer: writer, index: i)
+            }
+            try writer.commit()
+        } catch {
+            writer.abort()
+            throw error
+        }
+        let copied = try plan.copyAuxiliaryFiles(from: source)
+        timer.lap("convert")
+        // ---- report
+        report.inputs = [RunReport.describe(source)]
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+                                 ("copied", .array(copied.map { .string($0) }))])
+        report.parameters = [("dtype", dtype.map { .string($0.rawValue) } ?? .null),
+                             ("shard_size", shardSize.map { .uint($0) } ?? .null),
+                             ("include", .array(selection.include.map { .string($0) })),
+                             ("exclude", .array(selection.exclude.map { .string($0) }))]
+        report.tensors = rows
+        let bytesOut = outputs.reduce(0) { $0 + $1.byteCount }
+        let changed = zip(entries, outputs).filter { $0.info.dtype != $1.dtype }.count
+        report.summary = [("tensors", .int(entries.count)), ("converted", .int(changed)),
+                          ("bytes_in", .uint(source.totalBytes)), ("bytes_out", .int(bytesOut)),
+                          ("shards", .int(writer.shards.count))]
+        report.timing = timer.phases
+        try report.write(to: reportPath ?? plan.defaultReportPath)
+        return report
+    }
+
+    private func targetDType(_ e: Checkpoint.Entry) -> DType {
+        guard let dtype, e.info.dtype.isFloatingPoint, selection.selects(e.name) else { return e.info.dtype }
+        return dtype
+    }
+
+    /// Streams one tensor through f32 in blocks, measuring the rounding error the conversion costs.
+    static func convertTensor(_ source: Checkpoint, _ e: Checkpoint.Entry, to dtype: DType,
+                              writer: CheckpointWriter, index: Int) throws -> JSONValue {
+        let src = source.bytes(e)
+        var row: [(String, JSONValue)] = [
+            ("name", .string(e.name)), ("shape", .array(e.info.shape.map { .uint($0) })),
+            ("dtype_in", .string(e.info.dtype.rawValue)), ("dtype_out", .string(dtype.rawValue)),
+            ("bytes_in", .int(e.info.byteCount)),
+        ]
+        if dtype == e.info.dtype {
+            // Bit-for-bit copy straight from the mapping, in 64 MiB pieces.
+            var off = 0
+            while off < src.count {
+                let n = min(64 << 20, src.count - off)
+                try writer.write(tensor: index, at: off, UnsafeRawBufferPointer(rebasing: src[off..<(off + n)]))
+                off += n
+            }
+        } else {
+            let count = e.info.count
+            let block = 1 << 18
+            let inSize = e.info.dtype.size!, outSize = dtype.size!
+            // Widening between float formats is exact; anything else is measured, in f64.
+            let lossy = dtype.bits <= e.info.dtype.bits
+            var maxErr = 0.0, errSq = 0.0, refSq = 0.0
+            let f = UnsafeMutablePointer<Float>.allocate(capacity: block)
+            let out = UnsafeMutableRawPointer.allocate(byteCount: block * outSize, alignment: 64)
+            let a = UnsafeMutablePointer<Double>.allocate(capacity: lossy ? block : 0)
+            let b = UnsafeMutablePointer<Double>.allocate(capacity: lossy ? block : 0)
+            defer { f.deallocate(); out.deallocate(); a.deallocate(); b.deallocate() }
+            var i = 0
+            while i < count {
+                let n = min(block, count - i)
+                let piece = src.baseAddress! + i * inSize
+                Codec.decode(e.info.dtype, piece, count: n, into: f)
+                Codec.encode(f, count: n, as: dtype, into: out)
+                if lossy {
+                    Codec.decode(e.info.dtype, piece, count: n, into: a)
+                    Codec.decode(dtype, out, count: n, into: b)
+                    for k in 0..<n where a[k].isFinite {
+                        let d = b[k] - a[k]
+                        let ad = d.isNaN ? Double.infinity : abs(d)
+                        maxErr = max(maxErr, ad)
+                        errSq += d * d
+                        refSq += a[k] * a[k]
+                    }
+                }
+                try writer.write(tensor: index, at: i * outSize, UnsafeRawBufferPointer(start: out, count: n * outSize))
+                i += n
+            }
+            if lossy {
+                row += metric("max_abs_error", maxErr)
+                row += metric("relative_error", refSq > 0 ? (errSq / refSq).squareRoot() : (errSq > 0 ? .infinity : 0))
+            }
+        }
+        source.release(e)
+        return .object(row)
+    }
+}
+
+/// A mistake in how the command was called (exit status 2), as opposed to a bad input file (1).
+public struct UsageError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ message: String) { description = message }
+}

@@ -1,0 +1,60 @@
+import SafeTensors
+
+/// What every writing command shares: where the output goes, that it does not overwrite an
+/// input, the provenance metadata, and the non-weight files copied from the reference input.
+public struct OutputPlan: Sendable {
+    public let layout: OutputLayout
+    public let command: [String]
+
+    public init(path: String, shardSize: UInt64?, command: [String], inputs: [Checkpoint]) throws {
+        layout = try OutputLayout.from(path: path, shardSize: shardSize)
+        self.command = command
+        try OutputPlan.refuseOverwritingInputs(layout, inputs)
+        if case let .file(p) = layout {
+            let dir = FileSystem.dirname(p)
+            guard FileSystem.kind(dir) == .directory else { throw FormatError(file: p, "the folder '\(dir)' does not exist") }
+        }
+    }
+
+    /// `__metadata__` of every file written: `format: pt` (transformers requires it) plus provenance.
+    public var metadata: [String: String] {
+        ["format": "pt", "wtool.version": wtoolVersion, "wtool.command": command.joined(separator: " ")]
+    }
+
+    /// The default report path: inside an output folder, beside an output file.
+    public var defaultReportPath: String {
+        switch layout {
+        case let .file(p): return String(p.dropLast(".safetensors".count)) + ".report.json"
+        case let .folder(p, _): return FileSystem.join(p, "wtool-report.json")
+        }
+    }
+
+    private static func refuseOverwritingInputs(_ layout: OutputLayout, _ inputs: [Checkpoint]) throws {
+        let out = layout.path
+        guard let outReal = FileSystem.realPath(out) else { return }  // does not exist yet
+        for c in inputs {
+            if let inReal = FileSystem.realPath(c.path), inReal == outReal {
+                throw FormatError(file: out, "is an input of this command; choose another output")
+            }
+            for f in c.files where FileSystem.realPath(f.path).map({ FileSystem.dirname($0) == outReal || $0 == outReal }) == true {
+                throw FormatError(file: out, "holds the input file '\(f.path)'; choose another output")
+            }
+        }
+    }
+
+    /// Copies config, tokenizer and other small non-weight files from `source`'s folder into an
+    /// output folder (weights, indexes and earlier reports are not copied; hidden files neither).
+    public func copyAuxiliaryFiles(from source: Checkpoint, skipping: Set<String> = []) throws -> [String] {
+        guard case let .folder(out, _) = layout, let src = source.folder else { return [] }
+        let weightSuffixes = [".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack"]
+        var copied: [String] = []
+        for name in FileSystem.list(src) where !name.hasPrefix(".") && !skipping.contains(name) && name != "wtool-report.json" {
+            if weightSuffixes.contains(where: { name.hasSuffix($0) }) { continue }
+            let p = FileSystem.join(src, name)
+            guard FileSystem.kind(p) == .file else { continue }
+            try AtomicFile.write(try FileSystem.readAll(p), to: FileSystem.join(out, name))
+            copied.append(name)
+        }
+        return copied
+    }
+}

@@ -1,0 +1,58 @@
+import ArgumentParser
+import SafeTensors
+import Surgery
+
+struct ConvertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "convert",
+        abstract: "Re-write a checkpoint: file <-> folder, re-shard, change the float dtype.",
+        discussion: """
+        --dtype converts floating-point tensors (F64, F32, F16, BF16, F8) through f32 with
+        round-to-nearest-even; NaN stays NaN. Integer and BOOL tensors, and tensors left out by
+        --include/--exclude, are copied bit for bit. --shard-size splits a folder output into
+        model-0000k-of-0000n.safetensors plus model.safetensors.index.json, like Hugging Face
+        (decimal units: 500MB, 5GB; binary with GiB/MiB). Config and tokenizer files are copied
+        from an input folder to an output folder. The report (default OUT/wtool-report.json, or
+        OUT.report.json beside a file) gives each tensor's rounding error.
+        """
+    )
+
+    @Argument(help: ArgumentHelp("A .safetensors file or a model folder.", valueName: "IN"))
+    var input: String
+
+    @Option(name: .short, help: ArgumentHelp("Output: a .safetensors file or a folder.", valueName: "OUT"))
+    var output: String
+
+    @Option(name: .long, help: ArgumentHelp("Target dtype for float tensors: f32, f16, bf16 (also f64, f8_e4m3, f8_e5m2).", valueName: "DTYPE"))
+    var dtype: String?
+
+    @Option(name: .long, help: ArgumentHelp("Largest shard, e.g. 500MB, 5GB (folder output only).", valueName: "SIZE"))
+    var shardSize: String?
+
+    @Option(name: .long, help: ArgumentHelp("Write the JSON report here.", valueName: "FILE"))
+    var report: String?
+
+    @OptionGroup var common: CommonOptions
+
+    func validate() throws {
+        if let dtype, DType(userName: dtype) == nil { throw ValidationError("unknown --dtype '\(dtype)' (use f32, f16 or bf16)") }
+        if let shardSize, ByteSize.parse(shardSize) == nil { throw ValidationError("invalid --shard-size '\(shardSize)' (examples: 500MB, 5GB)") }
+    }
+
+    func run() throws {
+        var job = ConvertJob(input: input, output: output)
+        job.dtype = dtype.flatMap { DType(userName: $0) }
+        job.shardSize = shardSize.flatMap { ByteSize.parse($0) }
+        job.selection = common.selection
+        job.threads = common.threadCount
+        job.quiet = common.quiet
+        job.command = CommandLine.arguments
+        job.reportPath = report
+        let r = try job.run()
+        for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
+        let s = Dictionary(uniqueKeysWithValues: r.summary)
+        let t = Dictionary(uniqueKeysWithValues: r.timing)
+        note("converted \(s["converted"]!.compact()) of \(s["tensors"]!.compact()) tensors into \(s["shards"]!.compact()) file(s), "
+             + "\(s["bytes_out"]!.compact()) bytes, in \(t["convert_s"]!.compact()) s -> \(output)", quiet: common.quiet)
+    }
+}

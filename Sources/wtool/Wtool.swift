@@ -1,0 +1,42 @@
+import ArgumentParser
+import Surgery
+
+struct Wtool: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wtool",
+        abstract: "Surgery on neural-network checkpoints (safetensors files and Hugging Face folders).",
+        discussion: """
+        Inputs are .safetensors files or model folders (model.safetensors, or shards with
+        model.safetensors.index.json). -o OUT is a .safetensors file or a folder. Values are computed
+        in f32 (sums and norms in f64) whatever the storage dtype.
+
+        Exit status: 0 done; 1 a run-time failure (bad input file, mismatched shapes, I/O error);
+        2 a usage error (bad flags). `wtool diff` exits 1 when the checkpoints differ and 2 on any
+        error. See wtool(1) and wtool-<command>(1).
+        """,
+        version: wtoolVersion,
+        subcommands: [InspectCommand.self, DiffCommand.self, ConvertCommand.self]
+    )
+}
+
+/// Options every command shares.
+struct CommonOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Worker threads (default: all cores).", valueName: "N"))
+    var threads: Int?
+
+    @Flag(name: .long, help: "No summary and no progress on stderr.")
+    var quiet = false
+
+    @Option(name: .long, help: ArgumentHelp("Only tensors matching this glob (repeatable).", valueName: "GLOB"))
+    var include: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Skip tensors matching this glob (repeatable).", valueName: "GLOB"))
+    var exclude: [String] = []
+
+    var selection: TensorSelection { TensorSelection(include: include, exclude: exclude) }
+    var threadCount: Int { threads ?? Engine.defaultThreads }
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+}
