@@ -4,11 +4,13 @@ import SafeTensors
 /// input, the provenance metadata, and the non-weight files copied from the reference input.
 public struct OutputPlan: Sendable {
     public let layout: OutputLayout
-    public let command: [String]
+    /// The recipe recorded in the output's metadata: the command without the options that cannot
+    /// change the bytes (threads, output path, report, quiet), so reruns stay byte-identical.
+    public let provenance: String
 
-    public init(path: String, shardSize: UInt64?, command: [String], inputs: [Checkpoint]) throws {
+    public init(path: String, shardSize: UInt64?, provenance: String, inputs: [Checkpoint]) throws {
         layout = try OutputLayout.from(path: path, shardSize: shardSize)
-        self.command = command
+        self.provenance = provenance
         try OutputPlan.refuseOverwritingInputs(layout, inputs)
         if case let .file(p) = layout {
             let dir = FileSystem.dirname(p)
@@ -18,7 +20,7 @@ public struct OutputPlan: Sendable {
 
     /// `__metadata__` of every file written: `format: pt` (transformers requires it) plus provenance.
     public var metadata: [String: String] {
-        ["format": "pt", "wtool.version": wtoolVersion, "wtool.command": command.joined(separator: " ")]
+        ["format": "pt", "wtool.version": wtoolVersion, "wtool.command": provenance]
     }
 
     /// The default report path: inside an output folder, beside an output file.

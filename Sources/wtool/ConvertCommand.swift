@@ -37,6 +37,9 @@ struct ConvertCommand: ParsableCommand {
     func validate() throws {
         if let dtype, DType(userName: dtype) == nil { throw ValidationError("unknown --dtype '\(dtype)' (use f32, f16 or bf16)") }
         if let shardSize, ByteSize.parse(shardSize) == nil { throw ValidationError("invalid --shard-size '\(shardSize)' (examples: 500MB, 5GB)") }
+        if shardSize != nil && output.hasSuffix(".safetensors") {
+            throw ValidationError("--shard-size needs a folder as output, not a .safetensors file")
+        }
     }
 
     func run() throws {
@@ -47,6 +50,7 @@ struct ConvertCommand: ParsableCommand {
         job.threads = common.threadCount
         job.quiet = common.quiet
         job.command = CommandLine.arguments
+        job.provenance = provenance()
         job.reportPath = report
         let r = try job.run()
         for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }

@@ -40,3 +40,20 @@ struct CommonOptions: ParsableArguments {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 }
+
+/// The command as recorded in an output's metadata: argv without the options that cannot change
+/// the output's bytes, so the same job run with other threads or paths writes identical files.
+func provenance(_ argv: [String] = CommandLine.arguments) -> String {
+    let dropWithValue: Set<String> = ["-o", "--output", "--threads", "--report"]
+    let dropAlone: Set<String> = ["--quiet"]
+    var out = ["wtool"]
+    var i = 1
+    while i < argv.count {
+        let a = argv[i]
+        if dropWithValue.contains(a) { i += 2; continue }
+        if dropAlone.contains(a) || dropWithValue.contains(where: { a.hasPrefix($0 + "=") }) { i += 1; continue }
+        out.append(a)
+        i += 1
+    }
+    return out.joined(separator: " ")
+}

@@ -10,7 +10,10 @@ public struct ConvertJob: Sendable {
     public var selection = TensorSelection()
     public var threads = Engine.defaultThreads
     public var quiet = false
+    /// argv, for the report.
     public var command: [String] = []
+    /// The result-defining part of the command, for the output's metadata.
+    public var provenance = ""
     public var reportPath: String?
 
     public init(input: String, output: String) { self.input = input; self.output = output }
@@ -24,7 +27,7 @@ public struct ConvertJob: Sendable {
         if let dtype, !dtype.isFloatingPoint { throw UsageError("--dtype must be a floating-point type, not \(dtype.rawValue)") }
         let source = try Checkpoint(path: input)
         report.warnings += source.warnings
-        let plan = try OutputPlan(path: output, shardSize: shardSize, command: command, inputs: [source])
+        let plan = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: [source])
         report.warnings += selection.unusedPatterns(in: source.tensorNames).map { "pattern '\($0)' matches no tensor" }
         let entries = source.entries
         let outputs: [OutputTensor] = entries.map { e in
