@@ -38,24 +38,26 @@ public struct TensorStats: Sendable, Equatable {
     mutating func add(_ v: UnsafeBufferPointer<Double>) {
         var b = TensorStats()
         b.count = v.count
-        var s = 0.0, sq = 0.0
+        // Compensated (Neumaier) sums: checkpoints hold outliers (1e30 next to 1e-3) that a
+        // plain f64 sum would let swallow everything else.
+        var s = CompensatedSum(), sq = CompensatedSum()
         for x in v {
             if x.isNaN { b.nan += 1; continue }
             if x.isInfinite { b.inf += 1; continue }
             if x == 0 { b.zeros += 1 }
             b.finite += 1
-            s += x
-            sq += x * x
+            s.add(x)
+            sq.add(x * x)
             if x < b.min { b.min = x }
             if x > b.max { b.max = x }
         }
         if b.finite > 0 {
-            b.mean = s / Double(b.finite)
-            var dev = 0.0
-            for x in v where x.isFinite { dev += (x - b.mean) * (x - b.mean) }
-            b.m2 = dev
+            b.mean = s.value / Double(b.finite)
+            var dev = CompensatedSum()
+            for x in v where x.isFinite { dev.add((x - b.mean) * (x - b.mean)) }
+            b.m2 = dev.value
         }
-        b.sumSquares = sq
+        b.sumSquares = sq.value
         merge(b)
     }
 
@@ -77,4 +79,16 @@ public struct TensorStats: Sendable, Equatable {
             + metric("std", std) + metric("l2_norm", l2)
             + [("nan_count", .int(nan)), ("inf_count", .int(inf)), ("zero_fraction", .double(zeroFraction))]
     }
+}
+
+/// Neumaier's compensated summation.
+struct CompensatedSum {
+    private var sum = 0.0
+    private var c = 0.0
+    mutating func add(_ x: Double) {
+        let t = sum + x
+        c += abs(sum) >= abs(x) ? (sum - t) + x : (x - t) + sum
+        sum = t
+    }
+    var value: Double { sum + c }
 }

@@ -1,0 +1,76 @@
+# wtool: two commands on a fresh machine, `make demo` and `make test`; both install what is missing.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PREFIX ?= /usr/local
+SWIFT ?= swift
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+APT_PACKAGES := libopenblas-dev liblapacke-dev zlib1g-dev pkg-config
+DEBUG_BIN := .build/debug/wtool
+RELEASE_BIN := .build/release/wtool
+DEMO_OUT := /tmp/wtool-demo
+
+.PHONY: all deps venv build release test test-swift test-interop demo install bench fixtures clean
+
+all: build
+
+## deps: system libraries (apt-get when root, else the command to run) and the Python venv.
+deps: venv
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages; run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+## venv: pinned Python packages for the fixtures, the interop suite and the benchmarks.
+venv: $(VENV)/.installed
+$(VENV)/.installed: Fixtures/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -r Fixtures/requirements.txt
+	touch $@
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+test: build
+	$(MAKE) --no-print-directory test-swift test-interop
+
+test-swift:
+	WTOOL_BIN=$(abspath $(DEBUG_BIN)) $(SWIFT) test
+
+test-interop:
+	WTOOL=$(abspath $(DEBUG_BIN)) $(VPY) -m pytest -q Tests/interop
+
+## demo: a real job on the fixtures: inspect, convert to sharded bf16, diff against the original.
+demo: release
+	@rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
+	$(RELEASE_BIN) inspect Fixtures/tiny-llama/ft-sharded --stats --include 'model.layers.0.*'
+	$(RELEASE_BIN) convert Fixtures/tiny-llama/ft-sharded -o $(DEMO_OUT)/ft-bf16 --dtype bf16 --shard-size 20KB
+	@ls -l $(DEMO_OUT)/ft-bf16
+	$(RELEASE_BIN) diff Fixtures/tiny-llama/ft-sharded $(DEMO_OUT)/ft-bf16 --atol 0.01
+	@$(VPY) Tests/bench/summarize_report.py $(DEMO_OUT)/ft-bf16/wtool-report.json
+
+install: release
+	install -D -m 755 $(RELEASE_BIN) $(DESTDIR)$(PREFIX)/bin/wtool
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+
+## bench: wtool against the read+write floor and numpy peers on generated checkpoints (ratios).
+bench: release
+	$(VPY) Tests/bench/bench_convert.py --wtool $(RELEASE_BIN)
+
+## fixtures: regenerate every byte in Fixtures/ (committed; this checks they are reproducible).
+fixtures: venv
+	$(VPY) Fixtures/make_fixtures.py
+
+clean:
+	rm -rf .build $(VENV) $(DEMO_OUT)
