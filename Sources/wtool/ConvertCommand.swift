@@ -7,12 +7,12 @@ struct ConvertCommand: ParsableCommand {
         commandName: "convert",
         abstract: "Re-write a checkpoint: file <-> folder, re-shard, change the float dtype.",
         discussion: """
-        --dtype converts floating-point tensors (F64, F32, F16, BF16, F8) through f32 with
-        round-to-nearest-even; NaN stays NaN. Integer and BOOL tensors, and tensors left out by
-        --include/--exclude, are copied bit for bit. --shard-size splits a folder output into
-        model-0000k-of-0000n.safetensors plus model.safetensors.index.json, like Hugging Face
-        (decimal units: 500MB, 5GB; binary with GiB/MiB). Config and tokenizer files are copied
-        from an input folder to an output folder. The report (default OUT/wtool-report.json, or
+        --dtype converts floating-point tensors (F64, F32, F16, BF16, F8) through f32 with \
+        round-to-nearest-even; NaN stays NaN. Integer and BOOL tensors, and tensors left out by \
+        --include/--exclude, are copied bit for bit. --shard-size splits a folder output into \
+        model-0000k-of-0000n.safetensors plus model.safetensors.index.json, like Hugging Face \
+        (decimal units: 500MB, 5GB; binary with GiB/MiB). Config and tokenizer files are copied \
+        from an input folder to an output folder. The report (default OUT/wtool-report.json, or \
         OUT.report.json beside a file) gives each tensor's rounding error.
         """
     )

@@ -10,9 +10,9 @@ struct DiffCommand: ParsableCommand {
         commandName: "diff",
         abstract: "Compare two checkpoints tensor by tensor.",
         discussion: """
-        For each tensor present in both: max |b - a|, relative difference ||b - a|| / ||a||, and
-        cosine similarity (all in f64); tensors present on one side only are listed.
-        Exit status, like cmp(1): 0 when the checkpoints are identical (same names, dtypes, shapes
+        For each tensor present in both: max |b - a|, relative difference ||b - a|| / ||a||, and \
+        cosine similarity (all in f64); tensors present on one side only are listed. \
+        Exit status, like cmp(1): 0 when the checkpoints are identical (same names, dtypes, shapes \
         and bytes; or every difference within --atol), 1 when they differ, 2 on any error.
         """
     )
@@ -68,7 +68,7 @@ struct DiffCommand: ParsableCommand {
             for n in result.onlyInA { print("only in A: \(n)") }
             for n in result.onlyInB { print("only in B: \(n)") }
             let differ = result.comparisons.filter { !$0.withinTolerance(atol) }.count
-            note(result.same ? "identical: \(result.comparisons.count) tensors"
+            note(result.same ? (atol > 0 ? "equal within atol \(atol): " : "identical: ") + "\(result.comparisons.count) tensors"
                  : "different: \(differ) of \(result.comparisons.count) tensors, \(result.onlyInA.count) only in A, \(result.onlyInB.count) only in B",
                  quiet: common.quiet)
         }

@@ -7,9 +7,9 @@ struct InspectCommand: ParsableCommand {
         commandName: "inspect",
         abstract: "List a checkpoint's tensors (name, dtype, shape, bytes) and metadata.",
         discussion: """
-        Validates every file fully (the reference reader's checks, plus duplicate names, shard
-        index consistency and Git LFS pointers). With --stats, adds per-tensor min, max, mean,
-        std, L2 norm (all in f64, over finite values), NaN/Inf counts and the fraction of zeros.
+        Validates every file fully (the reference reader's checks, plus duplicate names, shard \
+        index consistency and Git LFS pointers). With --stats, adds per-tensor min, max, mean, \
+        std, L2 norm (all in f64, over finite values), NaN/Inf counts and the fraction of zeros. \
         --json prints the report (schema in wtool(1)) to stdout instead of the table.
         """
     )
@@ -76,6 +76,17 @@ struct InspectCommand: ParsableCommand {
         if v == 0 { return "0" }
         let a = abs(v)
         if a >= 1e-3 && a < 1e5 { return formatFixed(v, 5) }
-        return "\(Float(v))"
+        // Scientific with a fixed width, so the columns stay aligned.
+        var e = Int((a.exponent == .min ? 0 : Double(a.exponent)) * 0.30103)
+        while a / pow10(e) >= 10 { e += 1 }
+        while a / pow10(e) < 1 { e -= 1 }
+        let exp = (e < 0 ? "-" : "+") + (abs(e) < 10 ? "0" : "") + String(abs(e))
+        return formatFixed(v / pow10(e), 3) + "e" + exp
     }
+}
+
+private func pow10(_ e: Int) -> Double {
+    var r = 1.0
+    for _ in 0..<abs(e) { r *= 10 }
+    return e < 0 ? 1 / r : r
 }

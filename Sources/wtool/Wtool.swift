@@ -6,12 +6,12 @@ struct Wtool: ParsableCommand {
         commandName: "wtool",
         abstract: "Surgery on neural-network checkpoints (safetensors files and Hugging Face folders).",
         discussion: """
-        Inputs are .safetensors files or model folders (model.safetensors, or shards with
-        model.safetensors.index.json). -o OUT is a .safetensors file or a folder. Values are computed
+        Inputs are .safetensors files or model folders (model.safetensors, or shards with \
+        model.safetensors.index.json). -o OUT is a .safetensors file or a folder. Values are computed \
         in f32 (sums and norms in f64) whatever the storage dtype.
 
-        Exit status: 0 done; 1 a run-time failure (bad input file, mismatched shapes, I/O error);
-        2 a usage error (bad flags). `wtool diff` exits 1 when the checkpoints differ and 2 on any
+        Exit status: 0 done; 1 a run-time failure (bad input file, mismatched shapes, I/O error); \
+        2 a usage error (bad flags). `wtool diff` exits 1 when the checkpoints differ and 2 on any \
         error. See wtool(1) and wtool-<command>(1).
         """,
         version: wtoolVersion,
