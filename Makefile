@@ -45,7 +45,7 @@ test: build
 	$(MAKE) --no-print-directory test-swift test-interop
 
 test-swift:
-	WTOOL_BIN=$(abspath $(DEBUG_BIN)) $(SWIFT) test
+	WTOOL_BIN=$(abspath $(DEBUG_BIN)) $(SWIFT) test --disable-swift-testing
 
 test-interop:
 	WTOOL=$(abspath $(DEBUG_BIN)) $(VPY) -m pytest -q Tests/interop
