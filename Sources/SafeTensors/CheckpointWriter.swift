@@ -91,6 +91,19 @@ public final class CheckpointWriter: @unchecked Sendable {
         return shards.isEmpty ? [[]] : shards
     }
 
+    /// The files a layout produces for these tensors, with the indices of the tensors in each.
+    public static func plannedFiles(layout: OutputLayout, tensors: [OutputTensor]) -> [(path: String, tensors: [Int])] {
+        switch layout {
+        case let .file(p):
+            return [(p, Array(tensors.indices))]
+        case let .folder(p, shardSize):
+            let groups = splitIntoShards(tensors, maxBytes: shardSize)
+            return groups.enumerated().map { k, g in
+                (FileSystem.join(p, groups.count == 1 ? "model.safetensors" : shardName(k + 1, of: groups.count)), g)
+            }
+        }
+    }
+
     /// Lays out and creates the temporary files.
     /// - Parameter metadata: `__metadata__` entries (written with sorted keys).
     public init(layout: OutputLayout, tensors: [OutputTensor], metadata: [String: String]) throws {
@@ -107,14 +120,12 @@ public final class CheckpointWriter: @unchecked Sendable {
                 throw FormatError(file: layout.path, tensor: t.name, "does not end on a byte boundary")
             }
         }
-        let groups: [[Int]]
+        let files = CheckpointWriter.plannedFiles(layout: layout, tensors: tensors)
         let dir: String
         switch layout {
         case let .file(p):
-            groups = [Array(tensors.indices)]
             dir = FileSystem.dirname(p)
-        case let .folder(p, shardSize):
-            groups = CheckpointWriter.splitIntoShards(tensors, maxBytes: shardSize)
+        case let .folder(p, _):
             dir = p
             switch FileSystem.kind(p) {
             case .missing:
@@ -128,13 +139,7 @@ public final class CheckpointWriter: @unchecked Sendable {
         }
         location = Array(repeating: (0, 0), count: tensors.count)
         do {
-            for (k, group) in groups.enumerated() {
-                let finalPath: String
-                switch layout {
-                case let .file(p): finalPath = p
-                case let .folder(p, _):
-                    finalPath = FileSystem.join(p, groups.count == 1 ? "model.safetensors" : CheckpointWriter.shardName(k + 1, of: groups.count))
-                }
+            for (k, (finalPath, group)) in files.enumerated() {
                 try createShard(index: k, group: group, finalPath: finalPath, dir: dir, metadata: metadata)
             }
         } catch {

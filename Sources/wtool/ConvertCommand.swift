@@ -32,6 +32,9 @@ struct ConvertCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Write the JSON report here.", valueName: "FILE"))
     var report: String?
 
+    @Flag(name: .long, help: "Validate and print the plan (tensors, dtypes, files) without writing anything.")
+    var dryRun = false
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -52,11 +55,28 @@ struct ConvertCommand: ParsableCommand {
         job.command = CommandLine.arguments
         job.provenance = provenance()
         job.reportPath = report
+        job.dryRun = dryRun
         let r = try job.run()
+        if dryRun {
+            printPlan(r)
+            return
+        }
         for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
         let s = Dictionary(uniqueKeysWithValues: r.summary)
         let t = Dictionary(uniqueKeysWithValues: r.timing)
         note("converted \(s["converted"]!.compact()) of \(s["tensors"]!.compact()) tensors into \(s["shards"]!.compact()) file(s), "
              + "\(s["bytes_out"]!.compact()) bytes, in \(t["convert_s"]!.compact()) s -> \(output)", quiet: common.quiet)
+    }
+
+    private func printPlan(_ r: RunReport) {
+        for case let .object(row) in r.tensors {
+            let f = Dictionary(uniqueKeysWithValues: row)
+            print("\(f["name"]!.stringValue!)  \(f["dtype_in"]!.stringValue!) -> \(f["dtype_out"]!.stringValue!)  \(f["shape"]!.compact())  \(f["bytes_out"]!.compact()) bytes")
+        }
+        if case let .array(files)? = Dictionary(uniqueKeysWithValues: r.output.objectValue ?? [])["files"] {
+            for file in files { print("would write \(file.stringValue!)") }
+        }
+        let s = Dictionary(uniqueKeysWithValues: r.summary)
+        print("dry run: \(s["tensors"]!.compact()) tensors, \(s["converted"]!.compact()) converted, \(s["bytes_out"]!.compact()) bytes in \(s["shards"]!.compact()) file(s); nothing written")
     }
 }

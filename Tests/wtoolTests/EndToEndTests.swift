@@ -131,4 +131,14 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(a, try Data(contentsOf: URL(fileURLWithPath: tmp + "/t2.safetensors")))
         XCTAssertEqual(a, try Data(contentsOf: URL(fileURLWithPath: tmp + "/t5.safetensors")))
     }
+
+    func testDryRunPlansAndWritesNothing() throws {
+        let r = try wtool(["convert", fixture("tiny-llama/base"), "-o", tmp + "/plan", "--dtype", "bf16", "--shard-size", "20KB", "--dry-run"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("model-00003-of-00003.safetensors"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("21 tensors, 21 converted, 45376 bytes in 3 file(s); nothing written"), r.stdout)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp), [])
+        // A bad input still fails the dry run.
+        XCTAssertEqual(try wtool(["convert", fixture("malformed/gap.safetensors"), "-o", tmp + "/plan", "--dry-run"]).status, 1)
+    }
 }

@@ -15,6 +15,8 @@ public struct ConvertJob: Sendable {
     /// The result-defining part of the command, for the output's metadata.
     public var provenance = ""
     public var reportPath: String?
+    /// Validate and plan only: the report describes what would be written; nothing is.
+    public var dryRun = false
 
     public init(input: String, output: String) { self.input = input; self.output = output }
 
@@ -34,6 +36,24 @@ public struct ConvertJob: Sendable {
             OutputTensor(name: e.name, dtype: targetDType(e), shape: e.info.shape)
         }
         timer.lap("plan")
+        report.inputs = [RunReport.describe(source)]
+        report.parameters = [("dtype", dtype.map { .string($0.rawValue) } ?? .null),
+                             ("shard_size", shardSize.map { .uint($0) } ?? .null),
+                             ("include", .array(selection.include.map { .string($0) })),
+                             ("exclude", .array(selection.exclude.map { .string($0) })),
+                             ("dry_run", .bool(dryRun))]
+        if dryRun {
+            let files = CheckpointWriter.plannedFiles(layout: plan.layout, tensors: outputs)
+            report.output = .object([("path", .string(output)), ("files", .array(files.map { .string($0.path) }))])
+            report.tensors = zip(entries, outputs).map { e, o in
+                .object([("name", .string(e.name)), ("shape", .array(e.info.shape.map { .uint($0) })),
+                         ("dtype_in", .string(e.info.dtype.rawValue)), ("dtype_out", .string(o.dtype.rawValue)),
+                         ("bytes_in", .int(e.info.byteCount)), ("bytes_out", .int(o.byteCount))])
+            }
+            report.summary = summary(entries, outputs, source, shards: files.count)
+            report.timing = timer.phases
+            return report
+        }
         // ---- compute and write
         let writer = try CheckpointWriter(layout: plan.layout, tensors: outputs, metadata: plan.metadata)
         let progress = Progress(total: entries.count, label: "convert", quiet: quiet)
@@ -50,22 +70,21 @@ public struct ConvertJob: Sendable {
         let copied = try plan.copyAuxiliaryFiles(from: source)
         timer.lap("convert")
         // ---- report
-        report.inputs = [RunReport.describe(source)]
         report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
-        report.parameters = [("dtype", dtype.map { .string($0.rawValue) } ?? .null),
-                             ("shard_size", shardSize.map { .uint($0) } ?? .null),
-                             ("include", .array(selection.include.map { .string($0) })),
-                             ("exclude", .array(selection.exclude.map { .string($0) }))]
         report.tensors = rows
-        let bytesOut = outputs.reduce(0) { $0 + $1.byteCount }
-        let changed = zip(entries, outputs).filter { $0.info.dtype != $1.dtype }.count
-        report.summary = [("tensors", .int(entries.count)), ("converted", .int(changed)),
-                          ("bytes_in", .uint(source.totalBytes)), ("bytes_out", .int(bytesOut)),
-                          ("shards", .int(writer.shards.count))]
+        report.summary = summary(entries, outputs, source, shards: writer.shards.count)
         report.timing = timer.phases
         try report.write(to: reportPath ?? plan.defaultReportPath)
         return report
+    }
+
+    private func summary(_ entries: [Checkpoint.Entry], _ outputs: [OutputTensor], _ source: Checkpoint,
+                         shards: Int) -> [(String, JSONValue)] {
+        let changed = zip(entries, outputs).filter { $0.info.dtype != $1.dtype }.count
+        return [("tensors", .int(entries.count)), ("converted", .int(changed)),
+                ("bytes_in", .uint(source.totalBytes)), ("bytes_out", .int(outputs.reduce(0) { $0 + $1.byteCount })),
+                ("shards", .int(shards))]
     }
 
     private func targetDType(_ e: Checkpoint.Entry) -> DType {
@@ -76,6 +95,7 @@ public struct ConvertJob: Sendable {
     /// Streams one tensor through f32 in blocks, measuring the rounding error the conversion costs.
     static func convertTensor(_ source: Checkpoint, _ e: Checkpoint.Entry, to dtype: DType,
                               writer: CheckpointWriter, index: Int) throws -> JSONValue {
+        source.willNeed(e)
         let src = source.bytes(e)
         var row: [(String, JSONValue)] = [
             ("name", .string(e.name)), ("shape", .array(e.info.shape.map { .uint($0) })),
