@@ -62,7 +62,7 @@ public final class CheckpointWriter: @unchecked Sendable {
     /// For tensor i: shard index and absolute file offset of its first byte.
     private var location: [(shard: Int, offset: Int)] = []
     private var written: [Int]
-    private let lock = NSLockLite()
+    private let lock = Mutex()
     private var committed = false
     private var createdFolder = false
 
@@ -312,12 +312,12 @@ public enum AtomicFile {
     }
 }
 
-/// A minimal mutex (pthread), so the format layer needs no Foundation.
-final class NSLockLite: @unchecked Sendable {
+/// A pthread mutex, shared by the writer and the engine (no Foundation needed).
+public final class Mutex: @unchecked Sendable {
     private var m = pthread_mutex_t()
-    init() { pthread_mutex_init(&m, nil) }
+    public init() { pthread_mutex_init(&m, nil) }
     deinit { pthread_mutex_destroy(&m) }
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+    public func withLock<T>(_ body: () throws -> T) rethrows -> T {
         pthread_mutex_lock(&m)
         defer { pthread_mutex_unlock(&m) }
         return try body()

@@ -1,4 +1,5 @@
 import Dispatch
+import SafeTensors
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -54,18 +55,6 @@ private final class ResultBox<T: Sendable>: @unchecked Sendable {
     }
     var firstError: Error? { lock.withLock { error?.1 } }
     func results() -> [T] { slots.map { $0! } }
-}
-
-/// A pthread mutex.
-final class Mutex: @unchecked Sendable {
-    private var m = pthread_mutex_t()
-    init() { pthread_mutex_init(&m, nil) }
-    deinit { pthread_mutex_destroy(&m) }
-    func withLock<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_mutex_lock(&m)
-        defer { pthread_mutex_unlock(&m) }
-        return try body()
-    }
 }
 
 /// A one-line progress display on stderr, drawn only when stderr is a terminal.
