@@ -9,6 +9,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // mergekit recipes are YAML.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // System libraries: Debian's OpenBLAS (cblas), LAPACKE and zlib.
@@ -25,7 +27,7 @@ let package = Package(
         // Thin Swift over BLAS/LAPACK, and the seeded RNG.
         .target(name: "Linalg", dependencies: ["COpenBLAS", "CLAPACKE"]),
         // The operations and the streaming engine they share.
-        .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg"]),
+        .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg", .product(name: "Yams", package: "Yams")]),
         .executableTarget(name: "wtool", dependencies: [
             "Surgery", "SafeTensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -8,6 +8,7 @@ requirements.txt). Run from anywhere: `python3 Fixtures/make_fixtures.py`.
   tiny-llama/ft-bf16      ft-a stored as bf16 (round to nearest even)
   edge/*.safetensors      valid edge cases the reader must load (zero-size, scalar, empty, ...)
   dtypes.safetensors      one tensor of every numeric dtype, written by the Python writer
+  mergekit/                mergekit's recipes, inputs and outputs (copied from the shared goldens)
   malformed/*             invalid files and folders, each with the problem it must report
                           (malformed/expected.json: file -> substring of wtool's message)
 """
@@ -212,7 +213,22 @@ def malformed():
     with open(os.path.join(d, "shard-truncated", s2), "r+b") as f: f.truncate(os.path.getsize(f.name) - 1)
     with open(f"{d}/expected.json", "w") as f: f.write(json.dumps(expected, indent=2, sort_keys=True) + "\n")
 
+def mergekit_goldens():
+    """mergekit's reference outputs (mergekit 0.1.5, torch on CPU; see mergekit/README.md) cannot be
+    made without mergekit and torch: they are copied from the shared goldens when present."""
+    src = os.path.join(HERE, "..", "..", "shared", "goldens", "mergekit")
+    if not os.path.isdir(src):
+        print("shared/goldens/mergekit not found: keeping Fixtures/mergekit as committed")
+        return
+    dst = os.path.join(HERE, "mergekit")
+    for sub in ("models", "outputs"):
+        if os.path.isdir(os.path.join(dst, sub)): shutil.rmtree(os.path.join(dst, sub))
+        shutil.copytree(os.path.join(src, sub), os.path.join(dst, sub))
+    for name in sorted(os.listdir(os.path.join(src, "configs"))):
+        shutil.copy(os.path.join(src, "configs", name), os.path.join(dst, name))
+
 if __name__ == "__main__":
+    mergekit_goldens()
     tiny_llama()
     dtypes_file()
     edge_cases()

@@ -1,0 +1,182 @@
+import SafeTensors
+
+/// `wtool merge`: plan (every check), then merge tensor by tensor on the engine, write, report.
+public struct MergeJob: Sendable {
+    public var recipe: MergeRecipe
+    /// The recipe as the user gave it, copied into the output folder as wtool-recipe.yml.
+    public var recipeText: String
+    public var output: String
+    public var outDType: DType?
+    public var shardSize: UInt64?
+    public var seed: UInt64 = 0
+    public var threads = Engine.defaultThreads
+    public var quiet = false
+    public var dryRun = false
+    public var command: [String] = []
+    public var provenance = ""
+    public var reportPath: String?
+
+    public init(recipe: MergeRecipe, recipeText: String, output: String) {
+        self.recipe = recipe; self.recipeText = recipeText; self.output = output
+    }
+
+    public func run() throws -> RunReport {
+        var timer = PhaseTimer()
+        var report = RunReport(command: command)
+        let plan = try MergePlan(recipe: recipe, outDType: outDType)
+        let out = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: plan.checkpoints)
+        report.warnings = plan.warnings
+        report.inputs = plan.checkpoints.map(RunReport.describe)
+        report.parameters = [("method", .string(plan.method.name)), ("seed", .uint(seed)),
+                             ("base_model", recipe.baseModel.map { .string($0) } ?? .null),
+                             ("out_dtype", (outDType ?? recipe.outDType ?? recipe.dtype).map { .string($0.rawValue) } ?? .null),
+                             ("shard_size", shardSize.map { .uint($0) } ?? .null), ("dry_run", .bool(dryRun))]
+        let outputs = plan.items.map { OutputTensor(name: $0.output, dtype: $0.dtype, shape: $0.shape) }
+        timer.lap("plan")
+        if dryRun {
+            let files = CheckpointWriter.plannedFiles(layout: out.layout, tensors: outputs)
+            report.output = .object([("path", .string(output)), ("files", .array(files.map { .string($0.path) }))])
+            report.tensors = plan.items.map { MergeJob.describe($0, plan) }
+            report.summary = [("tensors", .int(plan.items.count)), ("bytes_out", .int(outputs.reduce(0) { $0 + $1.byteCount })),
+                              ("shards", .int(files.count))]
+            report.timing = timer.phases
+            return report
+        }
+        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let rows: [JSONValue]
+        let seed = self.seed
+        do {
+            rows = try Engine.map(count: plan.items.count, threads: threads,
+                                  progress: Progress(total: plan.items.count, label: "merge", quiet: quiet)) { i in
+                try MergeJob.mergeTensor(plan.items[i], plan: plan, seed: seed, writer: writer, index: i)
+            }
+            try writer.commit()
+        } catch {
+            writer.abort()
+            throw error
+        }
+        timer.lap("merge")
+        var copied: [String] = []
+        if case let .folder(dir, _) = out.layout {
+            let ref = plan.checkpoints[plan.reference]
+            copied = try out.copyAuxiliaryFiles(from: ref, skipping: ["config.json", "wtool-recipe.yml"])
+            if let cfg = try MergeJob.outputConfig(ref, dtype: outDType ?? recipe.outDType ?? recipe.dtype, layers: plan.layerCount) {
+                try AtomicFile.write(Array((cfg.pretty(indent: 2, sortKeys: true) + "\n").utf8), to: FileSystem.join(dir, "config.json"))
+                copied.append("config.json")
+            }
+            try AtomicFile.write(Array(recipeText.utf8), to: FileSystem.join(dir, "wtool-recipe.yml"))
+        }
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+                                 ("copied", .array(copied.map { .string($0) }))])
+        report.tensors = rows
+        report.summary = MergeJob.summarize(rows, outputs)
+        report.timing = timer.phases
+        try report.write(to: reportPath ?? out.defaultReportPath)
+        return report
+    }
+
+    /// One tensor: decode the inputs to f32, merge, encode, write; measure deltas and the change.
+    static func mergeTensor(_ item: MergePlan.Item, plan: MergePlan, seed: UInt64, writer: CheckpointWriter, index: Int) throws -> JSONValue {
+        let cps = plan.checkpoints
+        func entry(_ i: MergePlan.Input) -> Checkpoint.Entry { cps[i.model].entry(i.tensor)! }
+        guard item.merge else {
+            // Integer or other non-float tensors: copied from the base (or the first model).
+            let src = item.base ?? item.models[0]
+            try writer.write(tensor: index, cps[src.model].bytes(entry(src)))
+            return .object([("name", .string(item.output)), ("copied_from", .string(cps[src.model].path))])
+        }
+        func load(_ i: MergePlan.Input) -> [Float] {
+            let e = entry(i)
+            cps[i.model].willNeed(e)
+            var v = [Float](repeating: 0, count: e.info.count)
+            v.withUnsafeMutableBufferPointer { Codec.decode(e.info.dtype, cps[i.model].bytes(e).baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, count: e.info.count, into: $0.baseAddress!) }
+            cps[i.model].release(e)
+            return v
+        }
+        let base = item.base.map(load)
+        let models = item.models.map(load)
+        let shape = item.shape.map { Int(clamping: $0) }
+        let ctx = MergeContext(tensor: item.output, shape: shape, base: base, models: models,
+                               global: item.global, perModel: item.perModel, seed: seed)
+        let result: MergeOutput
+        do { result = try plan.method.merge(ctx) } catch let e as MergeError {
+            throw FormatError(file: cps[item.models[0].model].path, tensor: item.output, e.description)
+        }
+        let outBytes = item.dtype.size! * result.values.count
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, outBytes), alignment: 64)
+        defer { buf.deallocate() }
+        result.values.withUnsafeBufferPointer { Codec.encode($0.baseAddress!, count: $0.count, as: item.dtype, into: buf) }
+        try writer.write(tensor: index, UnsafeRawBufferPointer(start: buf, count: outBytes))
+
+        var row: [(String, JSONValue)] = [("name", .string(item.output)), ("shape", .array(item.shape.map { .uint($0) })),
+                                          ("dtype", .string(item.dtype.rawValue)), ("t", .double(item.t))]
+        if item.models.contains(where: { $0.tensor != item.output }) {
+            row.append(("inputs", .array(item.models.map { .string($0.tensor) })))
+        }
+        row.append(("parameters", parameterJSON(item)))
+        if let base {
+            let deltas = models.map { VectorMath.sub($0, base) }
+            row.append(("delta_norms", .array(deltas.map { .double(VectorMath.norm($0)) })))
+            if deltas.count > 1 {
+                var cos: [JSONValue] = []
+                for i in deltas.indices { for j in (i + 1)..<deltas.count { cos.append(.double(VectorMath.cosine(deltas[i], deltas[j]))) } }
+                row.append(("delta_cosines", .array(cos)))
+            }
+            let bn = VectorMath.norm(base)
+            row += metric("relative_change", bn > 0 ? VectorMath.norm(VectorMath.sub(result.values, base)) / bn : .nan)
+        }
+        row += result.metrics
+        return .object(row)
+    }
+
+    static func parameterJSON(_ item: MergePlan.Item) -> JSONValue {
+        func obj(_ d: [String: ParamValue]) -> JSONValue {
+            .object(d.sorted { $0.key < $1.key }.map { k, v in
+                switch v {
+                case let .number(x): return (k, .double(x))
+                case let .bool(b): return (k, .bool(b))
+                case let .string(s): return (k, .string(s))
+                }
+            })
+        }
+        return .object([("global", obj(item.global)), ("models", .array(item.perModel.map(obj)))])
+    }
+
+    static func describe(_ item: MergePlan.Item, _ plan: MergePlan) -> JSONValue {
+        .object([("name", .string(item.output)), ("shape", .array(item.shape.map { .uint($0) })), ("dtype", .string(item.dtype.rawValue)),
+                 ("t", .double(item.t)), ("inputs", .array(item.models.map { .string(plan.checkpoints[$0.model].path + ":" + $0.tensor) })),
+                 ("base", item.base.map { .string(plan.checkpoints[$0.model].path + ":" + $0.tensor) } ?? .null),
+                 ("parameters", parameterJSON(item))])
+    }
+
+    static func summarize(_ rows: [JSONValue], _ outputs: [OutputTensor]) -> [(String, JSONValue)] {
+        let changes = rows.compactMap { $0["relative_change"]?.doubleValue }
+        var s: [(String, JSONValue)] = [("tensors", .int(rows.count)), ("bytes_out", .int(outputs.reduce(0) { $0 + $1.byteCount }))]
+        if !changes.isEmpty {
+            s.append(("relative_change_max", .double(changes.max()!)))
+            s.append(("relative_change_mean", .double(changes.reduce(0, +) / Double(changes.count))))
+        }
+        let conflicts = rows.compactMap { $0["sign_conflict_fraction"]?.doubleValue }
+        if !conflicts.isEmpty { s.append(("sign_conflict_fraction_mean", .double(conflicts.reduce(0, +) / Double(conflicts.count)))) }
+        return s
+    }
+
+    /// The reference model's config.json with the new layer count and dtype.
+    static func outputConfig(_ ref: Checkpoint, dtype: DType?, layers: Int?) throws -> JSONValue? {
+        guard let folder = ref.folder else { return nil }
+        let p = FileSystem.join(folder, "config.json")
+        guard FileSystem.kind(p) == .file else { return nil }
+        guard case var .object(members) = try JSONParser.parse(try FileSystem.readAll(p)) else {
+            throw FormatError(file: p, "not a JSON object")
+        }
+        func set(_ k: String, _ v: JSONValue) {
+            if let i = members.firstIndex(where: { $0.0 == k }) { members[i].1 = v } else { members.append((k, v)) }
+        }
+        if let layers { set("num_hidden_layers", .int(layers)) }
+        if let dtype {
+            let names: [DType: String] = [.F32: "float32", .F16: "float16", .BF16: "bfloat16", .F64: "float64"]
+            if let n = names[dtype] { set("torch_dtype", .string(n)) }
+        }
+        return .object(members)
+    }
+}

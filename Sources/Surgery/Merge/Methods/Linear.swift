@@ -1,0 +1,21 @@
+import SafeTensors
+
+/// Weighted average (model soups): Σ w_i x_i, divided by Σ w_i when normalize.
+struct LinearMerge: MergeMethod {
+    let name = "linear"
+    let base = BaseRole.asInput
+    let modelCount = 1...Int.max
+    let globalParameters = [ParameterSpec("normalize", .bool(true), "divide by the sum of weights")]
+    let modelParameters = [ParameterSpec("weight", nil, "weight of this model")]
+
+    func merge(_ c: MergeContext) throws -> MergeOutput {
+        var w = c.models.indices.map { c.modelNumber($0, "weight") }
+        if c.flag("normalize") {
+            let total = w.reduce(0, +)
+            // mergekit divides by zero here and writes Inf/NaN.
+            guard total != 0 else { throw MergeError("the weights sum to 0: normalize would divide by zero") }
+            w = w.map { $0 / total }
+        }
+        return MergeOutput(values: VectorMath.combine(c.models, w, count: c.count))
+    }
+}

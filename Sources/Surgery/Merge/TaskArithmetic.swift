@@ -1,0 +1,149 @@
+import Linalg
+import SafeTensors
+
+/// The task-arithmetic family as one pipeline: sparsify each delta, weight it, elect a sign per
+/// entry, sum, normalise, scale by lambda, add to the base (mergekit's
+/// GeneralizedTaskArithmeticMerge). `task-vector apply` runs the same pipeline.
+public struct TaskArithmeticPipeline: Sendable {
+    public var sparsifier: Sparsifier?
+    /// TIES sign election ("sum" consensus): keep, per entry, the deltas whose sign agrees with
+    /// the sign of the weighted sum.
+    public var electSign: Bool
+    public var normalize: Bool
+    public var lambda: Double
+    public var rescale: RescaleRule?
+
+    public struct Result {
+        public var mixed: [Float]          // the combined delta (before adding to the base)
+        public var kept: [Double]          // fraction of each delta kept by the sparsifier
+        public var signConflicts: Double?  // fraction of entries with deltas of both signs
+    }
+
+    /// - Parameters:
+    ///   - deltas: one task vector per model (same length).
+    ///   - weights, densities, gammas, epsilons: per model.
+    public func run(deltas: [[Float]], shape: [Int], weights: [Double], densities: [Double], gammas: [Double],
+                    epsilons: [Double], seed: UInt64, tensor: String) throws -> Result {
+        let n = deltas.first?.count ?? 0
+        var ds = deltas
+        var kept = [Double](repeating: 1, count: deltas.count)
+        if let sparsifier {
+            for m in ds.indices {
+                // One stream per (seed, tensor, model position): independent of threads and order.
+                var rng = SeededRNG(seed: seed, stream: tensor, block: UInt64(m))
+                let r = try sparsifier.apply(ds[m], shape: shape, density: densities[m], gamma: gammas[m], epsilon: epsilons[m],
+                                             rescale: rescale, rng: &rng, tensor: tensor)
+                ds[m] = r.values
+                kept[m] = n > 0 ? Double(r.kept) / Double(n) : 1
+            }
+        }
+        var mixed = [Float](repeating: 0, count: n)
+        var conflicts = 0
+        let w = weights
+        if electSign {
+            for i in 0..<n {
+                var total = 0.0
+                var pos = false, neg = false
+                for m in ds.indices {
+                    let d = w[m] * Double(ds[m][i])
+                    total += d
+                    if d > 0 { pos = true } else if d < 0 { neg = true }
+                }
+                if pos && neg { conflicts += 1 }
+                let majorityPositive = total >= 0   // ties at 0 elect +
+                var sum = 0.0, div = 0.0
+                for m in ds.indices {
+                    let d = w[m] * Double(ds[m][i])
+                    // Pruned (zero) entries never agree with the majority.
+                    if (majorityPositive && d > 0) || (!majorityPositive && d < 0) {
+                        sum += d
+                        div += w[m]
+                    }
+                }
+                if normalize { sum /= (div == 0 ? 1 : div) }
+                mixed[i] = Float(sum * lambda)
+            }
+        } else {
+            let total = w.reduce(0, +)
+            if normalize && abs(total) < 1e-8 {
+                throw MergeError("the weights sum to \(total): normalize would divide by zero")
+            }
+            let scale = (normalize ? 1 / total : 1) * lambda
+            mixed = VectorMath.combine(ds, w.map { $0 * scale }, count: n)
+        }
+        return Result(mixed: mixed, kept: kept, signConflicts: electSign && n > 0 ? Double(conflicts) / Double(n) : nil)
+    }
+}
+
+/// The eight task-arithmetic methods, which differ only in sparsifier, sign election and defaults.
+public struct TaskArithmeticMerge: MergeMethod {
+    public enum Variant: String, Sendable {
+        case taskArithmetic = "task_arithmetic", ties, dareTies = "dare_ties", dareLinear = "dare_linear"
+        case breadcrumbs, breadcrumbsTies = "breadcrumbs_ties", della, dellaLinear = "della_linear"
+    }
+    let variant: Variant
+    public init(_ v: Variant) { variant = v }
+
+    public var name: String { variant.rawValue }
+    public var base: BaseRole { .required }
+    public var modelCount: ClosedRange<Int> { 1...Int.max }
+
+    var sparsifier: Sparsifier? {
+        switch variant {
+        case .taskArithmetic: return nil
+        case .ties: return .magnitude
+        case .dareTies, .dareLinear: return .random
+        case .breadcrumbs, .breadcrumbsTies: return .magnitudeOutliers
+        case .della, .dellaLinear: return .dellaMagprune
+        }
+    }
+    var electSign: Bool { [.ties, .dareTies, .breadcrumbsTies, .della].contains(variant) }
+    var defaultNormalize: Bool { variant == .ties || variant == .della }
+    var defaultRescale: Bool { [.dareTies, .dareLinear, .della, .dellaLinear].contains(variant) }
+
+    public var globalParameters: [ParameterSpec] {
+        var p = [ParameterSpec("normalize", .bool(defaultNormalize), "divide by the sum of weights (of the agreeing models with sign election)"),
+                 ParameterSpec("lambda", .number(1), "scale of the combined delta"),
+                 ParameterSpec("int8_mask", .bool(false), "accepted for mergekit compatibility; no numeric effect")]
+        if sparsifier == .random || sparsifier == .dellaMagprune {
+            p.append(ParameterSpec("rescale", .bool(defaultRescale), "true or l1: keep each delta's L1 norm (mergekit); inverse_density: divide kept entries by their keep probability (the DARE paper); false: none"))
+        }
+        return p
+    }
+    public var modelParameters: [ParameterSpec] {
+        var p = [ParameterSpec("weight", nil, "scale of this model's delta"),
+                 ParameterSpec("density", .number(1), "fraction of the delta to keep")]
+        if sparsifier == .magnitudeOutliers { p.append(ParameterSpec("gamma", .number(0.01), "fraction of the largest entries to drop")) }
+        if sparsifier == .dellaMagprune { p.append(ParameterSpec("epsilon", .number(0.15), "spread of keep probabilities around the density")) }
+        return p
+    }
+
+    func rescaleRule(_ v: ParamValue?) throws -> RescaleRule? {
+        switch v {
+        case .bool(true)?: return .l1
+        case .bool(false)?, nil: return nil
+        case let .number(x)?: return x != 0 ? .l1 : nil
+        case let .string(s)?:
+            guard let r = RescaleRule(rawValue: s) else { throw UsageError("rescale: expected true, false, l1 or inverse_density, not '\(s)'") }
+            return r
+        }
+    }
+
+    public func merge(_ c: MergeContext) throws -> MergeOutput {
+        guard let base = c.base else { throw MergeError("\(name) needs a base model") }
+        let deltas = c.models.map { VectorMath.sub($0, base) }
+        let pipeline = TaskArithmeticPipeline(sparsifier: sparsifier, electSign: electSign, normalize: c.flag("normalize"),
+                                              lambda: c.number("lambda"), rescale: try rescaleRule(c.global["rescale"]))
+        let ix = c.models.indices
+        let r = try pipeline.run(deltas: deltas, shape: c.shape, weights: ix.map { c.modelNumber($0, "weight") },
+                                 densities: ix.map { c.modelNumber($0, "density") },
+                                 gammas: ix.map { c.perModel[$0]["gamma"]?.double ?? 0.01 },
+                                 epsilons: ix.map { c.perModel[$0]["epsilon"]?.double ?? 0.15 }, seed: c.seed, tensor: c.tensor)
+        var out = [Float](repeating: 0, count: base.count)
+        for i in out.indices { out[i] = base[i] + r.mixed[i] }
+        var metrics: [(String, JSONValue)] = []
+        if sparsifier != nil { metrics.append(("kept_fraction", .array(r.kept.map { .double($0) }))) }
+        if let sc = r.signConflicts { metrics.append(("sign_conflict_fraction", .double(sc))) }
+        return MergeOutput(values: out, metrics: metrics)
+    }
+}
