@@ -34,7 +34,7 @@ let package = Package(
         ]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
         .testTarget(name: "LinalgTests", dependencies: ["Linalg"]),
-        .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "SafeTensors"]),
+        .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "SafeTensors", "Linalg"]),
         .testTarget(name: "wtoolTests", dependencies: ["SafeTensors"]),
     ]
 )

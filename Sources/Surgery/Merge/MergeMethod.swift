@@ -56,6 +56,20 @@ public protocol MergeMethod: Sendable {
     var globalParameters: [ParameterSpec] { get }
     var modelParameters: [ParameterSpec] { get }
     func merge(_ c: MergeContext) throws -> MergeOutput
+    /// Checks one tensor's resolved parameters at planning time (before any tensor is merged).
+    func check(global: [String: ParamValue], perModel: [[String: ParamValue]]) throws
+}
+
+extension MergeMethod {
+    public func check(global: [String: ParamValue], perModel: [[String: ParamValue]]) throws {}
+}
+
+/// Normalising by a sum of weights that is zero is a user error (mergekit writes Inf/NaN or
+/// silently divides by 1).
+func checkWeightSum(_ global: [String: ParamValue], _ perModel: [[String: ParamValue]], normalizeKey: String) throws {
+    guard (global[normalizeKey]?.double ?? 0) != 0 else { return }
+    let sum = perModel.reduce(0.0) { $0 + ($1["weight"]?.double ?? 0) }
+    if sum == 0 { throw UsageError("the weights sum to 0 and \(normalizeKey) is on: set \(normalizeKey): false or change the weights") }
 }
 
 /// A numeric problem in one tensor's merge (for example weights summing to zero with normalize).

@@ -127,6 +127,9 @@ public struct MergePlan: Sendable {
             let perModel = try zip(refs, ins).map { r, i in
                 try MergePlan.resolve(method.modelParameters, output: i.0.tensor, t: t, levels: [r.params, slices[slice].parameters, recipe.parameters])
             }
+            do { try method.check(global: global, perModel: perModel) } catch let e as UsageError {
+                throw UsageError("tensor '\(output)': \(e.description)")
+            }
             return Item(output: output, shape: first.shape, dtype: mergeable ? (outDefault ?? first.dtype) : first.dtype,
                         base: b?.0, models: ins.map(\.0), merge: mergeable, global: global, perModel: perModel, t: t)
         }

@@ -129,6 +129,11 @@ public struct TaskArithmeticMerge: MergeMethod {
         }
     }
 
+    public func check(global: [String: ParamValue], perModel: [[String: ParamValue]]) throws {
+        if !electSign { try checkWeightSum(global, perModel, normalizeKey: "normalize") }
+        _ = try rescaleRule(global["rescale"])
+    }
+
     public func merge(_ c: MergeContext) throws -> MergeOutput {
         guard let base = c.base else { throw MergeError("\(name) needs a base model") }
         let deltas = c.models.map { VectorMath.sub($0, base) }

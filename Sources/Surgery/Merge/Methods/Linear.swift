@@ -8,6 +8,10 @@ struct LinearMerge: MergeMethod {
     let globalParameters = [ParameterSpec("normalize", .bool(true), "divide by the sum of weights")]
     let modelParameters = [ParameterSpec("weight", nil, "weight of this model")]
 
+    func check(global: [String: ParamValue], perModel: [[String: ParamValue]]) throws {
+        try checkWeightSum(global, perModel, normalizeKey: "normalize")
+    }
+
     func merge(_ c: MergeContext) throws -> MergeOutput {
         var w = c.models.indices.map { c.modelNumber($0, "weight") }
         if c.flag("normalize") {

@@ -10,6 +10,10 @@ struct MultiSlerpMerge: MergeMethod {
                             ParameterSpec("eps", .number(1e-8), "numerical guard")]
     let modelParameters = [ParameterSpec("weight", nil, "weight of this model")]
 
+    func check(global: [String: ParamValue], perModel: [[String: ParamValue]]) throws {
+        try checkWeightSum(global, perModel, normalizeKey: "normalize_weights")
+    }
+
     func merge(_ c: MergeContext) throws -> MergeOutput {
         let eps = c.number("eps")
         var w = c.models.indices.map { c.modelNumber($0, "weight") }
