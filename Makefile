@@ -67,6 +67,7 @@ install: release
 ## bench: wtool against the read+write floor and numpy peers on generated checkpoints (ratios).
 bench: release
 	$(VPY) Tests/bench/bench_convert.py --wtool $(RELEASE_BIN)
+	$(VPY) Tests/bench/bench_merge.py --wtool $(RELEASE_BIN)
 
 ## fixtures: regenerate every byte in Fixtures/ (committed; this checks they are reproducible).
 fixtures: venv

@@ -127,7 +127,8 @@ final class SparsifyTests: XCTestCase {
         let delta = (0..<4096).map { Float($0 % 17) - 8 }
         let p = TaskArithmeticPipeline(sparsifier: .random, electSign: false, normalize: false, lambda: 1, rescale: .l1)
         func run(_ seed: UInt64, _ name: String) throws -> [Float] {
-            try p.run(deltas: [delta, delta], shape: [4096], weights: [1, 1], densities: [0.5, 0.5], gammas: [0, 0],
+            var ds = [delta, delta]
+            return try p.run(deltas: &ds, shape: [4096], weights: [1, 1], densities: [0.5, 0.5], gammas: [0, 0],
                       epsilons: [0, 0], seed: seed, tensor: name).mixed
         }
         XCTAssertEqual(try run(1, "a"), try run(1, "a"))

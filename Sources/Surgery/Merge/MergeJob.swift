@@ -115,15 +115,21 @@ public struct MergeJob: Sendable {
         }
         row.append(("parameters", parameterJSON(item)))
         if let base {
-            let deltas = models.map { VectorMath.sub($0, base) }
-            row.append(("delta_norms", .array(deltas.map { .double(VectorMath.norm($0)) })))
-            if deltas.count > 1 {
-                var cos: [JSONValue] = []
-                for i in deltas.indices { for j in (i + 1)..<deltas.count { cos.append(.double(VectorMath.cosine(deltas[i], deltas[j]))) } }
+            let g = VectorMath.deltaGeometry(models, base: base)
+            row.append(("delta_norms", .array(g.norms.map { .double($0) })))
+            if models.count > 1 {
+                var cos: [JSONValue] = [], k = 0
+                for i in models.indices {
+                    for j in (i + 1)..<models.count {
+                        let den = g.norms[i] * g.norms[j]
+                        cos.append(.double(den > 0 ? g.dots[k] / den : .nan))
+                        k += 1
+                    }
+                }
                 row.append(("delta_cosines", .array(cos)))
             }
             let bn = VectorMath.norm(base)
-            row += metric("relative_change", bn > 0 ? VectorMath.norm(VectorMath.sub(result.values, base)) / bn : .nan)
+            row += metric("relative_change", bn > 0 ? VectorMath.distance(result.values, base) / bn : .nan)
         }
         row += result.metrics
         return .object(row)

@@ -22,46 +22,29 @@ public struct TaskArithmeticPipeline: Sendable {
     /// - Parameters:
     ///   - deltas: one task vector per model (same length).
     ///   - weights, densities, gammas, epsilons: per model.
-    public func run(deltas: [[Float]], shape: [Int], weights: [Double], densities: [Double], gammas: [Double],
+    /// - Parameter deltas: sparsified in place.
+    public func run(deltas ds: inout [[Float]], shape: [Int], weights: [Double], densities: [Double], gammas: [Double],
                     epsilons: [Double], seed: UInt64, tensor: String) throws -> Result {
-        let n = deltas.first?.count ?? 0
-        var ds = deltas
-        var kept = [Double](repeating: 1, count: deltas.count)
+        let n = ds.first?.count ?? 0
+        var kept = [Double](repeating: 1, count: ds.count)
         if let sparsifier {
             for m in ds.indices {
                 // One stream per (seed, tensor, model position): independent of threads and order.
                 var rng = SeededRNG(seed: seed, stream: tensor, block: UInt64(m))
-                let r = try sparsifier.apply(ds[m], shape: shape, density: densities[m], gamma: gammas[m], epsilon: epsilons[m],
+                let k = try sparsifier.apply(&ds[m], shape: shape, density: densities[m], gamma: gammas[m], epsilon: epsilons[m],
                                              rescale: rescale, rng: &rng, tensor: tensor)
-                ds[m] = r.values
-                kept[m] = n > 0 ? Double(r.kept) / Double(n) : 1
+                kept[m] = n > 0 ? Double(k) / Double(n) : 1
             }
         }
         var mixed = [Float](repeating: 0, count: n)
         var conflicts = 0
         let w = weights
         if electSign {
-            for i in 0..<n {
-                var total = 0.0
-                var pos = false, neg = false
-                for m in ds.indices {
-                    let d = w[m] * Double(ds[m][i])
-                    total += d
-                    if d > 0 { pos = true } else if d < 0 { neg = true }
+            let ptrs = ds.map { $0.withUnsafeBufferPointer { $0.baseAddress! } }
+            conflicts = withExtendedLifetime(ds) {
+                mixed.withUnsafeMutableBufferPointer { out in
+                    TaskArithmeticPipeline.electAndSum(ptrs, weights: w, into: out.baseAddress!, count: n, normalize: normalize, lambda: lambda)
                 }
-                if pos && neg { conflicts += 1 }
-                let majorityPositive = total >= 0   // ties at 0 elect +
-                var sum = 0.0, div = 0.0
-                for m in ds.indices {
-                    let d = w[m] * Double(ds[m][i])
-                    // Pruned (zero) entries never agree with the majority.
-                    if (majorityPositive && d > 0) || (!majorityPositive && d < 0) {
-                        sum += d
-                        div += w[m]
-                    }
-                }
-                if normalize { sum /= (div == 0 ? 1 : div) }
-                mixed[i] = Float(sum * lambda)
             }
         } else {
             let total = w.reduce(0, +)
@@ -72,6 +55,61 @@ public struct TaskArithmeticPipeline: Sendable {
             mixed = VectorMath.combine(ds, w.map { $0 * scale }, count: n)
         }
         return Result(mixed: mixed, kept: kept, signConflicts: electSign && n > 0 ? Double(conflicts) / Double(n) : nil)
+    }
+}
+
+extension TaskArithmeticPipeline {
+    /// TIES sign election and disjoint sum, four entries at a time without branches (the signs of
+    /// real deltas are random, so a branchy loop mispredicts half the time). Per entry: the
+    /// majority sign is the sign of Σ w_m δ_m (0 elects +); the deltas of that sign (zeros never
+    /// agree) are summed and, with normalize, divided by the sum of their weights. Returns the
+    /// number of entries where deltas of both signs met.
+    static func electAndSum(_ ptrs: [UnsafePointer<Float>], weights w: [Double], into out: UnsafeMutablePointer<Float>,
+                            count n: Int, normalize: Bool, lambda: Double) -> Int {
+        typealias V = SIMD4<Double>
+        let M = ptrs.count
+        let zero = V(repeating: 0), one = V(repeating: 1)
+        var conflicts = 0
+        @inline(__always) func load(_ m: Int, _ i: Int) -> V {
+            V(UnsafeRawPointer(ptrs[m] + i).loadUnaligned(as: SIMD4<Float>.self)) * w[m]
+        }
+        var i = 0
+        while i + 4 <= n {
+            var total = zero
+            var pos = SIMDMask<SIMD4<Int64>>(repeating: false), neg = pos
+            for m in 0..<M {
+                let d = load(m, i)
+                total += d
+                pos .|= d .> zero
+                neg .|= d .< zero
+            }
+            conflicts &+= Int(SIMD4<Int64>(repeating: 0).replacing(with: 1, where: pos .& neg).wrappedSum())
+            let sign = one.replacing(with: -1, where: total .< zero)
+            var sum = zero, div = zero
+            for m in 0..<M {
+                let d = load(m, i)
+                let agree = d * sign .> zero
+                sum += d.replacing(with: 0, where: .!agree)
+                div += V(repeating: w[m]).replacing(with: 0, where: .!agree)
+            }
+            if normalize { sum /= div.replacing(with: 1, where: div .== zero) }
+            UnsafeMutableRawPointer(out + i).storeBytes(of: SIMD4<Float>(sum * lambda), as: SIMD4<Float>.self)
+            i += 4
+        }
+        for j in i..<n {  // the tail, one entry at a time, same rule
+            var total = 0.0, pos = false, neg = false
+            for m in 0..<M { let d = w[m] * Double(ptrs[m][j]); total += d; pos = pos || d > 0; neg = neg || d < 0 }
+            if pos && neg { conflicts += 1 }
+            let sign = total < 0 ? -1.0 : 1.0
+            var sum = 0.0, div = 0.0
+            for m in 0..<M {
+                let d = w[m] * Double(ptrs[m][j])
+                if d * sign > 0 { sum += d; div += w[m] }
+            }
+            if normalize && div != 0 { sum /= div }
+            out[j] = Float(sum * lambda)
+        }
+        return conflicts
     }
 }
 
@@ -136,16 +174,16 @@ public struct TaskArithmeticMerge: MergeMethod {
 
     public func merge(_ c: MergeContext) throws -> MergeOutput {
         guard let base = c.base else { throw MergeError("\(name) needs a base model") }
-        let deltas = c.models.map { VectorMath.sub($0, base) }
+        var deltas = c.models.map { VectorMath.sub($0, base) }
         let pipeline = TaskArithmeticPipeline(sparsifier: sparsifier, electSign: electSign, normalize: c.flag("normalize"),
                                               lambda: c.number("lambda"), rescale: try rescaleRule(c.global["rescale"]))
         let ix = c.models.indices
-        let r = try pipeline.run(deltas: deltas, shape: c.shape, weights: ix.map { c.modelNumber($0, "weight") },
+        var r = try pipeline.run(deltas: &deltas, shape: c.shape, weights: ix.map { c.modelNumber($0, "weight") },
                                  densities: ix.map { c.modelNumber($0, "density") },
                                  gammas: ix.map { c.perModel[$0]["gamma"]?.double ?? 0.01 },
                                  epsilons: ix.map { c.perModel[$0]["epsilon"]?.double ?? 0.15 }, seed: c.seed, tensor: c.tensor)
-        var out = [Float](repeating: 0, count: base.count)
-        for i in out.indices { out[i] = base[i] + r.mixed[i] }
+        r.mixed.withUnsafeMutableBufferPointer { m in base.withUnsafeBufferPointer { b in for i in 0..<m.count { m[i] += b[i] } } }
+        let out = r.mixed
         var metrics: [(String, JSONValue)] = []
         if sparsifier != nil { metrics.append(("kept_fraction", .array(r.kept.map { .double($0) }))) }
         if let sc = r.signConflicts { metrics.append(("sign_conflict_fraction", .double(sc))) }

@@ -3,41 +3,117 @@
 enum VectorMath {
     static func dot(_ a: [Float], _ b: [Float]) -> Double {
         a.withUnsafeBufferPointer { pa in
-            b.withUnsafeBufferPointer { pb in
-                var s = SIMD4<Double>()
-                var i = 0
-                let n = pa.count
-                while i + 4 <= n {
-                    s += SIMD4<Double>(Double(pa[i]), Double(pa[i + 1]), Double(pa[i + 2]), Double(pa[i + 3]))
-                        * SIMD4<Double>(Double(pb[i]), Double(pb[i + 1]), Double(pb[i + 2]), Double(pb[i + 3]))
-                    i += 4
-                }
-                var r = s.sum()
-                while i < n { r += Double(pa[i]) * Double(pb[i]); i += 1 }
-                return r
-            }
+            b.withUnsafeBufferPointer { pb in dot(pa.baseAddress!, pb.baseAddress!, pa.count) }
         }
     }
 
+    static func dot(_ pa: UnsafePointer<Float>, _ pb: UnsafePointer<Float>, _ n: Int) -> Double {
+        let ra = UnsafeRawPointer(pa), rb = UnsafeRawPointer(pb)
+        var s = SIMD4<Double>()
+        var i = 0
+        while i + 4 <= n {
+            s += SIMD4<Double>(ra.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
+                * SIMD4<Double>(rb.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
+            i += 4
+        }
+        var r = s.sum()
+        while i < n { r += Double(pa[i]) * Double(pb[i]); i += 1 }
+        return r
+    }
+
     static func norm(_ a: [Float]) -> Double { dot(a, a).squareRoot() }
-    static func sumAbs(_ a: [Float]) -> Double { a.reduce(0.0) { $0 + Double(abs($1)) } }
+    static func sumAbs(_ a: [Float]) -> Double {
+        a.withUnsafeBufferPointer { p in
+            let r = UnsafeRawPointer(p.baseAddress!)
+            var s = SIMD4<Double>()
+            var i = 0
+            while i + 4 <= p.count {
+                let v = SIMD4<Double>(r.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
+                s += v.replacing(with: -v, where: v .< 0)
+                i += 4
+            }
+            var t = s.sum()
+            while i < p.count { t += Double(abs(p[i])); i += 1 }
+            return t
+        }
+    }
 
     /// a - b
     static func sub(_ a: [Float], _ b: [Float]) -> [Float] {
-        var out = [Float](repeating: 0, count: a.count)
-        for i in a.indices { out[i] = a[i] - b[i] }
-        return out
+        [Float](unsafeUninitializedCapacity: a.count) { out, done in
+            a.withUnsafeBufferPointer { pa in
+                b.withUnsafeBufferPointer { pb in
+                    for i in 0..<pa.count { out[i] = pa[i] - pb[i] }
+                }
+            }
+            done = a.count
+        }
     }
 
     /// Σ c_i x_i, accumulated in f64 per element.
     static func combine(_ xs: [[Float]], _ c: [Double], count: Int) -> [Float] {
-        var acc = [Double](repeating: 0, count: count)
-        for (x, w) in zip(xs, c) where w != 0 {
-            x.withUnsafeBufferPointer { p in
-                for i in 0..<count { acc[i] += w * Double(p[i]) }
+        let ptrs = xs.map { $0.withUnsafeBufferPointer { $0.baseAddress! } }
+        return withExtendedLifetime(xs) {
+            [Float](unsafeUninitializedCapacity: count) { out, done in
+                let M = ptrs.count
+                if M == 2 {
+                    let (p0, p1, c0, c1) = (ptrs[0], ptrs[1], c[0], c[1])
+                    for i in 0..<count { out[i] = Float(c0 * Double(p0[i]) + c1 * Double(p1[i])) }
+                } else {
+                    for i in 0..<count {
+                        var s = 0.0
+                        for m in 0..<M { s += c[m] * Double(ptrs[m][i]) }
+                        out[i] = Float(s)
+                    }
+                }
+                done = count
             }
         }
-        return acc.map { Float($0) }
+    }
+
+    /// ‖x_i - b‖ for each i and <x_i - b, x_j - b> for each pair i < j, in one pass, no copies.
+    static func deltaGeometry(_ xs: [[Float]], base: [Float]) -> (norms: [Double], dots: [Double]) {
+        typealias V = SIMD4<Double>
+        let M = xs.count, P = M * (M - 1) / 2, n = base.count
+        let ptrs = xs.map { $0.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress!) } }
+        var sq = [V](repeating: V(), count: M), dots = [V](repeating: V(), count: P), d = [V](repeating: V(), count: M)
+        var i = 0
+        withExtendedLifetime(xs) {
+            base.withUnsafeBufferPointer { bp in
+                let b = UnsafeRawPointer(bp.baseAddress!)
+                sq.withUnsafeMutableBufferPointer { sq in
+                    dots.withUnsafeMutableBufferPointer { dots in
+                        d.withUnsafeMutableBufferPointer { d in
+                            while i + 4 <= n {
+                                let bv = V(b.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
+                                for m in 0..<M {
+                                    d[m] = V(ptrs[m].loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self)) - bv
+                                    sq[m] += d[m] * d[m]
+                                }
+                                var k = 0
+                                for p in 0..<M { for q in (p + 1)..<max(p + 1, M) { dots[k] += d[p] * d[q]; k += 1 } }
+                                i += 4
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        var norms = sq.map { $0.sum() }, pair = dots.map { $0.sum() }
+        for j in i..<n {  // tail
+            let dj = xs.map { Double($0[j]) - Double(base[j]) }
+            var k = 0
+            for p in 0..<M {
+                norms[p] += dj[p] * dj[p]
+                for q in (p + 1)..<max(p + 1, M) { pair[k] += dj[p] * dj[q]; k += 1 }
+            }
+        }
+        return (norms.map { $0.squareRoot() }, pair)
+    }
+
+    /// ‖a - b‖ without a copy.
+    static func distance(_ a: [Float], _ b: [Float]) -> Double {
+        deltaGeometry([a], base: b).norms[0]
     }
 
     static func cosine(_ a: [Float], _ b: [Float]) -> Double {

@@ -1,0 +1,87 @@
+"""Shared pieces of `make bench`: generated checkpoints, timing with peak RSS, the I/O floor."""
+import json, os, struct, subprocess, sys
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Fixtures"))
+from st_raw import write_raw  # noqa: E402
+
+
+def llama_like_shapes(total_bytes, bytes_per_element=2):
+    shapes, size, i = {}, 0, 0
+    while size < total_bytes:
+        kind = ["self_attn.q_proj", "self_attn.o_proj", "mlp.up_proj", "mlp.down_proj"][i % 4]
+        shape = (2048, 2048) if "attn" in kind else ((5632, 2048) if "up" in kind else (2048, 5632))
+        shapes[f"model.layers.{i // 4}.{kind}.weight"] = shape
+        size += shape[0] * shape[1] * bytes_per_element
+        i += 1
+    return shapes
+
+
+def bf16_bytes(x):
+    """f32 -> bf16 bytes, rounding to nearest even."""
+    b = x.astype(np.float32).view(np.uint32)
+    return ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
+
+
+def generate(path, total_bytes, seed=0, base=None, noise=0.002):
+    """A LLaMA-like bf16 checkpoint; with `base` (a path), a fine-tune of it: base + noise."""
+    if os.path.exists(path) and abs(os.path.getsize(path) - total_bytes) < 0.2e9:
+        return
+    print(f"generating {path} ...", flush=True)
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for name, shape in llama_like_shapes(total_bytes).items():
+        if base is None:
+            x = rng.standard_normal(shape, dtype=np.float32) * 0.02
+        else:
+            raw = np.frombuffer(read_tensor_bytes(base, name), np.uint16)
+            x = (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape) + rng.standard_normal(shape, dtype=np.float32) * noise
+        tensors[name] = ("BF16", list(shape), bf16_bytes(x))
+    write_raw(path, tensors, metadata={"format": "pt"})
+
+
+def read_header(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n)), 8 + n
+
+
+def read_tensor_bytes(path, name):
+    header, start = read_header(path)
+    b, e = header[name]["data_offsets"]
+    with open(path, "rb") as f:
+        f.seek(start + b)
+        return f.read(e - b)
+
+
+def timed(cmd, env=None):
+    """Wall time and peak RSS (MiB) of one command, measured in a fresh helper process."""
+    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+             "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
+    out = subprocess.run([sys.executable, "-c", probe, *map(str, cmd)], capture_output=True, text=True, check=True, env=env)
+    secs, rss_kb, rc = out.stdout.split()
+    if int(rc) != 0:
+        raise SystemExit(f"failed: {' '.join(map(str, cmd))}")
+    return float(secs), int(rss_kb) / 1024
+
+
+def floor(inputs, out_bytes, scratch):
+    """Read every input once and write out_bytes once, fsynced (wtool fsyncs its outputs)."""
+    t_read, _ = timed(["sh", "-c", "cat \"$@\" > /dev/null", "sh", *inputs])
+    mib = max(1, out_bytes // (1 << 20))
+    t_write, _ = timed(["dd", "if=/dev/zero", f"of={scratch}", "bs=1M", f"count={mib}", "conv=fsync", "status=none"])
+    os.unlink(scratch)
+    return t_read + t_write
+
+
+def best(f, n):
+    runs = [f() for _ in range(n)]
+    return min(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def cleanup(*paths):
+    for p in paths:
+        for q in (p, p[:-len(".safetensors")] + ".report.json"):
+            if os.path.exists(q):
+                os.unlink(q)
