@@ -22,12 +22,14 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         // F16C half-precision kernels with a runtime CPU check (no unsafe flags needed).
         .target(name: "CHalf", path: "Sources/CHalf"),
+        // libc settings Swift cannot reach (malloc tuning).
+        .target(name: "CSystem", path: "Sources/CSystem"),
         // The file format alone: header parsing/validation, mmap reader, shards, writer, codecs.
         .target(name: "SafeTensors", dependencies: ["CHalf", "CZlib"]),
         // Thin Swift over BLAS/LAPACK, and the seeded RNG.
         .target(name: "Linalg", dependencies: ["COpenBLAS", "CLAPACKE"]),
         // The operations and the streaming engine they share.
-        .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg", .product(name: "Yams", package: "Yams")]),
+        .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg", "CSystem", .product(name: "Yams", package: "Yams")]),
         .executableTarget(name: "wtool", dependencies: [
             "Surgery", "SafeTensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,4 +1,5 @@
 import Dispatch
+import CSystem
 import SafeTensors
 #if canImport(Glibc)
 import Glibc
@@ -8,6 +9,13 @@ import Glibc
 /// in flight (so memory stays bounded by a few tensors), collects results by index (so output
 /// never depends on scheduling), and stops at the first error.
 public enum Engine {
+    /// Tensor-sized buffers come and go by the hundred MB: served straight from mmap, they go back to
+    /// the kernel when freed. glibc would otherwise raise its mmap threshold after the first free
+    /// and keep later buffers in per-thread heaps, where fragmentation holds resident memory.
+    public static func configureMemory() {
+        wt_serve_large_allocations_from_mmap(1 << 20)
+    }
+
     /// Cores available to this process.
     public static var defaultThreads: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 

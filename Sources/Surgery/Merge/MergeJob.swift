@@ -94,10 +94,13 @@ public struct MergeJob: Sendable {
             return v
         }
         let base = item.base.map(load)
-        let models = item.models.map(load)
+        var models = item.models.map(load)
         let shape = item.shape.map { Int(clamping: $0) }
+        // Measured before merging: the method takes the decoded arrays over.
+        let geometry = base.map { VectorMath.deltaGeometry(models, base: $0) }
         let ctx = MergeContext(tensor: item.output, shape: shape, base: base, models: models,
                                global: item.global, perModel: item.perModel, seed: seed)
+        models = []
         let result: MergeOutput
         do { result = try plan.method.merge(ctx) } catch let e as MergeError {
             throw FormatError(file: cps[item.models[0].model].path, tensor: item.output, e.description)
@@ -114,13 +117,13 @@ public struct MergeJob: Sendable {
             row.append(("inputs", .array(item.models.map { .string($0.tensor) })))
         }
         row.append(("parameters", parameterJSON(item)))
-        if let base {
-            let g = VectorMath.deltaGeometry(models, base: base)
+        if let base, let g = geometry {
             row.append(("delta_norms", .array(g.norms.map { .double($0) })))
-            if models.count > 1 {
+            let M = g.norms.count
+            if M > 1 {
                 var cos: [JSONValue] = [], k = 0
-                for i in models.indices {
-                    for j in (i + 1)..<models.count {
+                for i in 0..<M {
+                    for j in (i + 1)..<M {
                         let den = g.norms[i] * g.norms[j]
                         cos.append(.double(den > 0 ? g.dots[k] / den : .nan))
                         k += 1

@@ -28,7 +28,8 @@ public struct MergeContext: Sendable {
     public let tensor: String
     public let shape: [Int]
     public let base: [Float]?
-    public let models: [[Float]]
+    /// Owned by the method (the context is consumed): methods may take the arrays over.
+    public var models: [[Float]]
     public let global: [String: ParamValue]
     public let perModel: [[String: ParamValue]]
     public let seed: UInt64
@@ -55,7 +56,7 @@ public protocol MergeMethod: Sendable {
     var modelCount: ClosedRange<Int> { get }
     var globalParameters: [ParameterSpec] { get }
     var modelParameters: [ParameterSpec] { get }
-    func merge(_ c: MergeContext) throws -> MergeOutput
+    func merge(_ c: consuming MergeContext) throws -> MergeOutput
     /// Checks one tensor's resolved parameters at planning time (before any tensor is merged).
     func check(global: [String: ParamValue], perModel: [[String: ParamValue]]) throws
 }

@@ -172,12 +172,17 @@ public struct TaskArithmeticMerge: MergeMethod {
         _ = try rescaleRule(global["rescale"])
     }
 
-    public func merge(_ c: MergeContext) throws -> MergeOutput {
+    public func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         guard let base = c.base else { throw MergeError("\(name) needs a base model") }
-        var deltas = c.models.map { VectorMath.sub($0, base) }
+        // Deltas in place, in the decoded arrays (the context is consumed: no copies).
+        var deltas = c.models
+        c.models = []
+        for m in deltas.indices {
+            deltas[m].withUnsafeMutableBufferPointer { d in base.withUnsafeBufferPointer { b in for i in 0..<d.count { d[i] -= b[i] } } }
+        }
         let pipeline = TaskArithmeticPipeline(sparsifier: sparsifier, electSign: electSign, normalize: c.flag("normalize"),
                                               lambda: c.number("lambda"), rescale: try rescaleRule(c.global["rescale"]))
-        let ix = c.models.indices
+        let ix = deltas.indices
         var r = try pipeline.run(deltas: &deltas, shape: c.shape, weights: ix.map { c.modelNumber($0, "weight") },
                                  densities: ix.map { c.modelNumber($0, "density") },
                                  gammas: ix.map { c.perModel[$0]["gamma"]?.double ?? 0.01 },

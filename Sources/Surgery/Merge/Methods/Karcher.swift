@@ -10,7 +10,7 @@ struct KarcherMerge: MergeMethod {
                             ParameterSpec("tol", .number(1e-5), "stop when the tangent step is below this")]
     let modelParameters: [ParameterSpec] = []
 
-    func merge(_ c: MergeContext) throws -> MergeOutput {
+    func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         let tol = c.number("tol"), maxIter = Int(c.number("max_iter"))
         let n = c.count, N = c.models.count
         let alpha = 1 / Double(N)

@@ -12,7 +12,7 @@ struct LinearMerge: MergeMethod {
         try checkWeightSum(global, perModel, normalizeKey: "normalize")
     }
 
-    func merge(_ c: MergeContext) throws -> MergeOutput {
+    func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         var w = c.models.indices.map { c.modelNumber($0, "weight") }
         if c.flag("normalize") {
             let total = w.reduce(0, +)

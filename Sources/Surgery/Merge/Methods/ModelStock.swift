@@ -7,7 +7,7 @@ struct ModelStockMerge: MergeMethod {
     let globalParameters = [ParameterSpec("filter_wise", .bool(false), "one ratio per row instead of per tensor")]
     let modelParameters: [ParameterSpec] = []
 
-    func merge(_ c: MergeContext) throws -> MergeOutput {
+    func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         let base = c.base!
         let n = c.count, N = c.models.count
         let deltas = c.models.map { VectorMath.sub($0, base) }

@@ -14,7 +14,7 @@ struct MultiSlerpMerge: MergeMethod {
         try checkWeightSum(global, perModel, normalizeKey: "normalize_weights")
     }
 
-    func merge(_ c: MergeContext) throws -> MergeOutput {
+    func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         let eps = c.number("eps")
         var w = c.models.indices.map { c.modelNumber($0, "weight") }
         if c.flag("normalize_weights") {

@@ -7,7 +7,7 @@ struct NearSwapMerge: MergeMethod {
     let globalParameters = [ParameterSpec("t", nil, "distance scale: entries closer than t are swapped fully")]
     let modelParameters: [ParameterSpec] = []
 
-    func merge(_ c: MergeContext) throws -> MergeOutput {
+    func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         let a = c.base!, b = c.models[0], t = c.number("t")
         var out = [Float](repeating: 0, count: c.count)
         for i in out.indices {

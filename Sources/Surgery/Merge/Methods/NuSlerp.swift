@@ -10,7 +10,7 @@ struct NuSlerpMerge: MergeMethod {
                             ParameterSpec("nuslerp_row_wise", .bool(false), "without flatten: vectors along the first dimension instead of the last")]
     let modelParameters = [ParameterSpec("weight", nil, "relative weight of this model")]
 
-    func merge(_ c: MergeContext) throws -> MergeOutput {
+    func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         let w0 = c.modelNumber(0, "weight"), w1 = c.modelNumber(1, "weight")
         let t = abs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1)
         var a = c.models[0], b = c.models[1]

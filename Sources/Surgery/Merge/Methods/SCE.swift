@@ -8,7 +8,7 @@ struct SCEMerge: MergeMethod {
                             ParameterSpec("int8_mask", .bool(false), "accepted for mergekit compatibility; no numeric effect")]
     let modelParameters: [ParameterSpec] = []
 
-    func merge(_ c: MergeContext) throws -> MergeOutput {
+    func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         let base = c.base!
         let n = c.count, M = c.models.count
         var T = c.models.map { VectorMath.sub($0, base) }

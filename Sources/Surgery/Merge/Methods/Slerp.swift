@@ -9,7 +9,7 @@ struct SlerpMerge: MergeMethod {
     let globalParameters = [ParameterSpec("t", nil, "position from the base (0) to the other model (1)")]
     let modelParameters: [ParameterSpec] = []
 
-    func merge(_ c: MergeContext) throws -> MergeOutput {
+    func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         let v0 = c.base!, v1 = c.models[0]
         let t = c.number("t")
         let n0 = VectorMath.norm(v0), n1 = VectorMath.norm(v1)
