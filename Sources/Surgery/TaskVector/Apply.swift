@@ -1,0 +1,150 @@
+import SafeTensors
+
+/// `task-vector apply`: BASE + Σ s_i τ_i (negative scales subtract: forgetting), or the TIES /
+/// DARE combination of the task vectors through the same pipeline `merge` uses.
+public struct ApplyTaskVectorJob: Sendable {
+    public enum Method: String, Sendable, CaseIterable { case sum, ties, dare }
+
+    public var base: String
+    public var vectors: [String]
+    public var output: String
+    public var kind: TaskVectorSource.Kind = .auto
+    public var scales: [Double]?
+    public var method: Method = .sum
+    public var density = 1.0
+    public var lambda = 1.0
+    public var normalize: Bool?
+    public var rescale: RescaleRule? = .l1
+    public var seed: UInt64 = 0
+    public var dtype: DType?
+    public var shardSize: UInt64?
+    public var threads = Engine.defaultThreads
+    public var quiet = false
+    public var command: [String] = []
+    public var provenance = ""
+    public var reportPath: String?
+
+    public init(base: String, vectors: [String], output: String) { self.base = base; self.vectors = vectors; self.output = output }
+
+    public func run() throws -> RunReport {
+        var timer = PhaseTimer()
+        var report = RunReport(command: command)
+        let scales = self.scales ?? Array(repeating: 1, count: vectors.count)
+        guard scales.count == vectors.count else { throw UsageError("--scale: give one value per task vector (\(vectors.count))") }
+        guard density > 0 && density <= 1 else { throw UsageError("--density must be in (0, 1]") }
+        if let dtype, !dtype.isFloatingPoint { throw UsageError("--dtype must be a float type") }
+        let b = try Checkpoint(path: base)
+        let tvs = try vectors.map { try TaskVectorSource(path: $0, kind: kind) }
+        let out = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: [b] + tvs.map(\.checkpoint))
+        report.warnings = b.warnings + tvs.flatMap(\.checkpoint.warnings)
+        // Every task-vector tensor must exist in the base with the same shape.
+        for (tv, path) in zip(tvs, vectors) {
+            for e in tv.checkpoint.entries {
+                guard let be = b.entry(e.name) else {
+                    throw FormatError(file: tv.checkpoint.filePath(of: e), tensor: e.name, "has no counterpart in the base \(base)")
+                }
+                guard be.info.shape == e.info.shape else {
+                    throw FormatError(file: tv.checkpoint.filePath(of: e), tensor: e.name, "shape \(e.info.shape) differs from the base's \(be.info.shape)")
+                }
+                if !e.info.dtype.isFloatingPoint && tv.isDelta {
+                    throw FormatError(file: tv.checkpoint.filePath(of: e), tensor: e.name, "a task vector holds float deltas, not \(e.info.dtype.rawValue)")
+                }
+            }
+            if !tv.recordedChecksums.isEmpty {
+                let differing = try Engine.map(count: b.entries.count, threads: threads) { i -> String? in
+                    let e = b.entries[i]
+                    guard let want = tv.recordedChecksums[e.name] else { return nil }
+                    defer { b.release(e) }
+                    return checksum(b.bytes(e)) == want ? nil : e.name
+                }.compactMap { $0 }
+                if !differing.isEmpty {
+                    report.warnings.append("\(path) was extracted from another base: \(differing.count) tensor(s) differ from the recorded checksums (first: \(differing[0]))")
+                }
+            }
+        }
+        let pipeline: TaskArithmeticPipeline? = method == .sum ? nil : TaskArithmeticPipeline(
+            sparsifier: method == .ties ? .magnitude : .random, electSign: method == .ties,
+            normalize: normalize ?? (method == .ties), lambda: lambda, rescale: method == .dare ? rescale : nil)
+        if let pipeline, !pipeline.electSign, pipeline.normalize, scales.reduce(0, +) == 0 {
+            throw UsageError("the scales sum to 0 and normalize is on")
+        }
+        let outputs = b.entries.map { e in
+            OutputTensor(name: e.name, dtype: e.info.dtype.isFloatingPoint ? (dtype ?? e.info.dtype) : e.info.dtype, shape: e.info.shape)
+        }
+        timer.lap("plan")
+        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let (density, seed, lambda, method) = (self.density, self.seed, self.lambda, self.method)
+        let rows: [JSONValue]
+        do {
+            rows = try Engine.map(count: b.entries.count, threads: threads, progress: Progress(total: b.entries.count, label: "apply", quiet: quiet)) { i in
+                let e = b.entries[i]
+                let touched = tvs.indices.filter { tvs[$0].checkpoint.entry(e.name) != nil }
+                guard e.info.dtype.isFloatingPoint, !touched.isEmpty else {
+                    // Not in any task vector (or not a float): the base's bytes, unchanged.
+                    if outputs[i].dtype == e.info.dtype {
+                        try writer.write(tensor: i, b.bytes(e))
+                    } else {
+                        let v = decodeFloats(b, e)
+                        try ApplyTaskVectorJob.write(v, as: outputs[i].dtype, writer: writer, index: i)
+                    }
+                    b.release(e)
+                    return .object([("name", .string(e.name)), ("copied", .bool(true))])
+                }
+                let w = touched.map { scales[$0] }
+                var row: [(String, JSONValue)] = [("name", .string(e.name)), ("vectors", .array(touched.map { .int($0) }))]
+                var result = [Float](repeating: 0, count: e.info.count)
+                if let pipeline {
+                    let bv = decodeFloats(b, e)
+                    var deltas = touched.map { tvs[$0].delta(e.name, base: bv)! }
+                    let r = try pipeline.run(deltas: &deltas, shape: e.info.shapeInts, weights: w,
+                                             densities: Array(repeating: density, count: w.count), gammas: Array(repeating: 0, count: w.count),
+                                             epsilons: Array(repeating: 0, count: w.count), seed: seed, tensor: e.name)
+                    for k in 0..<bv.count { result[k] = Float(Double(bv[k]) + Double(r.mixed[k])) }
+                    row.append(("kept_fraction", .array(r.kept.map { .double($0) })))
+                    if let sc = r.signConflicts { row.append(("sign_conflict_fraction", .double(sc))) }
+                } else {
+                    // Plain task arithmetic in f64 per element: base + Σ λ s_i τ_i (exact for F64
+                    // task vectors, so extract + apply rebuilds an f32 fine-tune bit for bit).
+                    let bd = decodeDoubles(b, e)
+                    let deltas = touched.map { tvs[$0].exactDelta(e.name, base: bd)! }
+                    for k in 0..<bd.count {
+                        var s = bd[k]
+                        for m in 0..<deltas.count { s += lambda * w[m] * deltas[m][k] }
+                        result[k] = Float(s)
+                    }
+                }
+                try ApplyTaskVectorJob.write(result, as: outputs[i].dtype, writer: writer, index: i)
+                let bv = decodeFloats(b, e)
+                let bn = VectorMath.norm(bv)
+                row += metric("relative_change", bn > 0 ? VectorMath.distance(result, bv) / bn : .nan)
+                _ = method
+                return .object(row)
+            }
+            try writer.commit()
+        } catch {
+            writer.abort()
+            throw error
+        }
+        let copied = try out.copyAuxiliaryFiles(from: b)
+        timer.lap("apply")
+        report.inputs = [RunReport.describe(b)] + tvs.map { RunReport.describe($0.checkpoint) }
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+                                 ("copied", .array(copied.map { .string($0) }))])
+        report.parameters = [("method", .string(method.rawValue)), ("scales", .array(scales.map { .double($0) })),
+                             ("lambda", .double(lambda)), ("density", .double(density)), ("seed", .uint(seed)),
+                             ("inputs_are", .array(tvs.map { .string($0.isDelta ? "task-vector" : "model") }))]
+        report.tensors = rows
+        report.summary = [("tensors", .int(rows.count)), ("changed", .int(rows.filter { $0["copied"] == nil }.count))]
+        report.timing = timer.phases
+        try report.write(to: reportPath ?? out.defaultReportPath)
+        return report
+    }
+
+    static func write(_ v: [Float], as dtype: DType, writer: CheckpointWriter, index: Int) throws {
+        let bytes = v.count * dtype.size!
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes), alignment: 64)
+        defer { buf.deallocate() }
+        v.withUnsafeBufferPointer { Codec.encode($0.baseAddress!, count: $0.count, as: dtype, into: buf) }
+        try writer.write(tensor: index, UnsafeRawBufferPointer(start: buf, count: bytes))
+    }
+}
