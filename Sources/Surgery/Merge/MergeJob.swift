@@ -85,6 +85,9 @@ public struct MergeJob: Sendable {
             try writer.write(tensor: index, cps[src.model].bytes(entry(src)))
             return .object([("name", .string(item.output)), ("copied_from", .string(cps[src.model].path))])
         }
+        if let coeffs = plan.method.linearCoefficients(global: item.global, perModel: item.perModel) {
+            return try streamLinear(item, coeffs: coeffs, plan: plan, writer: writer, index: index)
+        }
         func load(_ i: MergePlan.Input) -> [Float] {
             let e = entry(i)
             cps[i.model].willNeed(e)
@@ -135,6 +138,78 @@ public struct MergeJob: Sendable {
             row += metric("relative_change", bn > 0 ? VectorMath.distance(result.values, base) / bn : .nan)
         }
         row += result.metrics
+        return .object(row)
+    }
+
+    /// A linear combination, streamed in blocks of 64k entries: decode each input block, combine in
+    /// f64, encode, write. Memory stays a few blocks whatever the tensor size, and the report's
+    /// delta geometry is accumulated on the way.
+    static func streamLinear(_ item: MergePlan.Item, coeffs: [Double], plan: MergePlan, writer: CheckpointWriter, index: Int) throws -> JSONValue {
+        let cps = plan.checkpoints
+        let inputs = (item.base.map { [$0] } ?? []) + item.models
+        precondition(inputs.count == coeffs.count, "linearCoefficients: one per input")
+        let entries = inputs.map { cps[$0.model].entry($0.tensor)! }
+        for (inp, e) in zip(inputs, entries) { cps[inp.model].willNeed(e) }
+        let n = entries[0].info.count, block = 1 << 16, K = inputs.count
+        let outSize = item.dtype.size!
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block * (K + 1))
+        let enc = UnsafeMutableRawPointer.allocate(byteCount: block * outSize, alignment: 64)
+        defer { scratch.deallocate(); enc.deallocate() }
+        let hasBase = item.base != nil
+        let M = item.models.count
+        var squares = [Double](repeating: 0, count: M), dots = [Double](repeating: 0, count: M * (M - 1) / 2)
+        var change = 0.0, baseSq = 0.0
+        var start = 0
+        while start < n {
+            let len = min(block, n - start)
+            var ptrs: [UnsafePointer<Float>] = []
+            for (k, (inp, e)) in zip(inputs, entries).enumerated() {
+                let dst = scratch + k * block
+                Codec.decode(e.info.dtype, cps[inp.model].bytes(e).baseAddress! + start * e.info.dtype.size!, count: len, into: dst)
+                ptrs.append(UnsafePointer(dst))
+            }
+            let out = scratch + K * block
+            if K == 2 {
+                let (p0, p1, c0, c1) = (ptrs[0], ptrs[1], coeffs[0], coeffs[1])
+                for j in 0..<len { out[j] = Float(c0 * Double(p0[j]) + c1 * Double(p1[j])) }
+            } else {
+                for j in 0..<len {
+                    var s = 0.0
+                    for k in 0..<K { s += coeffs[k] * Double(ptrs[k][j]) }
+                    out[j] = Float(s)
+                }
+            }
+            if hasBase {
+                let g = VectorMath.deltaSums(Array(ptrs[1...]), base: ptrs[0], count: len)
+                for m in 0..<M { squares[m] += g.squares[m] }
+                for p in dots.indices { dots[p] += g.dots[p] }
+                change += VectorMath.deltaSums([UnsafePointer(out)], base: ptrs[0], count: len).squares[0]
+                baseSq += VectorMath.dot(ptrs[0], ptrs[0], len)
+            }
+            Codec.encode(out, count: len, as: item.dtype, into: enc)
+            try writer.write(tensor: index, at: start * outSize, UnsafeRawBufferPointer(start: enc, count: len * outSize))
+            start += len
+        }
+        for (inp, e) in zip(inputs, entries) { cps[inp.model].release(e) }
+        var row: [(String, JSONValue)] = [("name", .string(item.output)), ("shape", .array(item.shape.map { .uint($0) })),
+                                          ("dtype", .string(item.dtype.rawValue)), ("t", .double(item.t))]
+        if item.models.contains(where: { $0.tensor != item.output }) {
+            row.append(("inputs", .array(item.models.map { .string($0.tensor) })))
+        }
+        row.append(("parameters", parameterJSON(item)))
+        if hasBase {
+            row.append(("delta_norms", .array(squares.map { .double($0.squareRoot()) })))
+            if M > 1 {
+                var cos: [JSONValue] = [], k = 0
+                for i in 0..<M { for j in (i + 1)..<M {
+                    let den = (squares[i] * squares[j]).squareRoot()
+                    cos.append(.double(den > 0 ? dots[k] / den : .nan)); k += 1
+                } }
+                row.append(("delta_cosines", .array(cos)))
+            }
+            row += metric("relative_change", baseSq > 0 ? (change / baseSq).squareRoot() : .nan)
+        }
+        row.append(("coefficients", .array(coeffs.map { .double($0) })))
         return .object(row)
     }
 

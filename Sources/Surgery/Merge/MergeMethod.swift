@@ -59,10 +59,15 @@ public protocol MergeMethod: Sendable {
     func merge(_ c: consuming MergeContext) throws -> MergeOutput
     /// Checks one tensor's resolved parameters at planning time (before any tensor is merged).
     func check(global: [String: ParamValue], perModel: [[String: ParamValue]]) throws
+    /// For methods whose output is a fixed linear combination of the inputs, the coefficients
+    /// (the base's first when the method uses one): the engine then streams the tensor in small
+    /// blocks instead of decoding whole tensors. nil otherwise.
+    func linearCoefficients(global: [String: ParamValue], perModel: [[String: ParamValue]]) -> [Double]?
 }
 
 extension MergeMethod {
     public func check(global: [String: ParamValue], perModel: [[String: ParamValue]]) throws {}
+    public func linearCoefficients(global: [String: ParamValue], perModel: [[String: ParamValue]]) -> [Double]? { nil }
 }
 
 /// Normalising by a sum of weights that is zero is a user error (mergekit writes Inf/NaN or

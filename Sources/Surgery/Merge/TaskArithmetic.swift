@@ -172,6 +172,17 @@ public struct TaskArithmeticMerge: MergeMethod {
         _ = try rescaleRule(global["rescale"])
     }
 
+    /// Plain task arithmetic is linear: b + λ s Σ w_i (x_i - b) = (1 - λ s Σ w_i) b + Σ λ s w_i x_i.
+    public func linearCoefficients(global: [String: ParamValue], perModel: [[String: ParamValue]]) -> [Double]? {
+        guard variant == .taskArithmetic else { return nil }
+        let w = perModel.map { $0["weight"]?.double ?? .nan }
+        let total = w.reduce(0, +)
+        let normalize = (global["normalize"]?.double ?? 0) != 0
+        guard !normalize || total != 0 else { return nil }
+        let scale = (global["lambda"]?.double ?? 1) * (normalize ? 1 / total : 1)
+        return [1 - scale * total] + w.map { scale * $0 }
+    }
+
     public func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         guard let base = c.base else { throw MergeError("\(name) needs a base model") }
         // Deltas in place, in the decoded arrays (the context is consumed: no copies).

@@ -73,42 +73,47 @@ enum VectorMath {
 
     /// ‖x_i - b‖ for each i and <x_i - b, x_j - b> for each pair i < j, in one pass, no copies.
     static func deltaGeometry(_ xs: [[Float]], base: [Float]) -> (norms: [Double], dots: [Double]) {
+        let ptrs = xs.map { $0.withUnsafeBufferPointer { $0.baseAddress! } }
+        let g = withExtendedLifetime(xs) {
+            base.withUnsafeBufferPointer { deltaSums(ptrs, base: $0.baseAddress!, count: $0.count) }
+        }
+        return (g.squares.map { $0.squareRoot() }, g.dots)
+    }
+
+    /// Σ (x_i - b)² for each i and Σ (x_i - b)(x_j - b) for each pair i < j (pairs in order (0,1),
+    /// (0,2), ..., (1,2), ...): sums, so blocks of a tensor can be added up.
+    static func deltaSums(_ ptrs: [UnsafePointer<Float>], base: UnsafePointer<Float>, count n: Int) -> (squares: [Double], dots: [Double]) {
         typealias V = SIMD4<Double>
-        let M = xs.count, P = M * (M - 1) / 2, n = base.count
-        let ptrs = xs.map { $0.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress!) } }
+        let M = ptrs.count, P = M * (M - 1) / 2
+        let raws = ptrs.map { UnsafeRawPointer($0) }, b = UnsafeRawPointer(base)
         var sq = [V](repeating: V(), count: M), dots = [V](repeating: V(), count: P), d = [V](repeating: V(), count: M)
         var i = 0
-        withExtendedLifetime(xs) {
-            base.withUnsafeBufferPointer { bp in
-                let b = UnsafeRawPointer(bp.baseAddress!)
-                sq.withUnsafeMutableBufferPointer { sq in
-                    dots.withUnsafeMutableBufferPointer { dots in
-                        d.withUnsafeMutableBufferPointer { d in
-                            while i + 4 <= n {
-                                let bv = V(b.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
-                                for m in 0..<M {
-                                    d[m] = V(ptrs[m].loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self)) - bv
-                                    sq[m] += d[m] * d[m]
-                                }
-                                var k = 0
-                                for p in 0..<M { for q in (p + 1)..<max(p + 1, M) { dots[k] += d[p] * d[q]; k += 1 } }
-                                i += 4
-                            }
+        sq.withUnsafeMutableBufferPointer { sq in
+            dots.withUnsafeMutableBufferPointer { dots in
+                d.withUnsafeMutableBufferPointer { d in
+                    while i + 4 <= n {
+                        let bv = V(b.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
+                        for m in 0..<M {
+                            d[m] = V(raws[m].loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self)) - bv
+                            sq[m] += d[m] * d[m]
                         }
+                        var k = 0
+                        for p in 0..<M { for q in (p + 1)..<max(p + 1, M) { dots[k] += d[p] * d[q]; k += 1 } }
+                        i += 4
                     }
                 }
             }
         }
-        var norms = sq.map { $0.sum() }, pair = dots.map { $0.sum() }
+        var squares = sq.map { $0.sum() }, pair = dots.map { $0.sum() }
         for j in i..<n {  // tail
-            let dj = xs.map { Double($0[j]) - Double(base[j]) }
+            let dj = ptrs.map { Double($0[j]) - Double(base[j]) }
             var k = 0
             for p in 0..<M {
-                norms[p] += dj[p] * dj[p]
+                squares[p] += dj[p] * dj[p]
                 for q in (p + 1)..<max(p + 1, M) { pair[k] += dj[p] * dj[q]; k += 1 }
             }
         }
-        return (norms.map { $0.squareRoot() }, pair)
+        return (squares, pair)
     }
 
     /// ‖a - b‖ without a copy.

@@ -12,6 +12,13 @@ struct LinearMerge: MergeMethod {
         try checkWeightSum(global, perModel, normalizeKey: "normalize")
     }
 
+    func linearCoefficients(global: [String: ParamValue], perModel: [[String: ParamValue]]) -> [Double]? {
+        let w = perModel.map { $0["weight"]?.double ?? .nan }
+        guard (global["normalize"]?.double ?? 0) != 0 else { return w }
+        let total = w.reduce(0, +)
+        return total == 0 ? nil : w.map { $0 / total }  // zero sums were refused at planning
+    }
+
     func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         var w = c.models.indices.map { c.modelNumber($0, "weight") }
         if c.flag("normalize") {

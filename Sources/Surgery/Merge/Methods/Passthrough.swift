@@ -6,6 +6,10 @@ struct PassthroughMerge: MergeMethod {
     let globalParameters: [ParameterSpec] = []
     let modelParameters = [ParameterSpec("scale", .number(1), "multiplies the tensor")]
 
+    func linearCoefficients(global: [String: ParamValue], perModel: [[String: ParamValue]]) -> [Double]? {
+        [perModel[0]["scale"]?.double ?? 1]
+    }
+
     func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         let s = Float(c.modelNumber(0, "scale"))
         return MergeOutput(values: s == 1 ? c.models[0] : c.models[0].map { $0 * s })
