@@ -21,9 +21,9 @@ def main():
     scratch = os.path.join(a.dir, "floor.bin")
     size = os.path.getsize(src)
     results = {}
-    t, rss = best(lambda: timed([a.wtool, "convert", src, "-o", f32, "--dtype", "f32", "--quiet"]), a.repeat)
+    t, rss = best(lambda: timed([a.wtool, "convert", src, "-o", f32, "--dtype", "f32", "--quiet"]), a.repeat, fresh=[f32])
     results["bf16->f32"] = (t, min(floor([src], 2 * size, scratch) for _ in range(a.repeat)), rss)
-    t, rss = best(lambda: timed([a.wtool, "convert", f32, "-o", back, "--dtype", "bf16", "--quiet"]), a.repeat)
+    t, rss = best(lambda: timed([a.wtool, "convert", f32, "-o", back, "--dtype", "bf16", "--quiet"]), a.repeat, fresh=[back])
     results["f32->bf16"] = (t, min(floor([f32], size, scratch) for _ in range(a.repeat)), rss)
     same = open(src, "rb").read() [-1 << 20:] == open(back, "rb").read()[-1 << 20:]
     print(f"\nwtool convert, {size / 1e9:.2f} GB bf16 checkpoint ({os.cpu_count()} cores), best of {a.repeat}:")

@@ -32,8 +32,8 @@ def main():
     print(f"\nmerge of {size / 1e9:.2f} GB bf16 checkpoints ({os.cpu_count()} cores), best of {a.repeat}:")
     print(f"{'method':<8} {'wtool s':>8} {'numpy s':>8} {'floor s':>8} {'vs floor':>9} {'vs numpy':>9} {'wtool MiB':>10} {'numpy MiB':>10}")
     for name, (inputs, args, peer_args) in jobs.items():
-        t, rss = best(lambda: timed([a.wtool, "merge", *args, "-o", out, "--quiet"]), a.repeat)
-        tp, rssp = best(lambda: timed([sys.executable, os.path.join(HERE, "numpy_merge.py"), *peer_args]), a.repeat)
+        t, rss = best(lambda: timed([a.wtool, "merge", *args, "-o", out, "--quiet"]), a.repeat, fresh=[out])
+        tp, rssp = best(lambda: timed([sys.executable, os.path.join(HERE, "numpy_merge.py"), *peer_args]), a.repeat, fresh=[peer])
         fl = min(floor(inputs, size, os.path.join(a.dir, "floor.bin")) for _ in range(a.repeat))
         print(f"{name:<8} {t:>8.2f} {tp:>8.2f} {fl:>8.2f} {t / fl:>8.2f}x {tp / t:>8.1f}x {rss:>10.0f} {rssp:>10.0f}")
         cleanup(out, peer)

@@ -99,7 +99,7 @@ public struct MergePlan: Sendable {
         // Output tensors in model order: pre-layer weights, layers, post-layer weights.
         let ref = cps[refModel]
         let layered = ref.entries.compactMap { LayerName($0.name) }
-        let templates = Array(NSOrderedSetLite(layered.map(\.template)))
+        let templates = uniqued(layered.map(\.template))
         let refLayers = (layered.map(\.index).max() ?? -1) + 1
         let nonLayer = ref.entries.map(\.name).filter { LayerName($0) == nil }
         var items: [Item] = []
@@ -210,12 +210,8 @@ public struct MergePlan: Sendable {
     }
 }
 
-/// Order-preserving de-duplication.
-struct NSOrderedSetLite<T: Hashable>: Sequence {
-    private let items: [T]
-    init(_ xs: [T]) {
-        var seen = Set<T>()
-        items = xs.filter { seen.insert($0).inserted }
-    }
-    func makeIterator() -> IndexingIterator<[T]> { items.makeIterator() }
+/// The distinct elements, in order of first appearance.
+func uniqued<T: Hashable>(_ xs: [T]) -> [T] {
+    var seen = Set<T>()
+    return xs.filter { seen.insert($0).inserted }
 }

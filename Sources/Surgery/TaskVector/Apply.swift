@@ -73,7 +73,7 @@ public struct ApplyTaskVectorJob: Sendable {
         }
         timer.lap("plan")
         let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
-        let (density, seed, lambda, method) = (self.density, self.seed, self.lambda, self.method)
+        let (density, seed, lambda) = (self.density, self.seed, self.lambda)
         let rows: [JSONValue]
         do {
             rows = try Engine.map(count: b.entries.count, threads: threads, progress: Progress(total: b.entries.count, label: "apply", quiet: quiet)) { i in
@@ -117,7 +117,6 @@ public struct ApplyTaskVectorJob: Sendable {
                 let bv = decodeFloats(b, e)
                 let bn = VectorMath.norm(bv)
                 row += metric("relative_change", bn > 0 ? VectorMath.distance(result, bv) / bn : .nan)
-                _ = method
                 return .object(row)
             }
             try writer.commit()
