@@ -88,14 +88,7 @@ public struct MergeJob: Sendable {
         if let coeffs = plan.method.linearCoefficients(global: item.global, perModel: item.perModel) {
             return try streamLinear(item, coeffs: coeffs, plan: plan, writer: writer, index: index)
         }
-        func load(_ i: MergePlan.Input) -> [Float] {
-            let e = entry(i)
-            cps[i.model].willNeed(e)
-            var v = [Float](repeating: 0, count: e.info.count)
-            v.withUnsafeMutableBufferPointer { Codec.decode(e.info.dtype, cps[i.model].bytes(e).baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, count: e.info.count, into: $0.baseAddress!) }
-            cps[i.model].release(e)
-            return v
-        }
+        func load(_ i: MergePlan.Input) -> [Float] { decodeFloats(cps[i.model], entry(i)) }
         let base = item.base.map(load)
         var models = item.models.map(load)
         let shape = item.shape.map { Int(clamping: $0) }

@@ -65,27 +65,3 @@ public struct TaskVectorSource: Sendable {
         return zip(v, base).map { $0 - $1 }
     }
 }
-
-/// A tensor decoded to f32 (its mapped pages released afterwards).
-public func decodeFloats(_ c: Checkpoint, _ e: Checkpoint.Entry) -> [Float] {
-    c.willNeed(e)
-    let bytes = c.bytes(e)
-    let v = [Float](unsafeUninitializedCapacity: e.info.count) { buf, done in
-        if let p = bytes.baseAddress { Codec.decode(e.info.dtype, p, count: e.info.count, into: buf.baseAddress!) }
-        done = e.info.count
-    }
-    c.release(e)
-    return v
-}
-
-/// A tensor decoded to f64 (exact for every float dtype).
-public func decodeDoubles(_ c: Checkpoint, _ e: Checkpoint.Entry) -> [Double] {
-    c.willNeed(e)
-    let bytes = c.bytes(e)
-    let v = [Double](unsafeUninitializedCapacity: e.info.count) { buf, done in
-        if let p = bytes.baseAddress { Codec.decode(e.info.dtype, p, count: e.info.count, into: buf.baseAddress!) }
-        done = e.info.count
-    }
-    c.release(e)
-    return v
-}
