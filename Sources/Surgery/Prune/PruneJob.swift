@@ -1,0 +1,264 @@
+import SafeTensors
+import Linalg
+
+/// `wtool prune-sparse`: zero the entries a rule scores lowest, in the 2-D weights of the linear
+/// layers; everything else is copied byte for byte. Kept entries keep their exact bytes and pruned
+/// ones become +0.0, so no value is ever re-encoded (except by soft-threshold, which shrinks them).
+public struct PruneJob: Sendable {
+    public enum Method: String, Sendable, CaseIterable { case magnitude, wanda, principal, softThreshold = "soft-threshold" }
+    public enum Scope: String, Sendable, CaseIterable { case tensor, row, global }
+
+    public var input: String
+    public var output: String
+    public var method: Method = .magnitude
+    public var sparsity = 0.5
+    public var scope: Scope = .tensor
+    public var nm: (n: Int, m: Int)?
+    public var statsPath: String?
+    public var fallbackMagnitude = false
+    public var rank: Int?
+    public var maskOut: String?
+    public var selection = TensorSelection()
+    public var shardSize: UInt64?
+    public var threads = Engine.defaultThreads
+    public var quiet = false
+    public var command: [String] = []
+    public var provenance = ""
+    public var reportPath: String?
+
+    public init(input: String, output: String) { self.input = input; self.output = output }
+
+    /// The default targets: 2-D float weights inside the layers, except norms and embeddings.
+    public static func isDefaultTarget(_ e: TensorInfo) -> Bool {
+        guard e.shape.count == 2, e.dtype.isFloatingPoint, e.name.hasSuffix(".weight"), LayerName(e.name) != nil else { return false }
+        let n = e.name.lowercased()
+        return !n.contains("norm") && !n.contains("embed")
+    }
+
+    public func run() throws -> RunReport {
+        var timer = PhaseTimer()
+        var report = RunReport(command: command)
+        guard sparsity >= 0 && sparsity <= 1 else { throw UsageError("--sparsity must be in [0, 1]") }
+        if method == .principal && rank == nil { throw UsageError("principal needs --rank R") }
+        if method == .softThreshold && (nm != nil || scope != .global) {
+            throw UsageError("soft-threshold uses one global threshold: use --scope global, without --nm")
+        }
+        if nm != nil && scope == .global { throw UsageError("--nm selects within groups of each row; it takes no --scope global") }
+        if method == .wanda && statsPath == nil { throw UsageError("wanda needs --stats FILE (Σx² per input channel)") }
+        let ckpt = try Checkpoint(path: input)
+        let stats = try statsPath.map { try PruneStatistics(path: $0) }
+        var inputs = [ckpt]
+        if let stats { inputs.append(stats.checkpoint) }
+        let out = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: inputs)
+        report.warnings = ckpt.warnings
+        let defaultSelection = selection.include.isEmpty && selection.exclude.isEmpty
+        let targets = ckpt.entries.filter { e in
+            (defaultSelection ? PruneJob.isDefaultTarget(e.info) : selection.selects(e.name) && e.info.dtype.isFloatingPoint && !e.info.shape.isEmpty)
+        }
+        let targetSet = Set(targets.map(\.name))
+        // Plan-time checks: N:M divisibility, statistics present and sized.
+        var channelStats: [String: [Double]] = [:]
+        for e in targets {
+            let cols = e.info.shapeInts.last ?? 1
+            if let nm, cols % nm.m != 0 {
+                throw FormatError(file: ckpt.filePath(of: e), tensor: e.name, "\(cols) input columns are not divisible by M = \(nm.m)")
+            }
+            if method == .wanda {
+                if let s = try stats!.channelSquares(forWeight: e.name, inputs: cols) {
+                    channelStats[e.name] = s
+                } else if !fallbackMagnitude {
+                    throw FormatError(file: stats!.path, tensor: e.name, "no '<module>.act_sq_sum' statistics for this weight (use --fallback magnitude)")
+                }
+            }
+        }
+        let outputs = ckpt.entries.map { OutputTensor(name: $0.name, dtype: $0.info.dtype, shape: $0.info.shape) }
+        timer.lap("plan")
+
+        // Scores (recomputed where needed, never held for the whole model).
+        let (method, rank, sparsity, nm, scope) = (self.method, self.rank, self.sparsity, self.nm, self.scope)
+        let cs = channelStats
+        @Sendable func scores(_ e: Checkpoint.Entry) throws -> [Float] {
+            let w = decodeFloats(ckpt, e)
+            let cols = e.info.shapeInts.last ?? 1
+            switch method {
+            case .magnitude, .softThreshold:
+                return w.map { abs($0) }
+            case .wanda:
+                guard let a = cs[e.name] else { return w.map { abs($0) } }  // --fallback magnitude
+                let s = a.map { $0.squareRoot() }
+                return w.indices.map { Float(Double(abs(w[$0])) * s[$0 % cols]) }
+            case .principal:
+                let rows = w.count / max(1, cols)
+                let (u, sv, vt) = try svd(Matrix(rows: rows, cols: cols, data: w))
+                let r = min(rank!, sv.count)
+                var us = Matrix(rows: rows, cols: r)
+                for i in 0..<rows { for j in 0..<r { us[i, j] = u[i, j] * sv[j] } }
+                let vr = Matrix(rows: r, cols: cols, data: Array(vt.data[0..<(r * cols)]))
+                return matmul(us, vr).data.map { abs($0) }
+            }
+        }
+        // Global scope: one k-th smallest score over every target, found by counting passes.
+        var globalCut: GlobalCut? = nil
+        if scope == .global {
+            globalCut = try GlobalCut(targets.map { e in { @Sendable in try scores(e) } }, sparsity: sparsity, threads: threads)
+        }
+        timer.lap("select")
+        let maskWriter = try maskOut.map { path in
+            try CheckpointWriter(layout: .file(path), tensors: targets.map { OutputTensor(name: $0.name, dtype: .BOOL, shape: $0.info.shape) },
+                                 metadata: ["format": "pt", "wtool.kind": "prune_mask"])
+        }
+        let maskIndex = Dictionary(uniqueKeysWithValues: targets.enumerated().map { ($1.name, $0) })
+        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let cut = globalCut
+        let rows: [JSONValue]
+        do {
+            rows = try Engine.map(count: ckpt.entries.count, threads: threads, progress: Progress(total: ckpt.entries.count, label: "prune", quiet: quiet)) { i in
+                let e = ckpt.entries[i]
+                let src = ckpt.bytes(e)
+                guard targetSet.contains(e.name) else {
+                    try writer.write(tensor: i, src)
+                    ckpt.release(e)
+                    return .object([("name", .string(e.name)), ("target", .bool(false))])
+                }
+                let sc = try scores(e)
+                let cols = e.info.shapeInts.last ?? 1
+                let pruned: [Bool] = sc.withUnsafeBufferPointer { p in
+                    if let nm { return PruneMask.nm(p, cols: cols, n: nm.n, m: nm.m) }
+                    switch scope {
+                    case .tensor: return PruneMask.smallest(p, Int(Double(p.count) * sparsity))
+                    case .row: return PruneMask.perRow(p, cols: cols, sparsity: sparsity)
+                    case .global: return cut!.mask(tensor: maskIndex[e.name]!, p)
+                    }
+                }
+                let w = decodeFloats(ckpt, e)
+                var row: [(String, JSONValue)] = [("name", .string(e.name)), ("target", .bool(true)), ("method", .string(method.rawValue)),
+                                                  ("scope", .string(nm.map { "\($0.n):\($0.m)" } ?? scope.rawValue))]
+                let size = e.info.dtype.size!
+                let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, src.count), alignment: 64)
+                defer { buf.deallocate() }
+                var result = w
+                if method == .softThreshold {
+                    // sign(w) * max(|w| - t, 0), zeros written as +0.0.
+                    let t = cut!.threshold
+                    for k in result.indices { let a = abs(w[k]) - t; result[k] = a > 0 ? (w[k] < 0 ? -a : a) : 0 }
+                    result.withUnsafeBufferPointer { Codec.encode($0.baseAddress!, count: $0.count, as: e.info.dtype, into: buf) }
+                    // A shrunk value can underflow to -0.0 in a narrow dtype: engines misread -0.0 in
+                    // sparse checkpoints, so every zero is written as +0.0.
+                    for k in 0..<result.count {
+                        let last = buf.load(fromByteOffset: k * size + size - 1, as: UInt8.self)
+                        guard last == 0x80, (0..<(size - 1)).allSatisfy({ buf.load(fromByteOffset: k * size + $0, as: UInt8.self) == 0 }) else { continue }
+                        buf.storeBytes(of: 0, toByteOffset: k * size + size - 1, as: UInt8.self)
+                        result[k] = 0
+                    }
+                    row += metric("threshold", Double(t))
+                } else {
+                    // Kept entries keep their exact bytes; pruned ones become all-zero bytes (+0.0).
+                    buf.copyMemory(from: src.baseAddress!, byteCount: src.count)
+                    for k in 0..<pruned.count where pruned[k] {
+                        (buf + k * size).initializeMemory(as: UInt8.self, repeating: 0, count: size)
+                        result[k] = 0
+                    }
+                    if let cut, nm == nil { row += metric("threshold", Double(cut.threshold)) }
+                }
+                try writer.write(tensor: i, UnsafeRawBufferPointer(start: buf, count: src.count))
+                ckpt.release(e)
+                if let mw = maskWriter {
+                    // true = kept: not pruned (hard rules), or still non-zero (soft-threshold).
+                    let mask = (0..<result.count).map { k in UInt8(method == .softThreshold ? (result[k] != 0 ? 1 : 0) : (pruned[k] ? 0 : 1)) }
+                    try mask.withUnsafeBytes { try mw.write(tensor: maskIndex[e.name]!, $0) }
+                }
+                let zeros = result.filter { $0 == 0 }.count
+                let requested = nm.map { Double($0.m - $0.n) / Double($0.m) } ?? sparsity
+                row += [("requested_sparsity", .double(requested)),
+                        ("pruned", .int(method == .softThreshold ? zeros : pruned.filter { $0 }.count)),
+                        ("achieved_sparsity", .double(result.isEmpty ? 0 : Double(zeros) / Double(result.count)))]
+                let wn = VectorMath.norm(w)
+                row += metric("relative_norm_removed", wn > 0 ? VectorMath.distance(w, result) / wn : 0)
+                if let a = cs[e.name] {
+                    var num = 0.0, den = 0.0
+                    for k in w.indices {
+                        let d = Double(w[k]) - Double(result[k])
+                        num += d * d * a[k % cols]; den += Double(w[k]) * Double(w[k]) * a[k % cols]
+                    }
+                    row += metric("estimated_relative_output_error", den > 0 ? (num / den).squareRoot() : 0)
+                }
+                return .object(row)
+            }
+            try writer.commit()
+            try maskWriter?.commit()
+        } catch {
+            writer.abort()
+            maskWriter?.abort()
+            throw error
+        }
+        let copied = try out.copyAuxiliaryFiles(from: ckpt)
+        timer.lap("prune")
+        report.inputs = inputs.map(RunReport.describe)
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+                                 ("masks", maskOut.map { .string($0) } ?? .null), ("copied", .array(copied.map { .string($0) }))])
+        report.parameters = [("method", .string(method.rawValue)), ("sparsity", .double(sparsity)), ("scope", .string(scope.rawValue)),
+                             ("nm", nm.map { .string("\($0.n):\($0.m)") } ?? .null), ("rank", rank.map { .int($0) } ?? .null),
+                             ("stats", statsPath.map { .string($0) } ?? .null), ("fallback_magnitude", .bool(fallbackMagnitude))]
+        report.tensors = rows
+        let targetRows = rows.filter { $0["target"] == .bool(true) }
+        let prunedTotal = targetRows.compactMap { $0["pruned"]?.doubleValue }.reduce(0, +)
+        let targetElements = targets.reduce(0) { $0 + $1.info.count }
+        report.summary = [("targets", .int(targets.count)), ("tensors", .int(rows.count)), ("pruned", .double(prunedTotal)),
+                          ("achieved_sparsity", .double(targetElements > 0 ? prunedTotal / Double(targetElements) : 0)),
+                          ("bytes", .uint(ckpt.totalBytes))]
+        report.timing = timer.phases
+        try report.write(to: reportPath ?? out.defaultReportPath)
+        return report
+    }
+}
+
+/// The global cut: the k-th smallest score over all targets (k = floor(total * sparsity)), with the
+/// entries equal to it pruned in target order, then index order, until k are pruned.
+struct GlobalCut: Sendable {
+    let threshold: Float
+    /// For each target: how many entries equal to the threshold it prunes.
+    let ties: [Int]
+
+    init(_ sources: [@Sendable () throws -> [Float]], sparsity: Double, threads: Int) throws {
+        let all = sources
+        let total = try Engine.map(count: all.count, threads: threads) { try all[$0]().count }.reduce(0, +)
+        let k = Int(Double(total) * sparsity)
+        guard k > 0 else { threshold = -1; ties = Array(repeating: 0, count: all.count); return }
+        // Radix selection over every target's scores: k-th smallest = (total - k + 1)-th largest.
+        var remaining = total - k + 1
+        var prefix: UInt32 = 0
+        for (shift, width) in [(UInt32(20), UInt32(11)), (10, 10), (0, 10)] {
+            let mask = UInt32((1 << width) - 1), fixedShift = shift + width, pre = prefix
+            let hists = try Engine.map(count: all.count, threads: threads) { i -> [Int] in
+                var h = [Int](repeating: 0, count: 1 << Int(width))
+                for s in try all[i]() {
+                    let b = s.bitPattern & 0x7FFF_FFFF
+                    if fixedShift >= 31 || b >> fixedShift == pre { h[Int((b >> shift) & mask)] += 1 }
+                }
+                return h
+            }
+            var hist = [Int](repeating: 0, count: 1 << Int(width))
+            for h in hists { for d in h.indices { hist[d] += h[d] } }
+            var digit = Int(mask)
+            while hist[digit] < remaining { remaining -= hist[digit]; digit -= 1 }
+            prefix = prefix << width | UInt32(digit)
+        }
+        let t = Float(bitPattern: prefix)
+        threshold = t
+        let counts = try Engine.map(count: all.count, threads: threads) { i -> (Int, Int) in
+            let s = try all[i]()
+            return (s.filter { $0 < t }.count, s.filter { $0 == t }.count)
+        }
+        var budget = k - counts.reduce(0) { $0 + $1.0 }
+        ties = counts.map { c in let take = min(c.1, max(0, budget)); budget -= take; return take }
+    }
+
+    func mask(tensor i: Int, _ s: UnsafeBufferPointer<Float>) -> [Bool] {
+        var left = ties[i]
+        return s.map { v in
+            if v < threshold { return true }
+            if v == threshold && left > 0 { left -= 1; return true }
+            return false
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import ArgumentParser
+import SafeTensors
+import Surgery
+
+struct PruneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prune-sparse",
+        abstract: "Zero the weights a rule scores lowest (magnitude, Wanda, principal, soft-threshold; N:M).",
+        discussion: """
+        Targets: the 2-D weights of the linear layers inside the blocks (embeddings, lm_head, norms \
+        and biases are copied byte for byte; --include/--exclude choose others). Kept entries keep \
+        their exact bytes, pruned ones become +0.0, the dtype is kept. Scores: magnitude |w|; wanda \
+        |w_ij| * ||X_j|| from --stats (a safetensors file of <module>.act_sq_sum, Σx² per input \
+        channel; only ratios matter); principal |W_R_ij| of the rank-R approximation (exact SVD); \
+        soft-threshold: one global t, w -> sign(w) * max(|w| - t, 0). Counts are exact: --scope \
+        tensor prunes floor(numel * S) per tensor, row floor(cols * S) per row, global floor(total * \
+        S) over all targets; --nm N:M keeps the N largest of every M consecutive entries of each \
+        row. Ties are pruned lower index first. See wtool-prune-sparse(1).
+        """
+    )
+
+    @Argument(help: ArgumentHelp("A .safetensors file or a model folder.", valueName: "IN")) var input: String
+    @Option(name: .short, help: ArgumentHelp("Output: a .safetensors file or a folder.", valueName: "OUT")) var output: String
+    @Option(name: .long, help: ArgumentHelp("magnitude (default), wanda, principal or soft-threshold.", valueName: "METHOD")) var method: String = "magnitude"
+    @Option(name: .long, help: ArgumentHelp("Fraction to prune, 0...1 (default 0.5; with --nm it is (M-N)/M).", valueName: "S")) var sparsity: Double = 0.5
+    @Option(name: .long, help: ArgumentHelp("tensor (default), row or global.", valueName: "SCOPE")) var scope: String?
+    @Option(name: .long, help: ArgumentHelp("Keep N of every M consecutive entries per row (2:4, 4:8).", valueName: "N:M")) var nm: String?
+    @Option(name: .long, help: ArgumentHelp("Activation statistics for wanda (safetensors, <module>.act_sq_sum).", valueName: "FILE")) var stats: String?
+    @Option(name: .long, help: ArgumentHelp("Score targets without statistics by magnitude instead of failing.", valueName: "magnitude")) var fallback: String?
+    @Option(name: .long, help: ArgumentHelp("Rank of the approximation for principal.", valueName: "R")) var rank: Int?
+    @Option(name: .long, help: ArgumentHelp("Also write one BOOL mask per target (true = kept) to this .safetensors file.", valueName: "FILE")) var maskOut: String?
+    @Option(name: .long, help: ArgumentHelp("Largest shard (folder output).", valueName: "SIZE")) var shardSize: String?
+    @Option(name: .long, help: ArgumentHelp("Write the JSON report here.", valueName: "FILE")) var report: String?
+    @OptionGroup var common: CommonOptions
+
+    func parsedNM() -> (n: Int, m: Int)? {
+        guard let nm else { return nil }
+        let p = nm.split(separator: ":").compactMap { Int($0) }
+        return p.count == 2 ? (p[0], p[1]) : nil
+    }
+
+    func validate() throws {
+        guard PruneJob.Method(rawValue: method) != nil else {
+            throw ValidationError("--method must be magnitude, wanda, principal or soft-threshold")
+        }
+        if let scope, PruneJob.Scope(rawValue: scope) == nil { throw ValidationError("--scope must be tensor, row or global") }
+        guard sparsity >= 0 && sparsity <= 1 else { throw ValidationError("--sparsity must be in [0, 1]") }
+        if nm != nil {
+            guard let p = parsedNM(), p.m >= 1, p.n >= 0, p.n <= p.m else { throw ValidationError("--nm expects N:M with 0 <= N <= M, e.g. 2:4") }
+        }
+        if let fallback, fallback != "magnitude" { throw ValidationError("--fallback takes only 'magnitude'") }
+        if let rank, rank < 1 { throw ValidationError("--rank must be at least 1") }
+        if let maskOut, !maskOut.hasSuffix(".safetensors") { throw ValidationError("--mask-out must name a .safetensors file") }
+        if let shardSize, ByteSize.parse(shardSize) == nil { throw ValidationError("invalid --shard-size '\(shardSize)'") }
+    }
+
+    func run() throws {
+        var job = PruneJob(input: input, output: output)
+        job.method = PruneJob.Method(rawValue: method)!
+        job.sparsity = sparsity
+        job.scope = scope.flatMap { PruneJob.Scope(rawValue: $0) } ?? (job.method == .softThreshold ? .global : .tensor)
+        job.nm = parsedNM()
+        job.statsPath = stats
+        job.fallbackMagnitude = fallback == "magnitude"
+        job.rank = rank
+        job.maskOut = maskOut
+        job.selection = common.selection
+        job.shardSize = shardSize.flatMap { ByteSize.parse($0) }
+        job.threads = common.threadCount
+        job.quiet = common.quiet
+        job.command = CommandLine.arguments
+        job.provenance = provenance()
+        job.reportPath = report
+        let r = try job.run()
+        for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
+        let s = Dictionary(uniqueKeysWithValues: r.summary)
+        note("pruned \(s["pruned"]!.compact()) weights in \(s["targets"]!.compact()) tensors (sparsity \(formatFixed(s["achieved_sparsity"]!.doubleValue ?? 0, 4))) -> \(output)",
+             quiet: common.quiet)
+    }
+}

@@ -1,0 +1,211 @@
+"""wtool prune-sparse masks against numpy references of each documented rule."""
+import json, math, struct
+import numpy as np
+import ml_dtypes
+import pytest
+from safetensors.numpy import save_file
+from conftest import run
+from st_raw import read_raw, write_raw
+
+NP = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
+
+
+def model(tmp_path, dtype="F32", ties=True):
+    """A small LLaMA-like model; with ties, weights take few distinct values (many equal scores)."""
+    rng = np.random.default_rng(5)
+    shapes = {"model.embed_tokens.weight": (16, 32), "model.layers.0.self_attn.q_proj.weight": (8, 32),
+              "model.layers.0.mlp.up_proj.weight": (16, 32), "model.layers.0.mlp.down_proj.weight": (32, 16),
+              "model.layers.0.input_layernorm.weight": (32,), "model.layers.1.mlp.up_proj.weight": (16, 32),
+              "lm_head.weight": (16, 32)}
+    raw = {}
+    for n, s in shapes.items():
+        x = rng.standard_normal(s).astype(np.float32)
+        if ties:
+            x = np.round(x * 4) / 4
+        raw[n] = (dtype, list(s), x.astype(NP[dtype]).tobytes())
+    path = tmp_path / f"m-{dtype}.safetensors"
+    write_raw(path, raw, metadata={"format": "pt"})
+    return path
+
+
+def tensors(path):
+    return {k: np.frombuffer(d, dtype=NP[dt]).reshape(s).astype(np.float32) for k, (dt, s, d) in read_raw(path).items()}
+
+
+def file_order(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        h = json.loads(f.read(n))
+    h.pop("__metadata__", None)
+    return sorted(h, key=lambda k: h[k]["data_offsets"])
+
+
+def is_target(name, shape):
+    return len(shape) == 2 and ".layers." in name and "norm" not in name and "embed" not in name
+
+
+def prune_first(scores, k):
+    """The k smallest, ties lower index first: a stable ascending sort."""
+    mask = np.zeros(scores.size, bool)
+    mask[np.argsort(scores.ravel(), kind="stable")[:k]] = True
+    return mask.reshape(scores.shape)
+
+
+def reference_masks(w, scores, scope, sparsity, nm=None, order=None):
+    if nm:
+        n, m = nm
+        out = {}
+        for k, s in scores.items():
+            g = s.reshape(s.shape[0], -1, m)
+            idx = np.argsort(g, axis=2, kind="stable")[:, :, : m - n]
+            mask = np.zeros_like(g, bool)
+            np.put_along_axis(mask, idx, True, axis=2)
+            out[k] = mask.reshape(s.shape)
+        return out
+    if scope == "tensor":
+        return {k: prune_first(s, int(s.size * sparsity)) for k, s in scores.items()}
+    if scope == "row":
+        return {k: np.stack([prune_first(r, int(s.shape[1] * sparsity)) for r in s]) for k, s in scores.items()}
+    names = [k for k in order if k in scores]
+    flat = np.concatenate([scores[k].ravel() for k in names])
+    mask = prune_first(flat, int(flat.size * sparsity))
+    out, off = {}, 0
+    for k in names:
+        out[k] = mask[off: off + scores[k].size].reshape(scores[k].shape)
+        off += scores[k].size
+    return out
+
+
+def check(tmp_path, src, out, masks, dtype="F32"):
+    before, after = read_raw(src), read_raw(out)
+    w = tensors(src)
+    for k, (dt, s, data) in before.items():
+        if k not in masks:
+            assert after[k] == (dt, s, data), f"{k} is not a target and must be byte-identical"
+            continue
+        size = np.dtype(NP[dt]).itemsize
+        got = np.frombuffer(after[k][2], np.uint8).reshape(-1, size)
+        orig = np.frombuffer(data, np.uint8).reshape(-1, size)
+        m = masks[k].ravel()
+        assert np.all(got[m] == 0), f"{k}: pruned entries must be +0.0 (all-zero bytes)"
+        assert np.array_equal(got[~m], orig[~m]), f"{k}: kept entries must be bit-identical"
+
+
+@pytest.mark.parametrize("scope", ["tensor", "row", "global"])
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+def test_magnitude_masks_equal_numpy(tmp_path, scope, dtype):
+    src = model(tmp_path, dtype)
+    out = tmp_path / "out.safetensors"
+    run("prune-sparse", src, "-o", out, "--sparsity", "0.37", "--scope", scope, "--quiet")
+    w = tensors(src)
+    scores = {k: np.abs(v) for k, v in w.items() if is_target(k, v.shape)}
+    check(tmp_path, src, out, reference_masks(w, scores, scope, 0.37, order=file_order(src)), dtype)
+
+
+@pytest.mark.parametrize("nm", [(2, 4), (4, 8)])
+def test_nm_masks_equal_numpy_and_are_valid(tmp_path, nm):
+    src = model(tmp_path, "BF16")
+    out = tmp_path / "out.safetensors"
+    run("prune-sparse", src, "-o", out, "--nm", f"{nm[0]}:{nm[1]}", "--quiet")
+    w = tensors(src)
+    scores = {k: np.abs(v) for k, v in w.items() if is_target(k, v.shape)}
+    masks = reference_masks(w, scores, None, None, nm=nm)
+    check(tmp_path, src, out, masks, "BF16")
+    got = tensors(out)
+    for k in scores:
+        groups = (got[k] == 0).reshape(got[k].shape[0], -1, nm[1]).sum(axis=2)
+        assert np.all(groups >= nm[1] - nm[0])
+
+
+def wanda_inputs(tmp_path, scale=1.0):
+    src = model(tmp_path, "F32", ties=False)
+    w = tensors(src)
+    rng = np.random.default_rng(9)
+    stats = {k[: -len(".weight")] + ".act_sq_sum": (rng.random(w[k].shape[1]) ** 4 * 100 * scale).astype(np.float32)
+             for k in sorted(w) if is_target(k, w[k].shape)}
+    path = tmp_path / f"stats-{scale}.safetensors"
+    save_file(stats, path)
+    return src, w, stats, path
+
+
+@pytest.mark.parametrize("scope,nm", [("row", None), ("tensor", None), (None, (2, 4))])
+def test_wanda_masks_equal_numpy(tmp_path, scope, nm):
+    src, w, stats, path = wanda_inputs(tmp_path)
+    out = tmp_path / "out.safetensors"
+    args = ["--nm", "2:4"] if nm else ["--scope", scope]
+    run("prune-sparse", src, "-o", out, "--method", "wanda", "--stats", path, "--sparsity", "0.5", *args, "--quiet")
+    scores = {}
+    for k, v in w.items():
+        if is_target(k, v.shape):
+            a = stats[k[: -len(".weight")] + ".act_sq_sum"].astype(np.float64)
+            scores[k] = (np.abs(v).astype(np.float64) * np.sqrt(a / a.max())).astype(np.float32)
+    check(tmp_path, src, out, reference_masks(w, scores, scope, 0.5, nm=nm))
+    rep = json.load(open(tmp_path / "out.report.json"))
+    assert all("estimated_relative_output_error" in r for r in rep["tensors"] if r["target"])
+
+
+def test_scaling_the_statistics_changes_nothing(tmp_path):
+    src, _, _, p1 = wanda_inputs(tmp_path, 1.0)
+    _, _, _, p2 = wanda_inputs(tmp_path, 1234.5)
+    for p, o in ((p1, "a"), (p2, "b")):
+        run("prune-sparse", src, "-o", tmp_path / f"{o}.safetensors", "--method", "wanda", "--stats", p, "--scope", "row", "--quiet")
+    assert read_raw(tmp_path / "a.safetensors") == read_raw(tmp_path / "b.safetensors")
+
+
+def test_principal_masks_equal_numpy(tmp_path):
+    src = model(tmp_path, "F32", ties=False)
+    out = tmp_path / "out.safetensors"
+    run("prune-sparse", src, "-o", out, "--method", "principal", "--rank", "3", "--scope", "row", "--sparsity", "0.75", "--quiet")
+    w = tensors(src)
+    scores = {}
+    for k, v in w.items():
+        if is_target(k, v.shape):
+            u, s, vt = np.linalg.svd(v.astype(np.float64), full_matrices=False)
+            scores[k] = np.abs((u[:, :3] * s[:3]) @ vt[:3])
+    check(tmp_path, src, out, reference_masks(w, scores, "row", 0.75))
+
+
+def test_soft_threshold_equals_numpy(tmp_path):
+    src = model(tmp_path, "F32", ties=False)
+    out = tmp_path / "out.safetensors"
+    run("prune-sparse", src, "-o", out, "--method", "soft-threshold", "--sparsity", "0.4", "--quiet")
+    w = tensors(src)
+    names = [k for k in file_order(src) if is_target(k, w[k].shape)]
+    mags = np.concatenate([np.abs(w[k]).ravel() for k in names])
+    t = np.sort(mags, kind="stable")[int(mags.size * 0.4) - 1]
+    got = tensors(out)
+    for k in names:
+        expect = np.sign(w[k]) * np.maximum(np.abs(w[k]) - t, 0)
+        expect[expect == 0] = 0.0  # +0.0
+        assert got[k].tobytes() == expect.astype(np.float32).tobytes(), k
+
+
+def test_masks_file(tmp_path):
+    src = model(tmp_path, "F16")
+    run("prune-sparse", src, "-o", tmp_path / "o.safetensors", "--nm", "2:4", "--mask-out", tmp_path / "masks.safetensors", "--quiet")
+    masks, got = read_raw(tmp_path / "masks.safetensors"), tensors(tmp_path / "o.safetensors")
+    w = tensors(src)
+    assert set(masks) == {k for k, v in w.items() if is_target(k, v.shape)}
+    for k, (dt, s, data) in masks.items():
+        keep = np.frombuffer(data, np.uint8).reshape(s).astype(bool)
+        assert dt == "BOOL" and keep.mean() == 0.5
+        assert np.array_equal(got[k][~keep], np.zeros((~keep).sum(), np.float32))
+        assert np.array_equal(got[k][keep], w[k][keep])
+
+
+def test_errors_name_the_tensor_and_write_nothing(tmp_path):
+    src = model(tmp_path, "F32")
+    out = tmp_path / "out"
+    status, _, err = run("prune-sparse", src, "-o", out, "--nm", "2:3", check=False)
+    assert status == 1 and "not divisible by M = 3" in err and "model.layers." in err
+    status, _, err = run("prune-sparse", src, "-o", out, "--method", "wanda", check=False)
+    assert status == 2 and "--stats" in err
+    save_file({"model.layers.0.mlp.up_proj.act_sq_sum": np.ones(32, np.float32)}, tmp_path / "partial.safetensors")
+    status, _, err = run("prune-sparse", src, "-o", out, "--method", "wanda", "--stats", tmp_path / "partial.safetensors", check=False)
+    assert status == 1 and "no '<module>.act_sq_sum' statistics" in err
+    assert not out.exists()
+    status, _, _ = run("prune-sparse", src, "-o", out, "--method", "wanda", "--stats", tmp_path / "partial.safetensors",
+                       "--fallback", "magnitude", "--quiet", check=False)
+    assert status == 0
+    status, _, err = run("prune-sparse", src, "-o", tmp_path / "x", "--method", "principal", check=False)
+    assert status == 2 and "--rank" in err
