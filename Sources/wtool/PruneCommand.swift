@@ -21,7 +21,8 @@ struct PruneCommand: ParsableCommand {
 
     @Argument(help: ArgumentHelp("A .safetensors file or a model folder.", valueName: "IN")) var input: String
     @Option(name: .short, help: ArgumentHelp("Output: a .safetensors file or a folder.", valueName: "OUT")) var output: String
-    @Option(name: .long, help: ArgumentHelp("magnitude (default), wanda, principal or soft-threshold.", valueName: "METHOD")) var method: String = "magnitude"
+    @Option(name: .long, help: ArgumentHelp("magnitude (default), wanda, principal, soft-threshold or structured.", valueName: "METHOD")) var method: String = "magnitude"
+    @Option(name: .long, help: ArgumentHelp("structured: mlp (channels) or heads (KV groups).", valueName: "TARGET")) var target: String = "mlp"
     @Option(name: .long, help: ArgumentHelp("Fraction to prune, 0...1 (default 0.5; with --nm it is (M-N)/M).", valueName: "S")) var sparsity: Double = 0.5
     @Option(name: .long, help: ArgumentHelp("tensor (default), row or global.", valueName: "SCOPE")) var scope: String?
     @Option(name: .long, help: ArgumentHelp("Keep N of every M consecutive entries per row (2:4, 4:8).", valueName: "N:M")) var nm: String?
@@ -40,8 +41,12 @@ struct PruneCommand: ParsableCommand {
     }
 
     func validate() throws {
-        guard PruneJob.Method(rawValue: method) != nil else {
-            throw ValidationError("--method must be magnitude, wanda, principal or soft-threshold")
+        guard PruneJob.Method(rawValue: method) != nil || method == "structured" else {
+            throw ValidationError("--method must be magnitude, wanda, principal, soft-threshold or structured")
+        }
+        guard StructuredPruneJob.Target(rawValue: target) != nil else { throw ValidationError("--target must be mlp or heads") }
+        if method == "structured" && (nm != nil || scope != nil || maskOut != nil || rank != nil) {
+            throw ValidationError("structured pruning takes --target, --sparsity and --stats (no --nm, --scope, --rank, --mask-out)")
         }
         if let scope, PruneJob.Scope(rawValue: scope) == nil { throw ValidationError("--scope must be tensor, row or global") }
         guard sparsity >= 0 && sparsity <= 1 else { throw ValidationError("--sparsity must be in [0, 1]") }
@@ -55,6 +60,7 @@ struct PruneCommand: ParsableCommand {
     }
 
     func run() throws {
+        if method == "structured" { return try runStructured() }
         var job = PruneJob(input: input, output: output)
         job.method = PruneJob.Method(rawValue: method)!
         job.sparsity = sparsity
@@ -76,5 +82,23 @@ struct PruneCommand: ParsableCommand {
         let s = Dictionary(uniqueKeysWithValues: r.summary)
         note("pruned \(s["pruned"]!.compact()) weights in \(s["targets"]!.compact()) tensors (sparsity \(formatFixed(s["achieved_sparsity"]!.doubleValue ?? 0, 4))) -> \(output)",
              quiet: common.quiet)
+    }
+
+    private func runStructured() throws {
+        var job = StructuredPruneJob(input: input, output: output)
+        job.target = StructuredPruneJob.Target(rawValue: target)!
+        job.sparsity = sparsity
+        job.statsPath = stats
+        job.shardSize = shardSize.flatMap { ByteSize.parse($0) }
+        job.threads = common.threadCount
+        job.quiet = common.quiet
+        job.command = CommandLine.arguments
+        job.provenance = provenance()
+        job.reportPath = report
+        let r = try job.run()
+        for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
+        let s = Dictionary(uniqueKeysWithValues: r.summary)
+        note("removed \(s["removed_per_layer"]!.compact()) of \(s["units"]!.compact()) \(target == "mlp" ? "MLP channels" : "KV groups") in each of \(s["layers"]!.compact()) layers, "
+             + "\(s["bytes_in"]!.compact()) -> \(s["bytes_out"]!.compact()) bytes -> \(output)", quiet: common.quiet)
     }
 }

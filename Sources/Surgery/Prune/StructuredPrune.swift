@@ -1,0 +1,193 @@
+import SafeTensors
+
+/// `prune-sparse --method structured`: removes whole MLP channels (rows of gate/up, columns of
+/// down) or whole attention KV groups (their K/V heads, the query heads that share them, and the
+/// matching o_proj columns) from every layer of a LLaMA-family folder, and rewrites config.json.
+/// Tensors are gathered in their own dtype (no arithmetic), so the smaller model computes exactly
+/// what the original computes with those channels zeroed.
+public struct StructuredPruneJob: Sendable {
+    public enum Target: String, Sendable, CaseIterable { case mlp, heads }
+
+    public var input: String
+    public var output: String
+    public var target: Target = .mlp
+    public var sparsity = 0.25
+    public var statsPath: String?
+    public var shardSize: UInt64?
+    public var threads = Engine.defaultThreads
+    public var quiet = false
+    public var command: [String] = []
+    public var provenance = ""
+    public var reportPath: String?
+
+    public init(input: String, output: String) { self.input = input; self.output = output }
+
+    /// Rows or columns of one tensor to keep (sorted), along an axis (0 rows, 1 columns).
+    struct Gather: Sendable { let keep: [Int]; let axis: Int }
+
+    public func run() throws -> RunReport {
+        var timer = PhaseTimer()
+        var report = RunReport(command: command)
+        guard sparsity >= 0 && sparsity < 1 else { throw UsageError("--sparsity must be in [0, 1) for structured pruning") }
+        let ckpt = try Checkpoint(path: input)
+        guard let folder = ckpt.folder, FileSystem.kind(FileSystem.join(folder, "config.json")) == .file else {
+            throw FormatError(file: input, "structured pruning needs a model folder with config.json (it rewrites the sizes)")
+        }
+        let configPath = FileSystem.join(folder, "config.json")
+        guard case var .object(config) = try JSONParser.parse(try FileSystem.readAll(configPath)) else {
+            throw FormatError(file: configPath, "not a JSON object")
+        }
+        func intKey(_ k: String) -> Int? { config.first { $0.0 == k }?.1.doubleValue.map { Int($0) } }
+        guard let hidden = intKey("hidden_size"), let heads = intKey("num_attention_heads"), let inter = intKey("intermediate_size") else {
+            throw FormatError(file: configPath, "needs hidden_size, num_attention_heads and intermediate_size")
+        }
+        let kvHeads = intKey("num_key_value_heads") ?? heads
+        let headDim = intKey("head_dim") ?? hidden / heads
+        guard kvHeads > 0, heads % kvHeads == 0 else { throw FormatError(file: configPath, "num_attention_heads is not a multiple of num_key_value_heads") }
+        let stats = try statsPath.map { try PruneStatistics(path: $0) }
+        var inputs = [ckpt]
+        if let stats { inputs.append(stats.checkpoint) }
+        let out = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: inputs)
+        guard case .folder = out.layout else { throw UsageError("structured pruning writes a folder (it rewrites config.json): give a folder as -o") }
+
+        let layers = uniqued(ckpt.entries.compactMap { e -> String? in
+            guard let l = LayerName(e.name) else { return nil }
+            let prefix = LayerName.name(l.template, l.index)
+            return String(prefix[..<prefix.range(of: ".\(l.index).")!.upperBound])
+        })
+        guard !layers.isEmpty else { throw FormatError(file: input, "no layers found (names like model.layers.0.mlp.up_proj.weight)") }
+        func need(_ name: String, _ shape: [UInt64]) throws -> Checkpoint.Entry {
+            guard let e = ckpt.entry(name) else { throw FormatError(file: input, tensor: name, "missing: structured pruning of \(target.rawValue) needs it") }
+            guard e.info.shape == shape else { throw FormatError(file: ckpt.filePath(of: e), tensor: name, "shape \(e.info.shape), expected \(shape) from config.json") }
+            return e
+        }
+        func norms(_ e: Checkpoint.Entry, axis: Int, weights: [Double]? = nil) -> [Double] {
+            let v = decodeDoubles(ckpt, e)
+            let cols = e.info.shapeInts[1], rows = e.info.shapeInts[0]
+            var out = [Double](repeating: 0, count: axis == 0 ? rows : cols)
+            for r in 0..<rows { for c in 0..<cols {
+                let x = v[r * cols + c] * v[r * cols + c] * (weights.map { $0[axis == 0 ? c : r] } ?? 1)
+                out[axis == 0 ? r : c] += x
+            } }
+            return out.map { $0.squareRoot() }
+        }
+        let units = target == .mlp ? inter : kvHeads
+        let remove = Int(Double(units) * sparsity)
+        var gathers: [String: Gather] = [:]
+        var rows: [JSONValue] = []
+        for prefix in layers {
+            var scores = [Float](repeating: 0, count: units)
+            var member: [(String, Int, Int)] = []   // tensor, axis, unit size along it
+            switch target {
+            case .mlp:
+                let g = try need(prefix + "mlp.gate_proj.weight", [UInt64(inter), UInt64(hidden)])
+                let u = try need(prefix + "mlp.up_proj.weight", [UInt64(inter), UInt64(hidden)])
+                let d = try need(prefix + "mlp.down_proj.weight", [UInt64(hidden), UInt64(inter)])
+                if let a = try stats?.channelSquares(forWeight: d.name, inputs: inter) {
+                    // The channel's output: ||down[:, c]|| * ||X_c|| (Wanda's score, per channel).
+                    let dn = norms(d, axis: 1)
+                    for c in 0..<inter { scores[c] = Float(dn[c] * a[c].squareRoot()) }
+                } else {
+                    let gn = norms(g, axis: 0), un = norms(u, axis: 0), dn = norms(d, axis: 1)
+                    for c in 0..<inter { scores[c] = Float(gn[c] * un[c] * dn[c]) }
+                }
+                member = [(g.name, 0, 1), (u.name, 0, 1), (d.name, 1, 1)]
+            case .heads:
+                let perGroup = heads / kvHeads
+                let q = try need(prefix + "self_attn.q_proj.weight", [UInt64(heads * headDim), UInt64(hidden)])
+                let k = try need(prefix + "self_attn.k_proj.weight", [UInt64(kvHeads * headDim), UInt64(hidden)])
+                let v = try need(prefix + "self_attn.v_proj.weight", [UInt64(kvHeads * headDim), UInt64(hidden)])
+                let o = try need(prefix + "self_attn.o_proj.weight", [UInt64(hidden), UInt64(heads * headDim)])
+                // A group's output: its value rows through its o_proj columns (weighted by the
+                // o_proj input statistics when given).
+                let a = try stats?.channelSquares(forWeight: o.name, inputs: heads * headDim)
+                let on = norms(o, axis: 1, weights: nil), vn = norms(v, axis: 0)
+                for gi in 0..<kvHeads {
+                    var oSq = 0.0, vSq = 0.0
+                    for j in (gi * perGroup * headDim)..<((gi + 1) * perGroup * headDim) { oSq += on[j] * on[j] * (a?[j] ?? 1) }
+                    for j in (gi * headDim)..<((gi + 1) * headDim) { vSq += vn[j] * vn[j] }
+                    scores[gi] = Float((oSq * vSq).squareRoot())
+                }
+                member = [(q.name, 0, perGroup * headDim), (k.name, 0, headDim), (v.name, 0, headDim), (o.name, 1, perGroup * headDim)]
+                for (bias, size) in [("q_proj.bias", perGroup * headDim), ("k_proj.bias", headDim), ("v_proj.bias", headDim)] {
+                    if ckpt.entry(prefix + "self_attn." + bias) != nil { member.append((prefix + "self_attn." + bias, 0, size)) }
+                }
+            }
+            let pruned = scores.withUnsafeBufferPointer { PruneMask.smallest($0, remove) }
+            let keptUnits = (0..<units).filter { !pruned[$0] }
+            for (name, axis, size) in member {
+                gathers[name] = Gather(keep: keptUnits.flatMap { u in (u * size)..<((u + 1) * size) }, axis: axis)
+            }
+            rows.append(.object([("layer", .string(String(prefix.dropLast()))), ("removed", .array((0..<units).filter { pruned[$0] }.map { .int($0) })),
+                                 ("scores_removed_max", .double(Double((0..<units).filter { pruned[$0] }.map { scores[$0] }.max() ?? 0))),
+                                 ("scores_kept_min", .double(Double(keptUnits.map { scores[$0] }.min() ?? 0)))]))
+        }
+        // Output shapes, config and the gathers.
+        let outputs: [OutputTensor] = ckpt.entries.map { e in
+            var shape = e.info.shape
+            if let g = gathers[e.name] { shape[g.axis] = UInt64(g.keep.count) }
+            return OutputTensor(name: e.name, dtype: e.info.dtype, shape: shape)
+        }
+        func set(_ k: String, _ v: Int) {
+            if let i = config.firstIndex(where: { $0.0 == k }) { config[i].1 = .int(v) } else { config.append((k, .int(v))) }
+        }
+        switch target {
+        case .mlp: set("intermediate_size", inter - remove)
+        case .heads:
+            set("num_attention_heads", heads - remove * (heads / kvHeads))
+            set("num_key_value_heads", kvHeads - remove)
+            set("head_dim", headDim)  // no longer hidden_size / num_attention_heads
+        }
+        timer.lap("plan")
+        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let g = gathers
+        do {
+            _ = try Engine.map(count: ckpt.entries.count, threads: threads, progress: Progress(total: outputs.count, label: "prune", quiet: quiet)) { i in
+                let e = ckpt.entries[i]
+                let src = ckpt.bytes(e)
+                defer { ckpt.release(e) }
+                guard let gather = g[e.name] else { try writer.write(tensor: i, src); return 0 }
+                let size = e.info.dtype.size!
+                let shape = e.info.shapeInts
+                let cols = shape.count == 2 ? shape[1] : 1
+                let outCount = outputs[i].count
+                let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, outCount * size), alignment: 64)
+                defer { buf.deallocate() }
+                var o = 0
+                if gather.axis == 0 {   // rows (or entries of a 1-D bias)
+                    for r in gather.keep {
+                        (buf + o).copyMemory(from: src.baseAddress! + r * cols * size, byteCount: cols * size)
+                        o += cols * size
+                    }
+                } else {                // columns
+                    for r in 0..<shape[0] { for c in gather.keep {
+                        (buf + o).copyMemory(from: src.baseAddress! + (r * cols + c) * size, byteCount: size)
+                        o += size
+                    } }
+                }
+                try writer.write(tensor: i, UnsafeRawBufferPointer(start: buf, count: outCount * size))
+                return 0
+            }
+            try writer.commit()
+        } catch {
+            writer.abort()
+            throw error
+        }
+        guard case let .folder(dir, _) = out.layout else { fatalError("checked above") }
+        let copied = try out.copyAuxiliaryFiles(from: ckpt, skipping: ["config.json"])
+        try AtomicFile.write(Array((JSONValue.object(config).pretty(indent: 2, sortKeys: true) + "\n").utf8), to: FileSystem.join(dir, "config.json"))
+        timer.lap("prune")
+        report.inputs = inputs.map(RunReport.describe)
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+                                 ("copied", .array((copied + ["config.json"]).map { .string($0) }))])
+        report.parameters = [("method", .string("structured")), ("target", .string(target.rawValue)), ("sparsity", .double(sparsity)),
+                             ("stats", statsPath.map { .string($0) } ?? .null)]
+        report.tensors = rows
+        let before = ckpt.totalBytes, after = outputs.reduce(0) { $0 + UInt64($1.byteCount) }
+        report.summary = [("layers", .int(layers.count)), ("units", .int(units)), ("removed_per_layer", .int(remove)),
+                          ("bytes_in", .uint(before)), ("bytes_out", .uint(after))]
+        report.timing = timer.phases
+        try report.write(to: reportPath ?? out.defaultReportPath)
+        return report
+    }
+}
