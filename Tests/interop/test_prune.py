@@ -209,3 +209,21 @@ def test_errors_name_the_tensor_and_write_nothing(tmp_path):
     assert status == 0
     status, _, err = run("prune-sparse", src, "-o", tmp_path / "x", "--method", "principal", check=False)
     assert status == 2 and "--rank" in err
+
+
+def test_imatrix_gguf_gives_the_same_masks_as_the_safetensors_file(tmp_path):
+    """llama.cpp's imatrix (written here with the gguf package): in_sum2 per GGUF tensor name, mapped
+    to Hugging Face names; counts only rescale, so the masks equal those of act_sq_sum."""
+    import gguf
+    src, w, stats, path = wanda_inputs(tmp_path)
+    names = {"self_attn.q_proj": "attn_q", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    writer = gguf.GGUFWriter(tmp_path / "imatrix.gguf", arch="llama")
+    for key, v in stats.items():
+        layer, part = key.split(".")[2], ".".join(key.split(".")[3:-1])
+        g = f"blk.{layer}.{names[part]}.weight"
+        writer.add_tensor(g + ".in_sum2", (v * 3.0).astype(np.float32))
+        writer.add_tensor(g + ".counts", np.array([512], np.float32))
+    writer.write_header_to_file(); writer.write_kv_data_to_file(); writer.write_tensors_to_file(); writer.close()
+    for p, o in ((path, "st"), (tmp_path / "imatrix.gguf", "gguf")):
+        run("prune-sparse", src, "-o", tmp_path / f"{o}.safetensors", "--method", "wanda", "--stats", p, "--scope", "row", "--quiet")
+    assert read_raw(tmp_path / "st.safetensors") == read_raw(tmp_path / "gguf.safetensors")

@@ -48,7 +48,7 @@ public struct PruneJob: Sendable {
         let ckpt = try Checkpoint(path: input)
         let stats = try statsPath.map { try PruneStatistics(path: $0) }
         var inputs = [ckpt]
-        if let stats { inputs.append(stats.checkpoint) }
+        if let c = stats?.checkpoint { inputs.append(c) }
         let out = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: inputs)
         report.warnings = ckpt.warnings
         let defaultSelection = selection.include.isEmpty && selection.exclude.isEmpty

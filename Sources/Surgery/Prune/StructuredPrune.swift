@@ -46,7 +46,7 @@ public struct StructuredPruneJob: Sendable {
         guard kvHeads > 0, heads % kvHeads == 0 else { throw FormatError(file: configPath, "num_attention_heads is not a multiple of num_key_value_heads") }
         let stats = try statsPath.map { try PruneStatistics(path: $0) }
         var inputs = [ckpt]
-        if let stats { inputs.append(stats.checkpoint) }
+        if let c = stats?.checkpoint { inputs.append(c) }
         let out = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: inputs)
         guard case .folder = out.layout else { throw UsageError("structured pruning writes a folder (it rewrites config.json): give a folder as -o") }
 
