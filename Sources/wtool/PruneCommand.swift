@@ -30,6 +30,9 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Score targets without statistics by magnitude instead of failing.", valueName: "magnitude")) var fallback: String?
     @Option(name: .long, help: ArgumentHelp("Rank of the approximation for principal.", valueName: "R")) var rank: Int?
     @Option(name: .long, help: ArgumentHelp("Also write one BOOL mask per target (true = kept) to this .safetensors file.", valueName: "FILE")) var maskOut: String?
+    @Flag(name: .long, help: "DSnoT prune-and-grow on top of the wanda or magnitude mask (needs act_mean and act_var statistics).") var dsnot = false
+    @Option(name: .long, help: ArgumentHelp("DSnoT: swaps per row at most (default 50).", valueName: "N")) var dsnotCycles: Int = 50
+    @Option(name: .long, help: ArgumentHelp("DSnoT: stop when the row's expected error is this small (default 0.1).", valueName: "X")) var dsnotThreshold: Double = 0.1
     @Option(name: .long, help: ArgumentHelp("Largest shard (folder output).", valueName: "SIZE")) var shardSize: String?
     @Option(name: .long, help: ArgumentHelp("Write the JSON report here.", valueName: "FILE")) var report: String?
     @OptionGroup var common: CommonOptions
@@ -55,6 +58,7 @@ struct PruneCommand: ParsableCommand {
         }
         if let fallback, fallback != "magnitude" { throw ValidationError("--fallback takes only 'magnitude'") }
         if let rank, rank < 1 { throw ValidationError("--rank must be at least 1") }
+        if dsnotCycles < 0 || !(dsnotThreshold >= 0) { throw ValidationError("--dsnot-cycles and --dsnot-threshold must be >= 0") }
         if let maskOut, !maskOut.hasSuffix(".safetensors") { throw ValidationError("--mask-out must name a .safetensors file") }
         if let shardSize, ByteSize.parse(shardSize) == nil { throw ValidationError("invalid --shard-size '\(shardSize)'") }
     }
@@ -70,6 +74,12 @@ struct PruneCommand: ParsableCommand {
         job.fallbackMagnitude = fallback == "magnitude"
         job.rank = rank
         job.maskOut = maskOut
+        if dsnot {
+            var d = DSnoT()
+            d.maxCycles = dsnotCycles
+            d.threshold = dsnotThreshold
+            job.dsnot = d
+        }
         job.selection = common.selection
         job.shardSize = shardSize.flatMap { ByteSize.parse($0) }
         job.threads = common.threadCount

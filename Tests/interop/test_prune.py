@@ -227,3 +227,75 @@ def test_imatrix_gguf_gives_the_same_masks_as_the_safetensors_file(tmp_path):
     for p, o in ((path, "st"), (tmp_path / "imatrix.gguf", "gguf")):
         run("prune-sparse", src, "-o", tmp_path / f"{o}.safetensors", "--method", "wanda", "--stats", p, "--scope", "row", "--quiet")
     assert read_raw(tmp_path / "st.safetensors") == read_raw(tmp_path / "gguf.safetensors")
+
+
+def dsnot_reference(w, pruned, mean, var, wanda, nm=None, cycles=50, thr=0.1):
+    """DSnoT for one row (numpy/python), the rule wtool-prune-sparse(1) documents."""
+    pruned = pruned.copy()
+    contrib = w.astype(np.float64) * mean
+    err = contrib[pruned].sum()
+    sign0 = np.sign(err)
+    ratio = contrib / np.maximum(var, 1e-12)
+    grow = sorted(np.nonzero(pruned)[0], key=lambda j: (ratio[j], j))
+    kept = sorted(np.nonzero(~pruned)[0], key=lambda j: (wanda[j], j))
+    neg = [j for j in kept if contrib[j] < 0]; pos = [j for j in kept if contrib[j] > 0]
+    blocked = pruned.copy()
+    lo, hi, ni, pi = 0, len(grow) - 1, 0, 0
+    for _ in range(cycles):
+        if not (abs(err) > thr and lo <= hi):
+            break
+        r = grow[hi] if err > 0 else grow[lo]
+        if nm:
+            start = r - r % nm[1]
+            cand = [j for j in range(start, start + nm[1]) if not blocked[j]]
+            if not cand:
+                break
+            p = min(cand, key=lambda j: (wanda[j], j))
+        elif err < 0:
+            if pi >= len(pos): break
+            p = pos[pi]
+        else:
+            if ni >= len(neg): break
+            p = neg[ni]
+        after = err + contrib[p] - contrib[r]
+        if np.sign(after) != sign0:
+            break
+        pruned[p], pruned[r], blocked[p] = True, False, True
+        if not nm:
+            if err < 0: pi += 1
+            else: ni += 1
+        if err > 0: hi -= 1
+        else: lo += 1
+        err = after
+    return pruned
+
+
+@pytest.mark.parametrize("nm", [None, (2, 4)])
+def test_dsnot_equals_numpy_and_keeps_counts(tmp_path, nm):
+    src, w, stats, _ = wanda_inputs(tmp_path)
+    rng = np.random.default_rng(11)
+    full = dict(stats)
+    for k in list(stats):
+        module = k[: -len(".act_sq_sum")]
+        full[module + ".act_mean"] = (rng.standard_normal(stats[k].size) * 0.5).astype(np.float32)
+        full[module + ".act_var"] = (rng.random(stats[k].size) + 0.1).astype(np.float32)
+    save_file(full, tmp_path / "moments.safetensors")
+    args = ["--nm", "2:4"] if nm else ["--scope", "row", "--sparsity", "0.5"]
+    run("prune-sparse", src, "-o", tmp_path / "d.safetensors", "--method", "wanda", "--stats", tmp_path / "moments.safetensors",
+        "--dsnot", "--dsnot-threshold", "0.01", *args, "--quiet")
+    got = tensors(tmp_path / "d.safetensors")
+    swaps = 0
+    for k, v in w.items():
+        if not is_target(k, v.shape):
+            continue
+        module = k[: -len(".weight")]
+        sq = full[module + ".act_sq_sum"].astype(np.float64)
+        wanda = (np.abs(v).astype(np.float64) * np.sqrt(sq / sq.max())).astype(np.float32)
+        init = reference_masks(w, {k: wanda}, "row", 0.5, nm=nm)[k]
+        mean, var = full[module + ".act_mean"].astype(np.float64), full[module + ".act_var"].astype(np.float64)
+        for r in range(v.shape[0]):
+            expect = dsnot_reference(v[r], init[r], mean, var, wanda[r], nm=nm, thr=0.01)
+            assert np.array_equal(got[k][r] == 0, expect), (k, r)
+            assert expect.sum() == init[r].sum()
+            swaps += int((expect != init[r]).sum())
+    assert swaps > 0  # DSnoT actually changed masks on this data

@@ -18,6 +18,8 @@ public struct PruneJob: Sendable {
     public var fallbackMagnitude = false
     public var rank: Int?
     public var maskOut: String?
+    /// DSnoT prune-and-grow on top of the wanda or magnitude mask (needs mean and variance statistics).
+    public var dsnot: DSnoT?
     public var selection = TensorSelection()
     public var shardSize: UInt64?
     public var threads = Engine.defaultThreads
@@ -45,6 +47,11 @@ public struct PruneJob: Sendable {
         }
         if nm != nil && scope == .global { throw UsageError("--nm selects within groups of each row; it takes no --scope global") }
         if method == .wanda && statsPath == nil { throw UsageError("wanda needs --stats FILE (Σx² per input channel)") }
+        if dsnot != nil {
+            guard method == .wanda || method == .magnitude else { throw UsageError("--dsnot refines a wanda or magnitude mask") }
+            guard scope != .global else { throw UsageError("--dsnot works row by row: use --scope row or tensor, or --nm") }
+            guard statsPath != nil else { throw UsageError("--dsnot needs --stats FILE with act_sq_sum, act_mean and act_var") }
+        }
         let ckpt = try Checkpoint(path: input)
         let stats = try statsPath.map { try PruneStatistics(path: $0) }
         var inputs = [ckpt]
@@ -58,10 +65,18 @@ public struct PruneJob: Sendable {
         let targetSet = Set(targets.map(\.name))
         // Plan-time checks: N:M divisibility, statistics present and sized.
         var channelStats: [String: [Double]] = [:]
+        var moments: [String: (mean: [Double], variance: [Double], squares: [Double])] = [:]
         for e in targets {
             let cols = e.info.shapeInts.last ?? 1
             if let nm, cols % nm.m != 0 {
                 throw FormatError(file: ckpt.filePath(of: e), tensor: e.name, "\(cols) input columns are not divisible by M = \(nm.m)")
+            }
+            if dsnot != nil {
+                guard let m = try stats!.channelMoments(forWeight: e.name, inputs: cols),
+                      let sq = try stats!.channelSquares(forWeight: e.name, inputs: cols) else {
+                    throw FormatError(file: stats!.path, tensor: e.name, "DSnoT needs '<module>.act_mean', '<module>.act_var' and '<module>.act_sq_sum' for this weight")
+                }
+                moments[e.name] = (m.mean, m.variance, sq)
             }
             if method == .wanda {
                 if let s = try stats!.channelSquares(forWeight: e.name, inputs: cols) {
@@ -76,7 +91,7 @@ public struct PruneJob: Sendable {
 
         // Scores (recomputed where needed, never held for the whole model).
         let (method, rank, sparsity, nm, scope) = (self.method, self.rank, self.sparsity, self.nm, self.scope)
-        let cs = channelStats
+        let cs = channelStats, mo = moments, dsnot = self.dsnot
         @Sendable func scores(_ e: Checkpoint.Entry) throws -> [Float] {
             let w = decodeFloats(ckpt, e)
             let cols = e.info.shapeInts.last ?? 1
@@ -122,7 +137,7 @@ public struct PruneJob: Sendable {
                 }
                 let sc = try scores(e)
                 let cols = e.info.shapeInts.last ?? 1
-                let pruned: [Bool] = sc.withUnsafeBufferPointer { p in
+                var pruned: [Bool] = sc.withUnsafeBufferPointer { p in
                     if let nm { return PruneMask.nm(p, cols: cols, n: nm.n, m: nm.m) }
                     switch scope {
                     case .tensor: return PruneMask.smallest(p, Int(Double(p.count) * sparsity))
@@ -133,6 +148,16 @@ public struct PruneJob: Sendable {
                 let w = decodeFloats(ckpt, e)
                 var row: [(String, JSONValue)] = [("name", .string(e.name)), ("target", .bool(true)), ("method", .string(method.rawValue)),
                                                   ("scope", .string(nm.map { "\($0.n):\($0.m)" } ?? scope.rawValue))]
+                if let dsnot, let m = mo[e.name] {
+                    // DSnoT's order for giving up kept weights is the Wanda score, whatever the initial mask.
+                    let wanda = w.indices.map { Float(Double(abs(w[$0])) * m.squares[$0 % cols].squareRoot()) }
+                    var swaps = 0
+                    for r in 0..<(w.count / max(1, cols)) {
+                        let range = (r * cols)..<((r + 1) * cols)
+                        swaps += dsnot.refine(&pruned[range], w: w[range], mean: m.mean, variance: m.variance, score: wanda[range], nm: nm)
+                    }
+                    row.append(("dsnot_swaps", .int(swaps)))
+                }
                 let size = e.info.dtype.size!
                 let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, src.count), alignment: 64)
                 defer { buf.deallocate() }
