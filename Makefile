@@ -68,6 +68,7 @@ install: release
 bench: release
 	$(VPY) Tests/bench/bench_convert.py --wtool $(RELEASE_BIN)
 	$(VPY) Tests/bench/bench_merge.py --wtool $(RELEASE_BIN)
+	$(VPY) Tests/bench/bench_prune.py --wtool $(RELEASE_BIN)
 
 ## fixtures: regenerate every byte in Fixtures/ (committed; this checks they are reproducible).
 fixtures: venv

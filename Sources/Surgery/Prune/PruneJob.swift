@@ -92,14 +92,14 @@ public struct PruneJob: Sendable {
         // Scores (recomputed where needed, never held for the whole model).
         let (method, rank, sparsity, nm, scope) = (self.method, self.rank, self.sparsity, self.nm, self.scope)
         let cs = channelStats, mo = moments, dsnot = self.dsnot
-        @Sendable func scores(_ e: Checkpoint.Entry) throws -> [Float] {
-            let w = decodeFloats(ckpt, e)
+        @Sendable func scores(_ e: Checkpoint.Entry) throws -> [Float] { try scoresOf(decodeFloats(ckpt, e), e) }
+        @Sendable func scoresOf(_ w: [Float], _ e: Checkpoint.Entry) throws -> [Float] {
             let cols = e.info.shapeInts.last ?? 1
             switch method {
             case .magnitude, .softThreshold:
-                return w.map { abs($0) }
+                return w  // selection reads magnitudes (the sign bit is masked): no copy needed
             case .wanda:
-                guard let a = cs[e.name] else { return w.map { abs($0) } }  // --fallback magnitude
+                guard let a = cs[e.name] else { return w }  // --fallback magnitude
                 let s = a.map { $0.squareRoot() }
                 return w.indices.map { Float(Double(abs(w[$0])) * s[$0 % cols]) }
             case .principal:
@@ -135,7 +135,8 @@ public struct PruneJob: Sendable {
                     ckpt.release(e)
                     return .object([("name", .string(e.name)), ("target", .bool(false))])
                 }
-                let sc = try scores(e)
+                let w = decodeFloats(ckpt, e)
+                let sc = try scoresOf(w, e)
                 let cols = e.info.shapeInts.last ?? 1
                 var pruned: [Bool] = sc.withUnsafeBufferPointer { p in
                     if let nm { return PruneMask.nm(p, cols: cols, n: nm.n, m: nm.m) }
@@ -145,7 +146,6 @@ public struct PruneJob: Sendable {
                     case .global: return cut!.mask(tensor: maskIndex[e.name]!, p)
                     }
                 }
-                let w = decodeFloats(ckpt, e)
                 var row: [(String, JSONValue)] = [("name", .string(e.name)), ("target", .bool(true)), ("method", .string(method.rawValue)),
                                                   ("scope", .string(nm.map { "\($0.n):\($0.m)" } ?? scope.rawValue))]
                 if let dsnot, let m = mo[e.name] {
@@ -161,11 +161,12 @@ public struct PruneJob: Sendable {
                 let size = e.info.dtype.size!
                 let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, src.count), alignment: 64)
                 defer { buf.deallocate() }
-                var result = w
+                // What changed, per entry: w - w' (the removed part); nil: the pruned entries of w.
+                var removed: [Float]? = nil
                 if method == .softThreshold {
                     // sign(w) * max(|w| - t, 0), zeros written as +0.0.
                     let t = cut!.threshold
-                    for k in result.indices { let a = abs(w[k]) - t; result[k] = a > 0 ? (w[k] < 0 ? -a : a) : 0 }
+                    var result = w.map { x -> Float in let a = abs(x) - t; return a > 0 ? (x < 0 ? -a : a) : 0 }
                     result.withUnsafeBufferPointer { Codec.encode($0.baseAddress!, count: $0.count, as: e.info.dtype, into: buf) }
                     // A shrunk value can underflow to -0.0 in a narrow dtype: engines misread -0.0 in
                     // sparse checkpoints, so every zero is written as +0.0.
@@ -175,38 +176,41 @@ public struct PruneJob: Sendable {
                         buf.storeBytes(of: 0, toByteOffset: k * size + size - 1, as: UInt8.self)
                         result[k] = 0
                     }
+                    for k in result.indices { pruned[k] = result[k] == 0 }
+                    removed = zip(w, result).map { $0 - $1 }
                     row += metric("threshold", Double(t))
                 } else {
                     // Kept entries keep their exact bytes; pruned ones become all-zero bytes (+0.0).
-                    buf.copyMemory(from: src.baseAddress!, byteCount: src.count)
-                    for k in 0..<pruned.count where pruned[k] {
-                        (buf + k * size).initializeMemory(as: UInt8.self, repeating: 0, count: size)
-                        result[k] = 0
-                    }
+                    PruneMask.apply(pruned, src: src.baseAddress!, dst: buf, count: pruned.count, size: size)
                     if let cut, nm == nil { row += metric("threshold", Double(cut.threshold)) }
                 }
                 try writer.write(tensor: i, UnsafeRawBufferPointer(start: buf, count: src.count))
                 ckpt.release(e)
                 if let mw = maskWriter {
-                    // true = kept: not pruned (hard rules), or still non-zero (soft-threshold).
-                    let mask = (0..<result.count).map { k in UInt8(method == .softThreshold ? (result[k] != 0 ? 1 : 0) : (pruned[k] ? 0 : 1)) }
-                    try mask.withUnsafeBytes { try mw.write(tensor: maskIndex[e.name]!, $0) }
+                    let keep = pruned.map { UInt8($0 ? 0 : 1) }  // true = kept
+                    try keep.withUnsafeBytes { try mw.write(tensor: maskIndex[e.name]!, $0) }
                 }
-                let zeros = result.filter { $0 == 0 }.count
+                // Zeros after: the pruned entries plus kept ones that were already zero.
+                var zeros = 0, prunedCount = 0
+                for k in w.indices {
+                    let p = pruned[k] ? 1 : 0
+                    prunedCount &+= p
+                    zeros &+= p | (w[k] == 0 ? 1 : 0)
+                }
                 let requested = nm.map { Double($0.m - $0.n) / Double($0.m) } ?? sparsity
-                row += [("requested_sparsity", .double(requested)),
-                        ("pruned", .int(method == .softThreshold ? zeros : pruned.filter { $0 }.count)),
-                        ("achieved_sparsity", .double(result.isEmpty ? 0 : Double(zeros) / Double(result.count)))]
-                let wn = VectorMath.norm(w)
-                row += metric("relative_norm_removed", wn > 0 ? VectorMath.distance(w, result) / wn : 0)
-                if let a = cs[e.name] {
-                    var num = 0.0, den = 0.0
-                    for k in w.indices {
-                        let d = Double(w[k]) - Double(result[k])
-                        num += d * d * a[k % cols]; den += Double(w[k]) * Double(w[k]) * a[k % cols]
-                    }
-                    row += metric("estimated_relative_output_error", den > 0 ? (num / den).squareRoot() : 0)
+                row += [("requested_sparsity", .double(requested)), ("pruned", .int(prunedCount)),
+                        ("achieved_sparsity", .double(w.isEmpty ? 0 : Double(zeros) / Double(w.count)))]
+                // ||removed|| / ||w||, and with statistics Σ removed² a_j / Σ w² a_j, in one pass.
+                var wSq = 0.0, rSq = 0.0, num = 0.0, den = 0.0
+                let a = cs[e.name]
+                for k in w.indices {
+                    let x = Double(w[k])
+                    let d = removed.map { Double($0[k]) } ?? (pruned[k] ? x : 0)
+                    wSq += x * x; rSq += d * d
+                    if let a { num += d * d * a[k % cols]; den += x * x * a[k % cols] }
                 }
+                row += metric("relative_norm_removed", wSq > 0 ? (rSq / wSq).squareRoot() : 0)
+                if a != nil { row += metric("estimated_relative_output_error", den > 0 ? (num / den).squareRoot() : 0) }
                 return .object(row)
             }
             try writer.commit()
@@ -272,7 +276,7 @@ struct GlobalCut: Sendable {
         threshold = t
         let counts = try Engine.map(count: all.count, threads: threads) { i -> (Int, Int) in
             let s = try all[i]()
-            return (s.filter { $0 < t }.count, s.filter { $0 == t }.count)
+            return (s.filter { abs($0) < t }.count, s.filter { abs($0) == t }.count)
         }
         var budget = k - counts.reduce(0) { $0 + $1.0 }
         ties = counts.map { c in let take = min(c.1, max(0, budget)); budget -= take; return take }
@@ -280,7 +284,8 @@ struct GlobalCut: Sendable {
 
     func mask(tensor i: Int, _ s: UnsafeBufferPointer<Float>) -> [Bool] {
         var left = ties[i]
-        return s.map { v in
+        return s.map { x in
+            let v = abs(x)  // scores are read as magnitudes
             if v < threshold { return true }
             if v == threshold && left > 0 { left -= 1; return true }
             return false

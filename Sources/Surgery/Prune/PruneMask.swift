@@ -4,24 +4,70 @@
 /// are pruned lower index first (the order of a stable ascending sort). Selection finds the k-th
 /// smallest score by radix selection on the float bits, not by sorting.
 public enum PruneMask {
-    /// `true` = pruned. The `k` smallest scores of `scores` (ties: lower index first).
+    /// `true` = pruned. The `k` smallest scores (read as magnitudes) of `scores` (ties: lower index first). SIMD over
+    /// the bit patterns (for non-negative floats integer order is float order): on real weights
+    /// every scalar branch here would be a coin flip.
     public static func smallest(_ scores: UnsafeBufferPointer<Float>, _ k: Int) -> [Bool] {
         let n = scores.count
         guard k > 0 else { return Array(repeating: false, count: n) }
         guard k < n else { return Array(repeating: true, count: n) }
         // k-th smallest = (n - k + 1)-th largest; scores are >= 0, so |s| = s.
-        let t = Sparsifier.kthLargestMagnitude(scores, n - k + 1)
+        let t = Sparsifier.kthLargestMagnitude(scores, n - k + 1).bitPattern
+        let raw = UnsafeRawPointer(scores.baseAddress!)
+        let tv = SIMD8<UInt32>(repeating: t), off = SIMD8<UInt32>(repeating: 0x7FFF_FFFF)
+        let full = n / 8 * 8
         var below = 0
-        for i in 0..<n { below &+= scores[i] < t ? 1 : 0 }
-        var ties = k - below
+        for i in stride(from: 0, to: full, by: 8) {
+            let v = raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self) & off
+            below &+= Int(SIMD8<Int32>(repeating: 0).replacing(with: 1, where: v .< tv).wrappedSum())
+        }
+        for i in full..<n where scores[i].bitPattern & 0x7FFF_FFFF < t { below += 1 }
+        var ties = k - below   // entries equal to t to prune, lower index first
         return [Bool](unsafeUninitializedCapacity: n) { out, done in
-            for i in 0..<n {
-                let s = scores[i]
-                let eq = s == t
-                out[i] = s < t || (eq && ties > 0)
-                if eq && out[i] { ties -= 1 }
+            let o = UnsafeMutableRawPointer(out.baseAddress!)
+            for i in stride(from: 0, to: full, by: 8) {
+                let v = raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self) & off
+                var prune = v .< tv
+                let eq = v .== tv
+                if any(eq) { for l in 0..<8 where eq[l] && ties > 0 { prune[l] = true; ties -= 1 } }
+                let bytes = SIMD8<UInt8>(truncatingIfNeeded: SIMD8<Int32>(repeating: 0).replacing(with: 1, where: prune))
+                o.storeBytes(of: bytes, toByteOffset: i, as: SIMD8<UInt8>.self)
+            }
+            for i in full..<n {
+                let b = scores[i].bitPattern & 0x7FFF_FFFF
+                out[i] = b < t || (b == t && ties > 0)
+                if b == t && out[i] { ties -= 1 }
             }
             done = n
+        }
+    }
+
+    /// Copies `count` elements of `size` bytes from `src` to `dst`, writing all-zero bytes (+0.0)
+    /// where `pruned` is true: a branch-free select, four bytes-widths at a time.
+    public static func apply(_ pruned: [Bool], src: UnsafeRawPointer, dst: UnsafeMutableRawPointer, count n: Int, size: Int) {
+        pruned.withUnsafeBytes { mb in
+            let m = mb.baseAddress!
+            func run<T: FixedWidthInteger & SIMDScalar>(_: T.Type) {
+                var i = 0
+                while i + 8 <= n {
+                    // 0 - flag is all ones where pruned: v & ~that keeps or clears each lane.
+                    let flag = SIMD8<T>(truncatingIfNeeded: m.loadUnaligned(fromByteOffset: i, as: SIMD8<UInt8>.self))
+                    let v = src.loadUnaligned(fromByteOffset: i * size, as: SIMD8<T>.self)
+                    dst.storeBytes(of: v & ~(SIMD8<T>(repeating: 0) &- flag), toByteOffset: i * size, as: SIMD8<T>.self)
+                    i += 8
+                }
+                while i < n {
+                    let v = src.loadUnaligned(fromByteOffset: i * size, as: T.self)
+                    dst.storeBytes(of: pruned[i] ? 0 : v, toByteOffset: i * size, as: T.self)
+                    i += 1
+                }
+            }
+            switch size {
+            case 1: run(UInt8.self)
+            case 2: run(UInt16.self)
+            case 4: run(UInt32.self)
+            default: run(UInt64.self)
+            }
         }
     }
 
@@ -39,7 +85,8 @@ public enum PruneMask {
     }
 
     /// N:M along each row: in every M consecutive entries keep the N largest scores (prune the
-    /// M - N smallest; ties: lower index pruned first).
+    /// M - N smallest; ties: lower index pruned first). Scores are read as magnitudes, like
+    /// everywhere here, so raw weights can be passed for magnitude pruning.
     public static func nm(_ scores: UnsafeBufferPointer<Float>, cols: Int, n keep: Int, m: Int) -> [Bool] {
         var out = [Bool](repeating: false, count: scores.count)
         var idx = [Int](repeating: 0, count: m)
@@ -50,7 +97,7 @@ public enum PruneMask {
             for a in 1..<m {
                 let x = idx[a]
                 var b = a - 1
-                while b >= 0 && scores[idx[b]] > scores[x] { idx[b + 1] = idx[b]; b -= 1 }
+                while b >= 0 && abs(scores[idx[b]]) > abs(scores[x]) { idx[b + 1] = idx[b]; b -= 1 }
                 idx[b + 1] = x
             }
             for j in 0..<(m - keep) { out[idx[j]] = true }
@@ -59,3 +106,4 @@ public enum PruneMask {
         return out
     }
 }
+

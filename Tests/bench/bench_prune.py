@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""`make bench`, prune-sparse: magnitude 50% (tensor scope), 2:4 and wanda 50% (row scope) of a
+generated ~1 GB bf16 checkpoint, by wtool and by a streaming numpy peer (numpy_prune.py), next to
+the floor of reading the input and writing the output once. Prints ratios and peak resident memory;
+never asserts a time.
+"""
+import argparse, os, sys
+import numpy as np
+from safetensors.numpy import save_file
+from benchlib import best, cleanup, floor, generate, llama_like_shapes, timed
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--wtool", required=True)
+    ap.add_argument("--gb", type=float, default=1.0)
+    ap.add_argument("--dir", default="/tmp/wtool-bench")
+    ap.add_argument("--repeat", type=int, default=2)
+    a = ap.parse_args()
+    os.makedirs(a.dir, exist_ok=True)
+    src = os.path.join(a.dir, "bf16.safetensors")
+    generate(src, int(a.gb * 1e9))
+    stats = os.path.join(a.dir, "acts.safetensors")
+    if not os.path.exists(stats):
+        rng = np.random.default_rng(3)
+        save_file({n[: -len(".weight")] + ".act_sq_sum": (rng.random(s[1]) ** 4 * 100).astype(np.float32)
+                   for n, s in llama_like_shapes(int(a.gb * 1e9)).items()}, stats)
+    out, peer = os.path.join(a.dir, "pruned.safetensors"), os.path.join(a.dir, "peer.safetensors")
+    size = os.path.getsize(src)
+    jobs = {
+        "magnitude 50%": (["--sparsity", "0.5"], ["magnitude", peer, src]),
+        "2:4": (["--nm", "2:4"], ["nm", peer, src]),
+        "wanda 50%": (["--method", "wanda", "--stats", stats, "--scope", "row"], ["wanda", peer, src, stats]),
+    }
+    fl = min(floor([src], size, os.path.join(a.dir, "floor.bin")) for _ in range(a.repeat))
+    print(f"\nprune-sparse of a {size / 1e9:.2f} GB bf16 checkpoint ({os.cpu_count()} cores), best of {a.repeat}; floor {fl:.2f} s:")
+    print(f"{'job':<14} {'wtool s':>8} {'numpy s':>8} {'vs floor':>9} {'vs numpy':>9} {'wtool MiB':>10} {'numpy MiB':>10}")
+    for name, (args, peer_args) in jobs.items():
+        t, rss = best(lambda: timed([a.wtool, "prune-sparse", src, "-o", out, *args, "--quiet"]), a.repeat, fresh=[out])
+        tp, rssp = best(lambda: timed([sys.executable, os.path.join(HERE, "numpy_prune.py"), *peer_args]), a.repeat, fresh=[peer])
+        print(f"{name:<14} {t:>8.2f} {tp:>8.2f} {t / fl:>8.2f}x {tp / t:>8.1f}x {rss:>10.0f} {rssp:>10.0f}")
+        cleanup(out, peer)
+    print("floor = cat of the input + dd of its size with fsync; aims: within 1.5x of the floor, peak memory under 1 GiB")
+
+
+if __name__ == "__main__":
+    main()
