@@ -299,3 +299,17 @@ def test_dsnot_equals_numpy_and_keeps_counts(tmp_path, nm):
             assert expect.sum() == init[r].sum()
             swaps += int((expect != init[r]).sum())
     assert swaps > 0  # DSnoT actually changed masks on this data
+
+
+def test_report_threshold_and_counts(tmp_path):
+    src = model(tmp_path, "F32")
+    run("prune-sparse", src, "-o", tmp_path / "o.safetensors", "--sparsity", "0.3", "--quiet")
+    rep = json.load(open(tmp_path / "o.report.json"))
+    w = tensors(src)
+    for row in rep["tensors"]:
+        if not row["target"]:
+            continue
+        v = np.abs(w[row["name"]]).ravel()
+        k = int(v.size * 0.3)
+        assert row["pruned"] == k and row["threshold"] == pytest.approx(float(np.sort(v)[k - 1]))
+    assert rep["summary"]["pruned"] == sum(int(w[k].size * 0.3) for k in w if is_target(k, w[k].shape))

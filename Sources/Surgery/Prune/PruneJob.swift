@@ -182,7 +182,12 @@ public struct PruneJob: Sendable {
                 } else {
                     // Kept entries keep their exact bytes; pruned ones become all-zero bytes (+0.0).
                     PruneMask.apply(pruned, src: src.baseAddress!, dst: buf, count: pruned.count, size: size)
-                    if let cut, nm == nil { row += metric("threshold", Double(cut.threshold)) }
+                    if let cut, nm == nil {
+                        row += metric("threshold", Double(cut.threshold))
+                    } else if nm == nil && scope == .tensor, case let k = Int(Double(sc.count) * sparsity), k > 0 && k < sc.count {
+                        // The k-th smallest score: everything below it was pruned.
+                        row += metric("threshold", Double(sc.withUnsafeBufferPointer { Sparsifier.kthLargestMagnitude($0, sc.count - k + 1) }))
+                    }
                 }
                 try writer.write(tensor: i, UnsafeRawBufferPointer(start: buf, count: src.count))
                 ckpt.release(e)
