@@ -48,13 +48,7 @@ struct ConvertCommand: ParsableCommand {
     func run() throws {
         var job = ConvertJob(input: input, output: output)
         job.dtype = dtype.flatMap { DType(userName: $0) }
-        job.shardSize = shardSize.flatMap { ByteSize.parse($0) }
-        job.selection = common.selection
-        job.threads = common.threadCount
-        job.quiet = common.quiet
-        job.command = CommandLine.arguments
-        job.provenance = provenance()
-        job.reportPath = report
+        job.settings = common.settings(report: report, shardSize: shardSize)
         job.dryRun = dryRun
         let r = try job.run()
         if dryRun {

@@ -41,10 +41,7 @@ struct DiffCommand: ParsableCommand {
     func run() throws {
         var job = DiffJob(a: a, b: b)
         job.atol = atol
-        job.selection = common.selection
-        job.threads = common.threadCount
-        job.quiet = common.quiet
-        job.command = CommandLine.arguments
+        job.settings = common.settings()
         let result: DiffJob.Result
         do {
             result = try job.run()

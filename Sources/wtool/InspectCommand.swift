@@ -31,10 +31,7 @@ struct InspectCommand: ParsableCommand {
     func run() throws {
         var job = InspectJob(input: path)
         job.stats = stats
-        job.selection = common.selection
-        job.threads = common.threadCount
-        job.quiet = common.quiet
-        job.command = CommandLine.arguments
+        job.settings = common.settings()
         let result = try job.run()
         if let report { try result.report.write(to: report) }
         if json {

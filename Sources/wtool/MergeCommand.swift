@@ -81,14 +81,9 @@ struct MergeCommand: ParsableCommand {
         let (recipe, text) = try buildRecipe()
         var job = MergeJob(recipe: recipe, recipeText: text, output: output)
         job.outDType = dtype.flatMap { DType(userName: $0) }
-        job.shardSize = shardSize.flatMap { ByteSize.parse($0) }
+        job.settings = common.settings(report: report, shardSize: shardSize)
         job.seed = seed
-        job.threads = common.threadCount
-        job.quiet = common.quiet
         job.dryRun = dryRun
-        job.command = CommandLine.arguments
-        job.provenance = provenance()
-        job.reportPath = report
         let r = try job.run()
         for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
         if dryRun {

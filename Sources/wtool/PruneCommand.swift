@@ -80,13 +80,7 @@ struct PruneCommand: ParsableCommand {
             d.threshold = dsnotThreshold
             job.dsnot = d
         }
-        job.selection = common.selection
-        job.shardSize = shardSize.flatMap { ByteSize.parse($0) }
-        job.threads = common.threadCount
-        job.quiet = common.quiet
-        job.command = CommandLine.arguments
-        job.provenance = provenance()
-        job.reportPath = report
+        job.settings = common.settings(report: report, shardSize: shardSize)
         let r = try job.run()
         for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
         let s = Dictionary(uniqueKeysWithValues: r.summary)
@@ -99,12 +93,7 @@ struct PruneCommand: ParsableCommand {
         job.target = StructuredPruneJob.Target(rawValue: target)!
         job.sparsity = sparsity
         job.statsPath = stats
-        job.shardSize = shardSize.flatMap { ByteSize.parse($0) }
-        job.threads = common.threadCount
-        job.quiet = common.quiet
-        job.command = CommandLine.arguments
-        job.provenance = provenance()
-        job.reportPath = report
+        job.settings = common.settings(report: report, shardSize: shardSize)
         let r = try job.run()
         for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
         let s = Dictionary(uniqueKeysWithValues: r.summary)

@@ -45,13 +45,7 @@ struct TaskVectorCommand: ParsableCommand {
             var job = ExtractTaskVectorJob(base: base, finetuned: finetuned, output: output)
             job.dtype = DType(userName: dtype)!
             job.density = density
-            job.selection = common.selection
-            job.shardSize = shardSize.flatMap { ByteSize.parse($0) }
-            job.threads = common.threadCount
-            job.quiet = common.quiet
-            job.command = CommandLine.arguments
-            job.provenance = provenance()
-            job.reportPath = report
+            job.settings = common.settings(report: report, shardSize: shardSize)
             let r = try job.run()
             for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
             let s = Dictionary(uniqueKeysWithValues: r.summary)
@@ -109,12 +103,7 @@ struct TaskVectorCommand: ParsableCommand {
             job.seed = seed
             job.kind = TaskVectorSource.Kind(rawValue: inputs)!
             job.dtype = dtype.flatMap { DType(userName: $0) }
-            job.shardSize = shardSize.flatMap { ByteSize.parse($0) }
-            job.threads = common.threadCount
-            job.quiet = common.quiet
-            job.command = CommandLine.arguments
-            job.provenance = provenance()
-            job.reportPath = report
+            job.settings = common.settings(report: report, shardSize: shardSize)
             let r = try job.run()
             for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
             let s = Dictionary(uniqueKeysWithValues: r.summary)
@@ -155,10 +144,7 @@ struct TaskVectorCommand: ParsableCommand {
             job.spectrum = spectrum
             job.top = top
             job.zeroTolerance = zeroTol
-            job.selection = common.selection
-            job.threads = common.threadCount
-            job.quiet = common.quiet
-            job.command = CommandLine.arguments
+            job.settings = common.settings()
             let r = try job.run()
             if let report { try r.write(to: report) } else { print(r.json.pretty()) }
             for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }

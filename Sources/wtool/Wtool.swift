@@ -36,6 +36,19 @@ struct CommonOptions: ParsableArguments {
     var selection: TensorSelection { TensorSelection(include: include, exclude: exclude) }
     var threadCount: Int { threads ?? Engine.defaultThreads }
 
+    /// The settings every job takes, from these options and the command's own.
+    func settings(report: String? = nil, shardSize: String? = nil) -> JobSettings {
+        var s = JobSettings()
+        s.threads = threadCount
+        s.quiet = quiet
+        s.command = CommandLine.arguments
+        s.provenance = provenance()
+        s.reportPath = report
+        s.shardSize = shardSize.flatMap { ByteSize.parse($0) }
+        s.selection = selection
+        return s
+    }
+
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }

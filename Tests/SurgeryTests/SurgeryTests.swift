@@ -81,7 +81,7 @@ final class ConvertTests: XCTestCase {
         try up.run()
         var down = ConvertJob(input: dir + "/f32", output: dir + "/bf16")
         down.dtype = .BF16
-        down.threads = 2
+        down.settings.threads = 2
         let report = try down.run()
         let a = try Checkpoint(path: fixture("tiny-llama/ft-bf16")), b = try Checkpoint(path: dir + "/bf16")
         for e in a.entries {

@@ -3,18 +3,10 @@ import SafeTensors
 /// `wtool convert`: re-lays a checkpoint (file <-> folder, re-shard) and optionally changes the
 /// floating-point dtype. Integer and BOOL tensors, and tensors not selected, are copied bit for bit.
 public struct ConvertJob: Sendable {
+    public var settings = JobSettings()
     public var input: String
     public var output: String
     public var dtype: DType?
-    public var shardSize: UInt64?
-    public var selection = TensorSelection()
-    public var threads = Engine.defaultThreads
-    public var quiet = false
-    /// argv, for the report.
-    public var command: [String] = []
-    /// The result-defining part of the command, for the output's metadata.
-    public var provenance = ""
-    public var reportPath: String?
     /// Validate and plan only: the report describes what would be written; nothing is.
     public var dryRun = false
 
@@ -24,13 +16,13 @@ public struct ConvertJob: Sendable {
     @discardableResult
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
-        var report = RunReport(command: command)
+        var report = RunReport(command: settings.command)
         // ---- plan
         if let dtype, !dtype.isFloatingPoint { throw UsageError("--dtype must be a floating-point type, not \(dtype.rawValue)") }
         let source = try Checkpoint(path: input)
         report.warnings += source.warnings
-        let plan = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: [source])
-        report.warnings += selection.unusedPatterns(in: source.tensorNames).map { "pattern '\($0)' matches no tensor" }
+        let plan = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [source])
+        report.warnings += settings.selection.unusedPatterns(in: source.tensorNames).map { "pattern '\($0)' matches no tensor" }
         let entries = source.entries
         let outputs: [OutputTensor] = entries.map { e in
             OutputTensor(name: e.name, dtype: targetDType(e), shape: e.info.shape)
@@ -38,9 +30,9 @@ public struct ConvertJob: Sendable {
         timer.lap("plan")
         report.inputs = [RunReport.describe(source)]
         report.parameters = [("dtype", dtype.map { .string($0.rawValue) } ?? .null),
-                             ("shard_size", shardSize.map { .uint($0) } ?? .null),
-                             ("include", .array(selection.include.map { .string($0) })),
-                             ("exclude", .array(selection.exclude.map { .string($0) })),
+                             ("shard_size", settings.shardSize.map { .uint($0) } ?? .null),
+                             ("include", .array(settings.selection.include.map { .string($0) })),
+                             ("exclude", .array(settings.selection.exclude.map { .string($0) })),
                              ("dry_run", .bool(dryRun))]
         if dryRun {
             let files = CheckpointWriter.plannedFiles(layout: plan.layout, tensors: outputs)
@@ -56,10 +48,10 @@ public struct ConvertJob: Sendable {
         }
         // ---- compute and write
         let writer = try CheckpointWriter(layout: plan.layout, tensors: outputs, metadata: plan.metadata)
-        let progress = Progress(total: entries.count, label: "convert", quiet: quiet)
+        let progress = Progress(total: entries.count, label: "convert", quiet: settings.quiet)
         let rows: [JSONValue]
         do {
-            rows = try Engine.map(count: entries.count, threads: threads, progress: progress) { i in
+            rows = try Engine.map(count: entries.count, threads: settings.threads, progress: progress) { i in
                 try ConvertJob.convertTensor(source, entries[i], to: outputs[i].dtype, writer: writer, index: i)
             }
             try writer.commit()
@@ -75,7 +67,7 @@ public struct ConvertJob: Sendable {
         report.tensors = rows
         report.summary = summary(entries, outputs, source, shards: writer.shards.count)
         report.timing = timer.phases
-        try report.write(to: reportPath ?? plan.defaultReportPath)
+        try report.write(to: settings.reportPath ?? plan.defaultReportPath)
         return report
     }
 
@@ -88,7 +80,7 @@ public struct ConvertJob: Sendable {
     }
 
     private func targetDType(_ e: Checkpoint.Entry) -> DType {
-        guard let dtype, e.info.dtype.isFloatingPoint, selection.selects(e.name) else { return e.info.dtype }
+        guard let dtype, e.info.dtype.isFloatingPoint, settings.selection.selects(e.name) else { return e.info.dtype }
         return dtype
     }
 

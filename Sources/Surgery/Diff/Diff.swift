@@ -2,13 +2,10 @@ import SafeTensors
 
 /// `wtool diff`: compares two checkpoints tensor by tensor (values in f64).
 public struct DiffJob: Sendable {
+    public var settings = JobSettings()
     public var a: String
     public var b: String
     public var atol = 0.0
-    public var selection = TensorSelection()
-    public var threads = Engine.defaultThreads
-    public var quiet = false
-    public var command: [String] = []
 
     public init(a: String, b: String) { self.a = a; self.b = b }
 
@@ -40,15 +37,15 @@ public struct DiffJob: Sendable {
         var timer = PhaseTimer()
         let ca = try Checkpoint(path: a)
         let cb = try Checkpoint(path: b)
-        let namesA = ca.tensorNames.filter { selection.selects($0) }
-        let namesB = Set(cb.tensorNames.filter { selection.selects($0) })
+        let namesA = ca.tensorNames.filter { settings.selection.selects($0) }
+        let namesB = Set(cb.tensorNames.filter { settings.selection.selects($0) })
         let setA = Set(namesA)
         let common = namesA.filter { namesB.contains($0) }
         let onlyA = namesA.filter { !namesB.contains($0) }
-        let onlyB = cb.tensorNames.filter { selection.selects($0) && !setA.contains($0) }
+        let onlyB = cb.tensorNames.filter { settings.selection.selects($0) && !setA.contains($0) }
         timer.lap("open")
-        let comps = try Engine.map(count: common.count, threads: threads,
-                                   progress: Progress(total: common.count, label: "diff", quiet: quiet)) { i in
+        let comps = try Engine.map(count: common.count, threads: settings.threads,
+                                   progress: Progress(total: common.count, label: "diff", quiet: settings.quiet)) { i in
             let ea = ca.entry(common[i])!, eb = cb.entry(common[i])!
             defer { ca.release(ea); cb.release(eb) }
             return DiffJob.compare(ea.info, ca.bytes(ea), eb.info, cb.bytes(eb))
@@ -57,11 +54,11 @@ public struct DiffJob: Sendable {
         let tol = atol
         let same = onlyA.isEmpty && onlyB.isEmpty && comps.allSatisfy { $0.withinTolerance(tol) }
 
-        var report = RunReport(command: command)
+        var report = RunReport(command: settings.command)
         report.inputs = [RunReport.describe(ca), RunReport.describe(cb)]
         report.warnings = ca.warnings + cb.warnings
-        report.parameters = [("atol", .double(atol)), ("include", .array(selection.include.map { .string($0) })),
-                             ("exclude", .array(selection.exclude.map { .string($0) }))]
+        report.parameters = [("atol", .double(atol)), ("include", .array(settings.selection.include.map { .string($0) })),
+                             ("exclude", .array(settings.selection.exclude.map { .string($0) }))]
         report.tensors = comps.map { c in
             var o: [(String, JSONValue)] = [("name", .string(c.name)), ("identical", .bool(c.identical))]
             if c.shapeMismatch { o.append(("shape_mismatch", .bool(true))) }

@@ -2,12 +2,9 @@ import SafeTensors
 
 /// `wtool inspect`: what a checkpoint holds, optionally with per-tensor statistics.
 public struct InspectJob: Sendable {
+    public var settings = JobSettings()
     public var input: String
     public var stats = false
-    public var selection = TensorSelection()
-    public var threads = Engine.defaultThreads
-    public var quiet = false
-    public var command: [String] = []
 
     public init(input: String) { self.input = input }
 
@@ -26,11 +23,11 @@ public struct InspectJob: Sendable {
     public func run() throws -> Result {
         var timer = PhaseTimer()
         let ckpt = try Checkpoint(path: input)
-        let entries = ckpt.entries.filter { selection.selects($0.name) }
+        let entries = ckpt.entries.filter { settings.selection.selects($0.name) }
         timer.lap("open")
         let withStats = stats
-        let rows = try Engine.map(count: entries.count, threads: withStats ? threads : 1,
-                                  progress: withStats ? Progress(total: entries.count, label: "inspect", quiet: quiet) : nil) { i in
+        let rows = try Engine.map(count: entries.count, threads: withStats ? settings.threads : 1,
+                                  progress: withStats ? Progress(total: entries.count, label: "inspect", quiet: settings.quiet) : nil) { i in
             let e = entries[i]
             var s: TensorStats? = nil
             if withStats {
@@ -41,11 +38,11 @@ public struct InspectJob: Sendable {
         }
         timer.lap(withStats ? "stats" : "list")
 
-        var report = RunReport(command: command)
+        var report = RunReport(command: settings.command)
         report.inputs = [RunReport.describe(ckpt)]
-        report.warnings = ckpt.warnings + selection.unusedPatterns(in: ckpt.tensorNames).map { "pattern '\($0)' matches no tensor" }
-        report.parameters = [("stats", .bool(stats)), ("include", .array(selection.include.map { .string($0) })),
-                             ("exclude", .array(selection.exclude.map { .string($0) }))]
+        report.warnings = ckpt.warnings + settings.selection.unusedPatterns(in: ckpt.tensorNames).map { "pattern '\($0)' matches no tensor" }
+        report.parameters = [("stats", .bool(stats)), ("include", .array(settings.selection.include.map { .string($0) })),
+                             ("exclude", .array(settings.selection.exclude.map { .string($0) }))]
         report.tensors = rows.map { r in
             var o: [(String, JSONValue)] = [
                 ("name", .string(r.entry.name)), ("dtype", .string(r.entry.info.dtype.rawValue)),

@@ -2,19 +2,14 @@ import SafeTensors
 
 /// `wtool merge`: plan (every check), then merge tensor by tensor on the engine, write, report.
 public struct MergeJob: Sendable {
+    public var settings = JobSettings()
     public var recipe: MergeRecipe
     /// The recipe as the user gave it, copied into the output folder as wtool-recipe.yml.
     public var recipeText: String
     public var output: String
     public var outDType: DType?
-    public var shardSize: UInt64?
     public var seed: UInt64 = 0
-    public var threads = Engine.defaultThreads
-    public var quiet = false
     public var dryRun = false
-    public var command: [String] = []
-    public var provenance = ""
-    public var reportPath: String?
 
     public init(recipe: MergeRecipe, recipeText: String, output: String) {
         self.recipe = recipe; self.recipeText = recipeText; self.output = output
@@ -22,15 +17,15 @@ public struct MergeJob: Sendable {
 
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
-        var report = RunReport(command: command)
+        var report = RunReport(command: settings.command)
         let plan = try MergePlan(recipe: recipe, outDType: outDType)
-        let out = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: plan.checkpoints)
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: plan.checkpoints)
         report.warnings = plan.warnings
         report.inputs = plan.checkpoints.map(RunReport.describe)
         report.parameters = [("method", .string(plan.method.name)), ("seed", .uint(seed)),
                              ("base_model", recipe.baseModel.map { .string($0) } ?? .null),
                              ("out_dtype", (outDType ?? recipe.outDType ?? recipe.dtype).map { .string($0.rawValue) } ?? .null),
-                             ("shard_size", shardSize.map { .uint($0) } ?? .null), ("dry_run", .bool(dryRun))]
+                             ("shard_size", settings.shardSize.map { .uint($0) } ?? .null), ("dry_run", .bool(dryRun))]
         let outputs = plan.items.map { OutputTensor(name: $0.output, dtype: $0.dtype, shape: $0.shape) }
         timer.lap("plan")
         if dryRun {
@@ -46,8 +41,8 @@ public struct MergeJob: Sendable {
         let rows: [JSONValue]
         let seed = self.seed
         do {
-            rows = try Engine.map(count: plan.items.count, threads: threads,
-                                  progress: Progress(total: plan.items.count, label: "merge", quiet: quiet)) { i in
+            rows = try Engine.map(count: plan.items.count, threads: settings.threads,
+                                  progress: Progress(total: plan.items.count, label: "merge", quiet: settings.quiet)) { i in
                 try MergeJob.mergeTensor(plan.items[i], plan: plan, seed: seed, writer: writer, index: i)
             }
             try writer.commit()
@@ -71,7 +66,7 @@ public struct MergeJob: Sendable {
         report.tensors = rows
         report.summary = MergeJob.summarize(rows, outputs)
         report.timing = timer.phases
-        try report.write(to: reportPath ?? out.defaultReportPath)
+        try report.write(to: settings.reportPath ?? out.defaultReportPath)
         return report
     }
 

@@ -5,6 +5,7 @@ import Linalg
 /// layers; everything else is copied byte for byte. Kept entries keep their exact bytes and pruned
 /// ones become +0.0, so no value is ever re-encoded (except by soft-threshold, which shrinks them).
 public struct PruneJob: Sendable {
+    public var settings = JobSettings()
     public enum Method: String, Sendable, CaseIterable { case magnitude, wanda, principal, softThreshold = "soft-threshold" }
     public enum Scope: String, Sendable, CaseIterable { case tensor, row, global }
 
@@ -20,13 +21,6 @@ public struct PruneJob: Sendable {
     public var maskOut: String?
     /// DSnoT prune-and-grow on top of the wanda or magnitude mask (needs mean and variance statistics).
     public var dsnot: DSnoT?
-    public var selection = TensorSelection()
-    public var shardSize: UInt64?
-    public var threads = Engine.defaultThreads
-    public var quiet = false
-    public var command: [String] = []
-    public var provenance = ""
-    public var reportPath: String?
 
     public init(input: String, output: String) { self.input = input; self.output = output }
 
@@ -39,7 +33,7 @@ public struct PruneJob: Sendable {
 
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
-        var report = RunReport(command: command)
+        var report = RunReport(command: settings.command)
         guard sparsity >= 0 && sparsity <= 1 else { throw UsageError("--sparsity must be in [0, 1]") }
         if method == .principal && rank == nil { throw UsageError("principal needs --rank R") }
         if method == .softThreshold && (nm != nil || scope != .global) {
@@ -56,11 +50,11 @@ public struct PruneJob: Sendable {
         let stats = try statsPath.map { try PruneStatistics(path: $0) }
         var inputs = [ckpt]
         if let c = stats?.checkpoint { inputs.append(c) }
-        let out = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: inputs)
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: inputs)
         report.warnings = ckpt.warnings
-        let defaultSelection = selection.include.isEmpty && selection.exclude.isEmpty
+        let defaultSelection = settings.selection.include.isEmpty && settings.selection.exclude.isEmpty
         let targets = ckpt.entries.filter { e in
-            (defaultSelection ? PruneJob.isDefaultTarget(e.info) : selection.selects(e.name) && e.info.dtype.isFloatingPoint && !e.info.shape.isEmpty)
+            (defaultSelection ? PruneJob.isDefaultTarget(e.info) : settings.selection.selects(e.name) && e.info.dtype.isFloatingPoint && !e.info.shape.isEmpty)
         }
         let targetSet = Set(targets.map(\.name))
         // Plan-time checks: N:M divisibility, statistics present and sized.
@@ -115,7 +109,7 @@ public struct PruneJob: Sendable {
         // Global scope: one k-th smallest score over every target, found by counting passes.
         var globalCut: GlobalCut? = nil
         if scope == .global {
-            globalCut = try GlobalCut(targets.map { e in { @Sendable in try scores(e) } }, sparsity: sparsity, threads: threads)
+            globalCut = try GlobalCut(targets.map { e in { @Sendable in try scores(e) } }, sparsity: sparsity, threads: settings.threads)
         }
         timer.lap("select")
         let maskWriter = try maskOut.map { path in
@@ -127,7 +121,7 @@ public struct PruneJob: Sendable {
         let cut = globalCut
         let rows: [JSONValue]
         do {
-            rows = try Engine.map(count: ckpt.entries.count, threads: threads, progress: Progress(total: ckpt.entries.count, label: "prune", quiet: quiet)) { i in
+            rows = try Engine.map(count: ckpt.entries.count, threads: settings.threads, progress: Progress(total: ckpt.entries.count, label: "prune", quiet: settings.quiet)) { i in
                 let e = ckpt.entries[i]
                 let src = ckpt.bytes(e)
                 guard targetSet.contains(e.name) else {
@@ -241,7 +235,7 @@ public struct PruneJob: Sendable {
                           ("achieved_sparsity", .double(targetElements > 0 ? prunedTotal / Double(targetElements) : 0)),
                           ("bytes", .uint(ckpt.totalBytes))]
         report.timing = timer.phases
-        try report.write(to: reportPath ?? out.defaultReportPath)
+        try report.write(to: settings.reportPath ?? out.defaultReportPath)
         return report
     }
 }

@@ -6,6 +6,7 @@ import SafeTensors
 /// Tensors are gathered in their own dtype (no arithmetic), so the smaller model computes exactly
 /// what the original computes with those channels zeroed.
 public struct StructuredPruneJob: Sendable {
+    public var settings = JobSettings()
     public enum Target: String, Sendable, CaseIterable { case mlp, heads }
 
     public var input: String
@@ -13,12 +14,6 @@ public struct StructuredPruneJob: Sendable {
     public var target: Target = .mlp
     public var sparsity = 0.25
     public var statsPath: String?
-    public var shardSize: UInt64?
-    public var threads = Engine.defaultThreads
-    public var quiet = false
-    public var command: [String] = []
-    public var provenance = ""
-    public var reportPath: String?
 
     public init(input: String, output: String) { self.input = input; self.output = output }
 
@@ -27,7 +22,7 @@ public struct StructuredPruneJob: Sendable {
 
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
-        var report = RunReport(command: command)
+        var report = RunReport(command: settings.command)
         guard sparsity >= 0 && sparsity < 1 else { throw UsageError("--sparsity must be in [0, 1) for structured pruning") }
         let ckpt = try Checkpoint(path: input)
         guard let folder = ckpt.folder, FileSystem.kind(FileSystem.join(folder, "config.json")) == .file else {
@@ -47,7 +42,7 @@ public struct StructuredPruneJob: Sendable {
         let stats = try statsPath.map { try PruneStatistics(path: $0) }
         var inputs = [ckpt]
         if let c = stats?.checkpoint { inputs.append(c) }
-        let out = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: inputs)
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: inputs)
         guard case .folder = out.layout else { throw UsageError("structured pruning writes a folder (it rewrites config.json): give a folder as -o") }
 
         let layers = uniqued(ckpt.entries.compactMap { e -> String? in
@@ -142,7 +137,7 @@ public struct StructuredPruneJob: Sendable {
         let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
         let g = gathers
         do {
-            _ = try Engine.map(count: ckpt.entries.count, threads: threads, progress: Progress(total: outputs.count, label: "prune", quiet: quiet)) { i in
+            _ = try Engine.map(count: ckpt.entries.count, threads: settings.threads, progress: Progress(total: outputs.count, label: "prune", quiet: settings.quiet)) { i in
                 let e = ckpt.entries[i]
                 let src = ckpt.bytes(e)
                 defer { ckpt.release(e) }
@@ -187,7 +182,7 @@ public struct StructuredPruneJob: Sendable {
         report.summary = [("layers", .int(layers.count)), ("units", .int(units)), ("removed_per_layer", .int(remove)),
                           ("bytes_in", .uint(before)), ("bytes_out", .uint(after))]
         report.timing = timer.phases
-        try report.write(to: reportPath ?? out.defaultReportPath)
+        try report.write(to: settings.reportPath ?? out.defaultReportPath)
         return report
     }
 }

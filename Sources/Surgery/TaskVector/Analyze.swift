@@ -4,16 +4,13 @@ import Linalg
 /// `task-vector analyze`: how task vectors relate, per tensor and for the whole model: norms,
 /// max |τ|, near-zero fractions, pairwise cosines, TIES sign conflicts, optionally spectra.
 public struct AnalyzeTaskVectorsJob: Sendable {
+    public var settings = JobSettings()
     public var vectors: [String]
     public var base: String?
     public var kind: TaskVectorSource.Kind = .auto
     public var zeroTolerance = 1e-8
     public var spectrum = false
     public var top = 8
-    public var selection = TensorSelection()
-    public var threads = Engine.defaultThreads
-    public var quiet = false
-    public var command: [String] = []
 
     public init(vectors: [String]) { self.vectors = vectors }
 
@@ -27,7 +24,7 @@ public struct AnalyzeTaskVectorsJob: Sendable {
 
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
-        var report = RunReport(command: command)
+        var report = RunReport(command: settings.command)
         let b = try base.map { try Checkpoint(path: $0) }
         let tvs = try vectors.map { try TaskVectorSource(path: $0, kind: kind) }
         for (tv, p) in zip(tvs, vectors) where !tv.isDelta && b == nil {
@@ -36,7 +33,7 @@ public struct AnalyzeTaskVectorsJob: Sendable {
         // Tensors every task vector has (float, same shape); the others are listed.
         let first = tvs[0].checkpoint
         var shared: [String] = [], partial: [String] = []
-        for e in first.entries where selection.selects(e.name) && e.info.dtype.isFloatingPoint {
+        for e in first.entries where settings.selection.selects(e.name) && e.info.dtype.isFloatingPoint {
             let all = tvs.allSatisfy { $0.checkpoint.entry(e.name)?.info.shape == e.info.shape }
             if all, b == nil || b!.entry(e.name)?.info.shape == e.info.shape { shared.append(e.name) } else { partial.append(e.name) }
         }
@@ -44,7 +41,7 @@ public struct AnalyzeTaskVectorsJob: Sendable {
         timer.lap("plan")
         let M = tvs.count, tol = zeroTolerance, spectrum = self.spectrum, top = self.top
         let pairs = (0..<M).flatMap { i in ((i + 1)..<M).map { (i, $0) } }
-        let results = try Engine.map(count: common.count, threads: threads, progress: Progress(total: common.count, label: "analyze", quiet: quiet)) { k -> (JSONValue, Sums) in
+        let results = try Engine.map(count: common.count, threads: settings.threads, progress: Progress(total: common.count, label: "analyze", quiet: settings.quiet)) { k -> (JSONValue, Sums) in
             let name = common[k]
             let bv = b.map { decodeFloats($0, $0.entry(name)!) }
             let ds = tvs.map { $0.delta(name, base: bv)! }

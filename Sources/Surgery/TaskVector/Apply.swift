@@ -3,6 +3,7 @@ import SafeTensors
 /// `task-vector apply`: BASE + Σ s_i τ_i (negative scales subtract: forgetting), or the TIES /
 /// DARE combination of the task vectors through the same pipeline `merge` uses.
 public struct ApplyTaskVectorJob: Sendable {
+    public var settings = JobSettings()
     public enum Method: String, Sendable, CaseIterable { case sum, ties, dare }
 
     public var base: String
@@ -17,25 +18,19 @@ public struct ApplyTaskVectorJob: Sendable {
     public var rescale: RescaleRule? = .l1
     public var seed: UInt64 = 0
     public var dtype: DType?
-    public var shardSize: UInt64?
-    public var threads = Engine.defaultThreads
-    public var quiet = false
-    public var command: [String] = []
-    public var provenance = ""
-    public var reportPath: String?
 
     public init(base: String, vectors: [String], output: String) { self.base = base; self.vectors = vectors; self.output = output }
 
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
-        var report = RunReport(command: command)
+        var report = RunReport(command: settings.command)
         let scales = self.scales ?? Array(repeating: 1, count: vectors.count)
         guard scales.count == vectors.count else { throw UsageError("--scale: give one value per task vector (\(vectors.count))") }
         guard density > 0 && density <= 1 else { throw UsageError("--density must be in (0, 1]") }
         if let dtype, !dtype.isFloatingPoint { throw UsageError("--dtype must be a float type") }
         let b = try Checkpoint(path: base)
         let tvs = try vectors.map { try TaskVectorSource(path: $0, kind: kind) }
-        let out = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: [b] + tvs.map(\.checkpoint))
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [b] + tvs.map(\.checkpoint))
         report.warnings = b.warnings + tvs.flatMap(\.checkpoint.warnings)
         // Every task-vector tensor must exist in the base with the same shape.
         for (tv, path) in zip(tvs, vectors) {
@@ -51,7 +46,7 @@ public struct ApplyTaskVectorJob: Sendable {
                 }
             }
             if !tv.recordedChecksums.isEmpty {
-                let differing = try Engine.map(count: b.entries.count, threads: threads) { i -> String? in
+                let differing = try Engine.map(count: b.entries.count, threads: settings.threads) { i -> String? in
                     let e = b.entries[i]
                     guard let want = tv.recordedChecksums[e.name] else { return nil }
                     defer { b.release(e) }
@@ -76,7 +71,7 @@ public struct ApplyTaskVectorJob: Sendable {
         let (density, seed, lambda) = (self.density, self.seed, self.lambda)
         let rows: [JSONValue]
         do {
-            rows = try Engine.map(count: b.entries.count, threads: threads, progress: Progress(total: b.entries.count, label: "apply", quiet: quiet)) { i in
+            rows = try Engine.map(count: b.entries.count, threads: settings.threads, progress: Progress(total: b.entries.count, label: "apply", quiet: settings.quiet)) { i in
                 let e = b.entries[i]
                 let touched = tvs.indices.filter { tvs[$0].checkpoint.entry(e.name) != nil }
                 guard e.info.dtype.isFloatingPoint, !touched.isEmpty else {
@@ -135,7 +130,7 @@ public struct ApplyTaskVectorJob: Sendable {
         report.tensors = rows
         report.summary = [("tensors", .int(rows.count)), ("changed", .int(rows.filter { $0["copied"] == nil }.count))]
         report.timing = timer.phases
-        try report.write(to: reportPath ?? out.defaultReportPath)
+        try report.write(to: settings.reportPath ?? out.defaultReportPath)
         return report
     }
 

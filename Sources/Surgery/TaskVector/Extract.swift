@@ -4,33 +4,27 @@ import SafeTensors
 /// bf16 delta of bf16 weights is not exact), with the base recorded (path and a CRC-32 of each base
 /// tensor) so `apply` can tell when it is given another base. Optional TIES trim (`density`).
 public struct ExtractTaskVectorJob: Sendable {
+    public var settings = JobSettings()
     public var base: String
     public var finetuned: String
     public var output: String
     public var dtype: DType = .F32
     public var density: Double?
-    public var selection = TensorSelection()
-    public var shardSize: UInt64?
-    public var threads = Engine.defaultThreads
-    public var quiet = false
-    public var command: [String] = []
-    public var provenance = ""
-    public var reportPath: String?
 
     public init(base: String, finetuned: String, output: String) { self.base = base; self.finetuned = finetuned; self.output = output }
 
 
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
-        var report = RunReport(command: command)
+        var report = RunReport(command: settings.command)
         let dtype = self.dtype
         guard dtype.isFloatingPoint else { throw UsageError("--dtype must be a float type") }
         if let d = density, !(d > 0 && d <= 1) { throw UsageError("--density must be in (0, 1]") }
         let b = try Checkpoint(path: base), ft = try Checkpoint(path: finetuned)
-        let out = try OutputPlan(path: output, shardSize: shardSize, provenance: provenance, inputs: [b, ft])
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [b, ft])
         report.warnings = b.warnings + ft.warnings
         var floatNames: [String] = [], skipped: [String] = []
-        for e in ft.entries where selection.selects(e.name) {
+        for e in ft.entries where settings.selection.selects(e.name) {
             guard let be = b.entry(e.name) else {
                 throw FormatError(file: ft.filePath(of: e), tensor: e.name, "not in the base \(base)")
             }
@@ -40,10 +34,10 @@ public struct ExtractTaskVectorJob: Sendable {
             if e.info.dtype.isFloatingPoint && be.info.dtype.isFloatingPoint { floatNames.append(e.name) } else { skipped.append(e.name) }
         }
         let names = floatNames
-        let notInFT = b.tensorNames.filter { ft.entry($0) == nil && selection.selects($0) }
+        let notInFT = b.tensorNames.filter { ft.entry($0) == nil && settings.selection.selects($0) }
         let outputs = names.map { OutputTensor(name: $0, dtype: dtype, shape: ft.entry($0)!.info.shape) }
         // Identify the base: CRC-32 of every base tensor's bytes (computed in parallel).
-        let sums = try Engine.map(count: names.count, threads: threads) { i -> String in
+        let sums = try Engine.map(count: names.count, threads: settings.threads) { i -> String in
             let e = b.entry(names[i])!
             defer { b.release(e) }
             return checksum(b.bytes(e))
@@ -57,7 +51,7 @@ public struct ExtractTaskVectorJob: Sendable {
         let density = self.density
         let rows: [JSONValue]
         do {
-            rows = try Engine.map(count: names.count, threads: threads, progress: Progress(total: names.count, label: "extract", quiet: quiet)) { i in
+            rows = try Engine.map(count: names.count, threads: settings.threads, progress: Progress(total: names.count, label: "extract", quiet: settings.quiet)) { i in
                 let name = names[i]
                 let bv = decodeDoubles(b, b.entry(name)!), fv = decodeDoubles(ft, ft.entry(name)!)
                 // The f64 difference (exact for f32 and narrower inputs), stored rounded to the
@@ -112,7 +106,7 @@ public struct ExtractTaskVectorJob: Sendable {
                           ("only_in_base", .array(notInFT.map { .string($0) })),
                           ("bytes_out", .int(outputs.reduce(0) { $0 + $1.byteCount }))]
         report.timing = timer.phases
-        try report.write(to: reportPath ?? out.defaultReportPath)
+        try report.write(to: settings.reportPath ?? out.defaultReportPath)
         return report
     }
 }

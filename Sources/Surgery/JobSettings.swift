@@ -1,0 +1,20 @@
+/// What every command's job takes besides its own parameters: how to run, what to record, where
+/// the report goes.
+public struct JobSettings: Sendable {
+    /// Worker threads (tensors in flight).
+    public var threads = Engine.defaultThreads
+    /// No progress line.
+    public var quiet = false
+    /// argv, for the report.
+    public var command: [String] = []
+    /// The result-defining part of the command, for the output's metadata.
+    public var provenance = ""
+    /// Where the JSON report goes (nil: the output's default).
+    public var reportPath: String?
+    /// Largest shard of a folder output.
+    public var shardSize: UInt64?
+    /// --include / --exclude.
+    public var selection = TensorSelection()
+
+    public init() {}
+}
