@@ -202,11 +202,15 @@ public struct PruneJob: Sendable {
                 // ||removed|| / ||w||, and with statistics Σ removed² a_j / Σ w² a_j, in one pass.
                 var wSq = 0.0, rSq = 0.0, num = 0.0, den = 0.0
                 let a = cs[e.name]
-                for k in w.indices {
-                    let x = Double(w[k])
-                    let d = removed.map { Double($0[k]) } ?? (pruned[k] ? x : 0)
-                    wSq += x * x; rSq += d * d
-                    if let a { num += d * d * a[k % cols]; den += x * x * a[k % cols] }
+                let gone: [Float] = removed ?? zip(w, pruned).map { $1 ? $0 : 0 }
+                if let a {
+                    for k in w.indices {
+                        let x = Double(w[k]), d = Double(gone[k]), ak = a[k % cols]
+                        wSq += x * x; rSq += d * d; num += d * d * ak; den += x * x * ak
+                    }
+                } else {
+                    wSq = VectorMath.dot(w, w)
+                    rSq = VectorMath.dot(gone, gone)
                 }
                 row += metric("relative_norm_removed", wSq > 0 ? (rSq / wSq).squareRoot() : 0)
                 if a != nil { row += metric("estimated_relative_output_error", den > 0 ? (num / den).squareRoot() : 0) }
