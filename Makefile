@@ -50,7 +50,8 @@ test-swift:
 test-interop:
 	WTOOL=$(abspath $(DEBUG_BIN)) $(VPY) -m pytest -q Tests/interop
 
-## demo: a real job on the fixtures: inspect, convert to sharded bf16, diff against the original.
+## demo: real jobs on the fixtures: inspect; convert to sharded bf16 and diff against the original;
+## a mergekit TIES recipe, compared with mergekit's own output.
 demo: release
 	@rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
 	$(RELEASE_BIN) inspect Fixtures/tiny-llama/ft-sharded --stats --include 'model.layers.0.*'
@@ -58,6 +59,8 @@ demo: release
 	@ls -l $(DEMO_OUT)/ft-bf16
 	$(RELEASE_BIN) diff Fixtures/tiny-llama/ft-sharded $(DEMO_OUT)/ft-bf16 --atol 0.01
 	@$(VPY) Tests/bench/summarize_report.py $(DEMO_OUT)/ft-bf16/wtool-report.json
+	$(RELEASE_BIN) merge --config Fixtures/mergekit/ties.yml -o $(DEMO_OUT)/ties
+	$(RELEASE_BIN) diff $(DEMO_OUT)/ties Fixtures/mergekit/outputs/ties.safetensors --atol 1e-6
 
 install: release
 	install -D -m 755 $(RELEASE_BIN) $(DESTDIR)$(PREFIX)/bin/wtool
