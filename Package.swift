@@ -31,7 +31,7 @@ let package = Package(
         // The operations and the streaming engine they share.
         .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg", "CSystem", .product(name: "Yams", package: "Yams")]),
         .executableTarget(name: "wtool", dependencies: [
-            "Surgery", "SafeTensors",
+            "Surgery", "SafeTensors", "Linalg",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),

@@ -1,5 +1,6 @@
 import Dispatch
 import CSystem
+import Linalg
 import SafeTensors
 #if canImport(Glibc)
 import Glibc
@@ -9,11 +10,15 @@ import Glibc
 /// in flight (so memory stays bounded by a few tensors), collects results by index (so output
 /// never depends on scheduling), and stops at the first error.
 public enum Engine {
-    /// Tensor-sized buffers come and go by the hundred MB: served straight from mmap, they go back to
-    /// the kernel when freed. glibc would otherwise raise its mmap threshold after the first free
-    /// and keep later buffers in per-thread heaps, where fragmentation holds resident memory.
-    public static func configureMemory() {
+    /// Process-wide settings, once at start:
+    /// - tensor-sized buffers come and go by the hundred MB: served straight from mmap, they go back
+    ///   to the kernel when freed (glibc would otherwise raise its mmap threshold after the first free
+    ///   and keep later buffers in per-thread heaps, where fragmentation holds resident memory);
+    /// - BLAS runs one thread per call: wtool parallelises across tensors, and a fixed BLAS thread
+    ///   count keeps LAPACK's results byte-identical whatever --threads is.
+    public static func configureProcess() {
         wt_serve_large_allocations_from_mmap(1 << 20)
+        BLASThreads.set(1)
     }
 
     /// Cores available to this process.

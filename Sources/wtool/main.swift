@@ -7,7 +7,7 @@ import Glibc
 
 // Exit status: 0 done, 1 run-time failure (bad input, I/O), 2 usage error. ArgumentParser's own
 // validation failures (64) are mapped to 2; `diff` decides its own statuses (see DiffCommand).
-Engine.configureMemory()
+Engine.configureProcess()
 do {
     var command = try Wtool.parseAsRoot()
     try command.run()

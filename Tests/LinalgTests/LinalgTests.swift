@@ -77,3 +77,48 @@ final class LinalgTests: XCTestCase {
         XCTAssertEqual(varc, 1, accuracy: 0.05)
     }
 }
+
+final class TruncatedSVDTests: XCTestCase {
+    /// A matrix with a known, decaying spectrum: σ_i = 1 / i.
+    func decaying(_ m: Int, _ n: Int) throws -> Matrix {
+        var g = SeededRNG(seed: 9, stream: "decay")
+        let u = try orthonormalBasis(Matrix(rows: m, cols: n, data: (0..<(m * n)).map { _ in g.nextGaussian() }))
+        let v = try orthonormalBasis(Matrix(rows: n, cols: n, data: (0..<(n * n)).map { _ in g.nextGaussian() }))
+        var us = u
+        for i in 0..<m { for j in 0..<n { us[i, j] *= 1 / Float(j + 1) } }
+        return matmul(us, v, transB: true)
+    }
+
+    func testExactTruncationKeepsTheTopTripletsWithFixedSigns() throws {
+        let a = try decaying(40, 24)
+        let t = try TruncatedSVD(a, rank: 5)
+        XCTAssertEqual(t.rank, 5)
+        for (j, s) in t.s.enumerated() { XCTAssertEqual(s, 1 / Float(j + 1), accuracy: 1e-4) }
+        for j in 0..<5 {  // the largest-|u| entry of each left vector is positive
+            let col = (0..<40).map { t.u[$0, j] }
+            XCTAssertGreaterThan(col.max(by: { abs($0) < abs($1) })!, 0)
+        }
+        let err = zip(t.reconstruct().data, a.data).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }.squareRoot()
+        let optimum = (6...24).reduce(0.0) { $0 + 1 / Double($1 * $1) }.squareRoot()
+        XCTAssertEqual(err, optimum, accuracy: 1e-4)
+    }
+
+    func testRandomizedMatchesExactOnADecayingSpectrum() throws {
+        let a = try decaying(64, 48)
+        var o = TruncatedSVD.Options()
+        o.method = .randomized
+        o.stream = "t"
+        let r = try TruncatedSVD(a, rank: 6, options: o), e = try TruncatedSVD(a, rank: 6)
+        for j in 0..<6 { XCTAssertEqual(r.s[j], e.s[j], accuracy: 1e-3 * e.s[0]) }
+        XCTAssertEqual(try TruncatedSVD(a, rank: 6, options: o).u, r.u)  // same seed and stream, same bits
+    }
+
+    func testRankMeasures() {
+        let s: [Float] = [4, 2, 1, 1, 0]
+        XCTAssertEqual(Spectrum.numericalRank(s, rows: 5, cols: 5), 4)
+        XCTAssertEqual(Spectrum.stableRank(s), 22.0 / 16, accuracy: 1e-12)
+        XCTAssertEqual(Spectrum.energyRank(s, 0.9), 2)   // (16 + 4) / 22 = 0.909
+        XCTAssertEqual(Spectrum.energyRank(s, 0.95), 3)
+        XCTAssertEqual(Spectrum.effectiveRank([1, 1, 1, 1]), 4, accuracy: 1e-12)
+    }
+}

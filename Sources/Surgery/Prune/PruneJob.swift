@@ -97,13 +97,9 @@ public struct PruneJob: Sendable {
                 let s = a.map { $0.squareRoot() }
                 return w.indices.map { Float(Double(abs(w[$0])) * s[$0 % cols]) }
             case .principal:
-                let rows = w.count / max(1, cols)
-                let (u, sv, vt) = try svd(Matrix(rows: rows, cols: cols, data: w))
-                let r = min(rank!, sv.count)
-                var us = Matrix(rows: rows, cols: r)
-                for i in 0..<rows { for j in 0..<r { us[i, j] = u[i, j] * sv[j] } }
-                let vr = Matrix(rows: r, cols: cols, data: Array(vt.data[0..<(r * cols)]))
-                return matmul(us, vr).data.map { abs($0) }
+                // |W_R|: the rank-R approximation from the shared SVD engine (exact).
+                let a = Matrix(rows: w.count / max(1, cols), cols: cols, data: w)
+                return try TruncatedSVD(a, rank: rank!).reconstruct().data.map { abs($0) }
             }
         }
         // Global scope: one k-th smallest score over every target, found by counting passes.

@@ -1,0 +1,135 @@
+import SafeTensors
+import Linalg
+
+/// `lowrank-svd compress`: each selected 2-D weight becomes its best rank-k approximation (same
+/// name, shape and dtype), or with `factored` two factors `<name>.left` = U_k diag(σ) [out, k] and
+/// `<name>.right` = V_kᵀ [k, in]. Other tensors are copied byte for byte.
+public struct CompressJob: Sendable {
+    public var input: String
+    public var output: String
+    public var policy: RankPolicy = .rank(64)
+    public var factored = false
+    /// nil: randomized when the rank is fixed and small against the matrix, exact otherwise.
+    public var method: TruncatedSVD.Method?
+    public var oversample = 10
+    public var powerIterations = 2
+    public var seed: UInt64 = 0
+    public var settings = JobSettings()
+
+    public init(input: String, output: String) { self.input = input; self.output = output }
+
+    func method(for rank: Int?, rows: Int, cols: Int) -> TruncatedSVD.Method {
+        if let method { return method }
+        guard let r = rank else { return .exact }
+        return 4 * (r + oversample) <= min(rows, cols) ? .randomized : .exact
+    }
+
+    public func run() throws -> RunReport {
+        var timer = PhaseTimer()
+        var report = RunReport(command: settings.command)
+        if factored && policy.fixedRank == nil { throw UsageError("--factored needs --rank (the factors' shapes are written before any SVD)") }
+        if method == .randomized && policy.fixedRank == nil { throw UsageError("--svd randomized needs --rank: the other rules need the whole spectrum") }
+        let src = try Checkpoint(path: input)
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [src])
+        let targets = Set(LowRankTargets.select(src, settings.selection).map(\.name))
+        var outputs: [OutputTensor] = []
+        var steps: [(entry: Checkpoint.Entry, outIndex: [Int])] = []
+        for e in src.entries {
+            if targets.contains(e.name), factored, let r = policy.fixedRank {
+                let k = min(r, e.info.shapeInts[0], e.info.shapeInts[1])
+                steps.append((e, [outputs.count, outputs.count + 1]))
+                outputs.append(OutputTensor(name: e.name + ".left", dtype: e.info.dtype, shape: [e.info.shape[0], UInt64(k)]))
+                outputs.append(OutputTensor(name: e.name + ".right", dtype: e.info.dtype, shape: [UInt64(k), e.info.shape[1]]))
+            } else {
+                steps.append((e, [outputs.count]))
+                outputs.append(OutputTensor(name: e.name, dtype: e.info.dtype, shape: e.info.shape))
+            }
+        }
+        let plan = steps
+        timer.lap("plan")
+        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let job = self
+        let rows: [JSONValue]
+        do {
+            rows = try Engine.map(count: plan.count, threads: settings.threads,
+                                  progress: Progress(total: plan.count, label: "compress", quiet: settings.quiet)) { i -> JSONValue in
+                let (e, outIndex) = plan[i]
+                guard targets.contains(e.name) else {
+                    try writer.write(tensor: outIndex[0], src.bytes(e))
+                    src.release(e)
+                    return .object([("name", .string(e.name)), ("target", .bool(false))])
+                }
+                return try job.compress(e, src: src, writer: writer, outIndex: outIndex)
+            }
+            try writer.commit()
+        } catch {
+            writer.abort()
+            throw error
+        }
+        let copied = try out.copyAuxiliaryFiles(from: src)
+        timer.lap("compress")
+        report.inputs = [RunReport.describe(src)]
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+                                 ("copied", .array(copied.map { .string($0) }))])
+        report.parameters = [("policy", .string("\(policy)")), ("factored", .bool(factored)),
+                             ("svd", .string(method?.rawValue ?? "auto")), ("oversample", .int(oversample)),
+                             ("power_iterations", .int(powerIterations)), ("seed", .uint(seed))]
+        report.tensors = rows
+        let t = rows.filter { $0["target"] == .bool(true) }
+        report.summary = [("targets", .int(t.count)),
+                          ("bytes_before", .double(t.compactMap { $0["bytes_before"]?.doubleValue }.reduce(0, +))),
+                          ("bytes_after", .double(t.compactMap { $0["bytes_after"]?.doubleValue }.reduce(0, +)))]
+        report.timing = timer.phases
+        try report.write(to: settings.reportPath ?? out.defaultReportPath)
+        return report
+    }
+
+    func compress(_ e: Checkpoint.Entry, src: Checkpoint, writer: CheckpointWriter, outIndex: [Int]) throws -> JSONValue {
+        let shape = e.info.shapeInts, (m, n) = (shape[0], shape[1])
+        let a = Matrix(rows: m, cols: n, data: decodeFloats(src, e))
+        let normSq = a.data.reduce(0.0) { $0 + Double($1) * Double($1) }
+        let how = method(for: policy.fixedRank, rows: m, cols: n)
+        var opts = TruncatedSVD.Options()
+        opts.method = how
+        opts.oversample = oversample
+        opts.powerIterations = powerIterations
+        opts.seed = seed
+        opts.stream = e.name
+        let t: TruncatedSVD, k: Int, why: String
+        if let r = policy.fixedRank {
+            t = try TruncatedSVD(a, rank: r, options: opts)
+            (k, why) = (t.rank, "rank \(r)")
+        } else {
+            let full = try TruncatedSVD(a, rank: min(m, n), options: opts)
+            (k, why) = policy.choose(full.s, total: normSq)
+            t = TruncatedSVD(u: full.u, s: full.s, vt: full.vt, keep: k)
+        }
+        let approx = t.reconstruct()
+        var errSq = 0.0
+        for i in 0..<approx.data.count { let d = Double(a.data[i]) - Double(approx.data[i]); errSq += d * d }
+        let size = e.info.dtype.size!
+        func write(_ values: [Float], _ index: Int) throws {
+            let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, values.count * size), alignment: 64)
+            defer { buf.deallocate() }
+            values.withUnsafeBufferPointer { Codec.encode($0.baseAddress!, count: $0.count, as: e.info.dtype, into: buf) }
+            try writer.write(tensor: index, UnsafeRawBufferPointer(start: buf, count: values.count * size))
+        }
+        if outIndex.count == 2 {
+            var left = t.u
+            for i in 0..<m { for j in 0..<k { left[i, j] *= t.s[j] } }
+            try write(left.data, outIndex[0])
+            try write(t.vt.data, outIndex[1])
+        } else {
+            try write(approx.data, outIndex[0])
+        }
+        src.release(e)
+        let kept = t.s.reduce(0.0) { $0 + Double($1) * Double($1) }
+        var row: [(String, JSONValue)] = [("name", .string(e.name)), ("target", .bool(true)), ("shape", .array(shape.map { .int($0) })),
+                                          ("rank", .int(k)), ("why", .string(why)), ("svd", .string(how.rawValue))]
+        row += metric("energy_kept", normSq > 0 ? kept / normSq : 1)
+        row += metric("relative_error", normSq > 0 ? (errSq / normSq).squareRoot() : 0)
+        row += metric("sigma_ratio", k > 0 && t.s[k - 1] > 0 ? Double(t.s[0] / t.s[k - 1]) : .nan)
+        row += [("bytes_before", .int(m * n * size)), ("bytes_after", .int(outIndex.count == 2 ? (m + n) * k * size : m * n * size))]
+        return .object(row)
+    }
+}
