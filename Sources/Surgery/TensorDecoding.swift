@@ -21,3 +21,14 @@ private func decodeTensor<T>(_ c: Checkpoint, _ e: Checkpoint.Entry,
     c.release(e)
     return v
 }
+
+extension CheckpointWriter {
+    /// Encodes f32 values in a storage dtype and writes them as tensor `index`.
+    public func write(floats v: [Float], as dtype: DType, tensor index: Int) throws {
+        let bytes = v.count * dtype.size!
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes), alignment: 64)
+        defer { buf.deallocate() }
+        v.withUnsafeBufferPointer { Codec.encode($0.baseAddress!, count: $0.count, as: dtype, into: buf) }
+        try write(tensor: index, UnsafeRawBufferPointer(start: buf, count: bytes))
+    }
+}

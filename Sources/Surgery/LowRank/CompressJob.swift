@@ -108,12 +108,7 @@ public struct CompressJob: Sendable {
         var errSq = 0.0
         for i in 0..<approx.data.count { let d = Double(a.data[i]) - Double(approx.data[i]); errSq += d * d }
         let size = e.info.dtype.size!
-        func write(_ values: [Float], _ index: Int) throws {
-            let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, values.count * size), alignment: 64)
-            defer { buf.deallocate() }
-            values.withUnsafeBufferPointer { Codec.encode($0.baseAddress!, count: $0.count, as: e.info.dtype, into: buf) }
-            try writer.write(tensor: index, UnsafeRawBufferPointer(start: buf, count: values.count * size))
-        }
+        func write(_ values: [Float], _ index: Int) throws { try writer.write(floats: values, as: e.info.dtype, tensor: index) }
         if outIndex.count == 2 {
             var left = t.u
             for i in 0..<m { for j in 0..<k { left[i, j] *= t.s[j] } }

@@ -80,7 +80,7 @@ public struct ApplyTaskVectorJob: Sendable {
                         try writer.write(tensor: i, b.bytes(e))
                     } else {
                         let v = decodeFloats(b, e)
-                        try ApplyTaskVectorJob.write(v, as: outputs[i].dtype, writer: writer, index: i)
+                        try writer.write(floats: v, as: outputs[i].dtype, tensor: i)
                     }
                     b.release(e)
                     return .object([("name", .string(e.name)), ("copied", .bool(true))])
@@ -108,7 +108,7 @@ public struct ApplyTaskVectorJob: Sendable {
                         result[k] = Float(s)
                     }
                 }
-                try ApplyTaskVectorJob.write(result, as: outputs[i].dtype, writer: writer, index: i)
+                try writer.write(floats: result, as: outputs[i].dtype, tensor: i)
                 let bv = decodeFloats(b, e)
                 let bn = VectorMath.norm(bv)
                 row += metric("relative_change", bn > 0 ? VectorMath.distance(result, bv) / bn : .nan)
@@ -132,13 +132,5 @@ public struct ApplyTaskVectorJob: Sendable {
         report.timing = timer.phases
         try report.write(to: settings.reportPath ?? out.defaultReportPath)
         return report
-    }
-
-    static func write(_ v: [Float], as dtype: DType, writer: CheckpointWriter, index: Int) throws {
-        let bytes = v.count * dtype.size!
-        let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, bytes), alignment: 64)
-        defer { buf.deallocate() }
-        v.withUnsafeBufferPointer { Codec.encode($0.baseAddress!, count: $0.count, as: dtype, into: buf) }
-        try writer.write(tensor: index, UnsafeRawBufferPointer(start: buf, count: bytes))
     }
 }

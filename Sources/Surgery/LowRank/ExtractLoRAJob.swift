@@ -1,0 +1,209 @@
+import SafeTensors
+import Linalg
+
+/// `lowrank-svd extract`: FT - BASE of every 2-D linear weight, truncated by SVD, written as a PEFT
+/// LoRA adapter whose merged weight is BASE plus the truncation (scale alpha / r = 1 for every
+/// module: per-module ranks go to rank_pattern and alpha_pattern alike).
+public struct ExtractLoRAJob: Sendable {
+    public enum Split: String, Sendable, CaseIterable { case sqrt, left }
+    public enum Embeddings: String, Sendable, CaseIterable { case lora, full, skip }
+
+    public var base: String
+    public var finetuned: String
+    public var output: String
+    public var policy: RankPolicy = .rank(64)
+    public var split: Split = .sqrt
+    public var embeddings: Embeddings = .full
+    /// Other changed tensors (norms, biases of untargeted modules): saved in full, or skipped.
+    public var saveOthers = true
+    public var method: TruncatedSVD.Method?
+    public var oversample = 10
+    public var powerIterations = 2
+    public var seed: UInt64 = 0
+    public var settings = JobSettings()
+
+    public init(base: String, finetuned: String, output: String) { self.base = base; self.finetuned = finetuned; self.output = output }
+
+    enum Kind: Sendable { case linear, embedding, full, bias(module: String) }
+
+    public func run() throws -> RunReport {
+        var timer = PhaseTimer()
+        var report = RunReport(command: settings.command)
+        guard !output.hasSuffix(".safetensors") else { throw UsageError("an adapter is a folder (adapter_config.json + adapter_model.safetensors): give a folder as -o") }
+        let b = try Checkpoint(path: base), ft = try Checkpoint(path: finetuned)
+        _ = try OutputPlan(path: output, shardSize: nil, provenance: settings.provenance, inputs: [b, ft])
+        let linear = Set(LowRankTargets.select(ft, settings.selection).map(\.name))
+        // Plan: what each changed tensor becomes.
+        var steps: [(Checkpoint.Entry, Kind)] = []
+        var skipped: [String] = []
+        for e in ft.entries {
+            guard let be = b.entry(e.name) else { throw FormatError(file: ft.filePath(of: e), tensor: e.name, "not in the base \(base)") }
+            guard be.info.shape == e.info.shape else {
+                throw FormatError(file: ft.filePath(of: e), tensor: e.name, "shape \(e.info.shape) differs from the base's \(be.info.shape) (a resized vocabulary cannot be a LoRA delta)")
+            }
+            guard e.info.dtype.isFloatingPoint else { continue }
+            if ft.bytes(e).elementsEqual(b.bytes(be)) { continue }  // unchanged
+            let n = e.name.lowercased()
+            let isEmbedding = n.contains("embed") && e.info.shape.count == 2
+            let isHead = e.name.hasSuffix("lm_head.weight")
+            if linear.contains(e.name) {
+                steps.append((e, .linear))
+            } else if isEmbedding || isHead {
+                switch embeddings {
+                case .lora: steps.append((e, isEmbedding ? .embedding : .linear))
+                case .full: steps.append((e, .full))
+                case .skip: skipped.append(e.name)
+                }
+            } else if e.name.hasSuffix(".bias"), linear.contains(String(e.name.dropLast(5)) + ".weight") {
+                steps.append((e, .bias(module: String(e.name.dropLast(5)))))
+            } else if saveOthers {
+                steps.append((e, .full))
+            } else {
+                skipped.append(e.name)
+            }
+        }
+        let plan = steps
+        timer.lap("plan")
+        let job = self
+        let results = try Engine.map(count: plan.count, threads: settings.threads,
+                                     progress: Progress(total: plan.count, label: "extract", quiet: settings.quiet)) { i in
+            try job.factor(plan[i].0, plan[i].1, b: b, ft: ft)
+        }
+        timer.lap("svd")
+        // The adapter: tensors, then the config with ranks and alphas per module.
+        var tensors: [(String, DType, [Int], [Float])] = []
+        var ranks: [(String, Int)] = []
+        var toSave: [String] = []
+        var rows: [JSONValue] = []
+        var anyBias = false
+        for r in results {
+            tensors += r.tensors
+            if let (m, k) = r.rank { ranks.append((m, k)) }
+            if let s = r.saved { toSave.append(s) }
+            if r.bias { anyBias = true }
+            rows.append(r.row)
+        }
+        let maxRank = ranks.map(\.1).max() ?? 0
+        var config = PEFTAdapterConfig()
+        config.r = max(1, maxRank)
+        config.loraAlpha = Double(config.r)
+        config.rankPattern = ranks.filter { $0.1 != config.r }.map { ($0.0, $0.1) }
+        config.alphaPattern = config.rankPattern.map { ($0.0, Double($0.1)) }
+        config.targetModules = .list(uniqued(ranks.map { String($0.0.split(separator: ".").last!) }).sorted())
+        config.modulesToSave = uniqued(toSave.map { String($0.split(separator: ".").last!) }).sorted()
+        config.loraBias = anyBias
+        config.baseModel = base
+        try ExtractLoRAJob.writeAdapter(output, config: config, tensors: tensors, provenance: settings.provenance)
+        timer.lap("write")
+        report.inputs = [RunReport.describe(b), RunReport.describe(ft)]
+        report.output = .object([("path", .string(output)), ("files", .array([.string(FileSystem.join(output, PEFTAdapterConfig.configName)),
+                                                                             .string(FileSystem.join(output, PEFTAdapterConfig.weightsName))]))])
+        report.parameters = [("policy", .string("\(policy)")), ("split", .string(split.rawValue)), ("embeddings", .string(embeddings.rawValue)),
+                             ("svd", .string(method?.rawValue ?? "auto")), ("oversample", .int(oversample)),
+                             ("power_iterations", .int(powerIterations)), ("seed", .uint(seed))]
+        report.tensors = rows
+        report.summary = [("lora_modules", .int(ranks.count)), ("max_rank", .int(maxRank)), ("modules_to_save", .array(toSave.map { .string($0) })),
+                          ("skipped", .array(skipped.map { .string($0) })),
+                          ("adapter_bytes", .int(tensors.reduce(0) { $0 + $1.3.count * $1.1.size! }))]
+        report.timing = timer.phases
+        try report.write(to: settings.reportPath ?? FileSystem.join(output, "wtool-report.json"))
+        return report
+    }
+
+    struct Factored: Sendable {
+        var tensors: [(String, DType, [Int], [Float])] = []
+        var rank: (String, Int)?
+        var saved: String?
+        var bias = false
+        var row: JSONValue = .null
+    }
+
+    func factor(_ e: Checkpoint.Entry, _ kind: Kind, b: Checkpoint, ft: Checkpoint) throws -> Factored {
+        let fv = decodeFloats(ft, e), bv = decodeFloats(b, b.entry(e.name)!)
+        let delta = zip(fv, bv).map { Float(Double($0) - Double($1)) }
+        let p = PEFTAdapterConfig.prefix
+        var out = Factored()
+        let module = e.name.hasSuffix(".weight") ? String(e.name.dropLast(7)) : e.name
+        switch kind {
+        case .full:
+            out.tensors = [(p + e.name, e.info.dtype, e.info.shapeInts, fv)]
+            out.saved = module
+            out.row = .object([("name", .string(e.name)), ("as", .string("modules_to_save"))])
+        case let .bias(m):
+            out.tensors = [(p + m + ".lora_B.bias", e.info.dtype, e.info.shapeInts, delta)]
+            out.bias = true
+            out.row = .object([("name", .string(e.name)), ("as", .string("lora_B.bias"))])
+        case .linear, .embedding:
+            let isEmbedding: Bool = { if case .embedding = kind { return true }; return false }()
+            let (rows, cols) = (e.info.shapeInts[0], e.info.shapeInts[1])
+            // PEFT's embedding delta is (B A)^T: factor the transpose.
+            var a = Matrix(rows: rows, cols: cols, data: delta)
+            if isEmbedding { a = a.transposed }
+            let normSq = delta.reduce(0.0) { $0 + Double($1) * Double($1) }
+            var opts = TruncatedSVD.Options()
+            opts.oversample = oversample; opts.powerIterations = powerIterations; opts.seed = seed; opts.stream = e.name
+            let t: TruncatedSVD, why: String
+            if let r = policy.fixedRank {
+                opts.method = method ?? (4 * (r + oversample) <= min(a.rows, a.cols) ? .randomized : .exact)
+                t = try TruncatedSVD(a, rank: r, options: opts)
+                why = "rank \(r)"
+            } else {
+                opts.method = .exact
+                let full = try TruncatedSVD(a, rank: min(a.rows, a.cols), options: opts)
+                let (k, w) = policy.choose(full.s, total: normSq)
+                t = TruncatedSVD(u: full.u, s: full.s, vt: full.vt, keep: k)
+                why = w
+            }
+            let k = t.rank
+            guard k > 0 else {
+                out.row = .object([("name", .string(e.name)), ("as", .string("skipped: rank 0"))])
+                return out
+            }
+            // B A = U_k diag(s) V_k^T: sqrt splits sqrt(s) into both (mergekit); left puts s in B (PEFT's converter).
+            var bm = t.u, am = t.vt
+            for j in 0..<k {
+                let (sb, sa): (Float, Float) = split == .sqrt ? (t.s[j].squareRoot(), t.s[j].squareRoot()) : (t.s[j], 1)
+                for i in 0..<bm.rows { bm[i, j] *= sb }
+                for c in 0..<am.cols { am[j, c] *= sa }
+            }
+            let approx = matmul(bm, am)
+            var errSq = 0.0
+            for i in 0..<a.data.count { let d = Double(a.data[i]) - Double(approx.data[i]); errSq += d * d }
+            let (nameA, nameB) = isEmbedding ? (".lora_embedding_A", ".lora_embedding_B") : (".lora_A.weight", ".lora_B.weight")
+            out.tensors = [(p + module + nameA, e.info.dtype, [k, am.cols], am.data), (p + module + nameB, e.info.dtype, [bm.rows, k], bm.data)]
+            out.rank = (module, k)
+            let kept = t.s.reduce(0.0) { $0 + Double($1) * Double($1) }
+            var row: [(String, JSONValue)] = [("name", .string(e.name)), ("as", .string(isEmbedding ? "lora_embedding" : "lora")),
+                                              ("rank", .int(k)), ("why", .string(why)), ("svd", .string(opts.method.rawValue))]
+            row += metric("energy_kept", normSq > 0 ? kept / normSq : 1)
+            row += metric("relative_error", normSq > 0 ? (errSq / normSq).squareRoot() : 0)
+            row += metric("sigma_ratio", t.s[k - 1] > 0 ? Double(t.s[0] / t.s[k - 1]) : .nan)
+            row += [("bytes_before", .int(rows * cols * e.info.dtype.size!)), ("bytes_after", .int((rows + cols) * k * e.info.dtype.size!))]
+            out.row = .object(row)
+        }
+        return out
+    }
+
+    /// adapter_model.safetensors (one file, `format: pt`) and adapter_config.json (sorted keys).
+    static func writeAdapter(_ dir: String, config: PEFTAdapterConfig, tensors: [(String, DType, [Int], [Float])], provenance: String) throws {
+        let outs = tensors.map { OutputTensor(name: $0.0, dtype: $0.1, shape: $0.2) }
+        let w = try CheckpointWriter(layout: .folder(dir, shardSize: nil), tensors: outs, metadata: ["format": "pt", "wtool.command": provenance])
+        do {
+            for (i, t) in tensors.enumerated() { try w.write(floats: t.3, as: t.1, tensor: i) }
+            try w.commit()
+        } catch {
+            w.abort()
+            throw error
+        }
+        // The writer names a single file model.safetensors; PEFT reads adapter_model.safetensors.
+        let from = FileSystem.join(dir, "model.safetensors"), to = FileSystem.join(dir, PEFTAdapterConfig.weightsName)
+        guard rename(from, to) == 0 else { throw FormatError(file: to, "cannot rename into place") }
+        try AtomicFile.write(Array((config.json.pretty(indent: 2, sortKeys: true) + "\n").utf8), to: FileSystem.join(dir, PEFTAdapterConfig.configName))
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

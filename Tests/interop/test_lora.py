@@ -1,0 +1,166 @@
+"""LoRA extraction, PEFT-rule merging and PiSSA against numpy implementations of PEFT's rules."""
+import json, os, re
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+from conftest import FIX, run
+
+TL = f"{FIX}/tiny-llama"
+P = "base_model.model."
+
+
+def truncation(delta, k):
+    u, s, vt = np.linalg.svd(delta.astype(np.float64), full_matrices=False)
+    return (u[:, :k] * s[:k]) @ vt[:k]
+
+
+@pytest.mark.parametrize("split", ["sqrt", "left"])
+def test_extract_gives_the_truncated_delta(tmp_path, split):
+    out = tmp_path / "adapter"
+    run("lowrank-svd", "extract", "--base", f"{TL}/base", f"{TL}/ft-a", "-o", out, "--rank", "4", "--svd", "exact",
+        "--split", split, "--quiet")
+    cfg = json.load(open(out / "adapter_config.json"))
+    w = load_file(out / "adapter_model.safetensors")
+    base, ft = load_file(f"{TL}/base/model.safetensors"), load_file(f"{TL}/ft-a/model.safetensors")
+    assert cfg["peft_type"] == "LORA" and cfg["r"] == 4 and cfg["lora_alpha"] == 4 and cfg["rank_pattern"] == {}
+    assert cfg["target_modules"] == sorted(cfg["target_modules"]) and "q_proj" in cfg["target_modules"]
+    for k in base:
+        if ".layers." in k and base[k].ndim == 2:
+            m = k[: -len(".weight")]
+            a, b = w[P + m + ".lora_A.weight"], w[P + m + ".lora_B.weight"]
+            assert a.shape == (4, base[k].shape[1]) and b.shape == (base[k].shape[0], 4)
+            expect = truncation(ft[k].astype(np.float64) - base[k], 4)
+            assert np.allclose(b.astype(np.float64) @ a, expect, atol=1e-5)
+            if split == "left":   # PEFT's converter: A = V_r^T has orthonormal rows
+                assert np.allclose(a @ a.T, np.eye(4), atol=1e-5)
+        elif base[k].ndim == 2 or "norm" in k:   # embeddings, lm_head, norms: saved whole
+            assert np.array_equal(w[P + k], ft[k])
+
+
+def test_energy_ranks_go_to_rank_and_alpha_patterns(tmp_path):
+    out = tmp_path / "adapter"
+    run("lowrank-svd", "extract", "--base", f"{TL}/base", f"{TL}/ft-a", "-o", out, "--energy", "0.8", "--quiet")
+    cfg = json.load(open(out / "adapter_config.json"))
+    w = load_file(out / "adapter_model.safetensors")
+    base, ft = load_file(f"{TL}/base/model.safetensors"), load_file(f"{TL}/ft-a/model.safetensors")
+    ranks = {}
+    for k in base:
+        if ".layers." in k and base[k].ndim == 2:
+            s = np.linalg.svd(ft[k].astype(np.float64) - base[k], compute_uv=False)
+            e = np.cumsum(s ** 2) / np.sum(s ** 2)
+            ranks[k[: -len(".weight")]] = int(np.searchsorted(e, 0.8) + 1)
+    assert cfg["r"] == cfg["lora_alpha"] == max(ranks.values())
+    for m, r in ranks.items():
+        assert w[P + m + ".lora_A.weight"].shape[0] == r
+        if r != cfg["r"]:
+            assert cfg["rank_pattern"][m] == r and cfg["alpha_pattern"][m] == r
+        else:
+            assert m not in cfg["rank_pattern"]
+
+
+def test_extract_then_apply_is_base_plus_the_truncation(tmp_path):
+    run("lowrank-svd", "extract", "--base", f"{TL}/base", f"{TL}/ft-a", "-o", tmp_path / "ad", "--rank", "3",
+        "--embeddings", "lora", "--quiet")
+    run("lowrank-svd", "apply", "--base", f"{TL}/base", tmp_path / "ad", "-o", tmp_path / "m.safetensors", "--quiet")
+    base, ft, got = (load_file(p) for p in (f"{TL}/base/model.safetensors", f"{TL}/ft-a/model.safetensors", tmp_path / "m.safetensors"))
+    for k in base:
+        if base[k].ndim == 2:
+            expect = base[k] + truncation(ft[k].astype(np.float64) - base[k], 3)
+            assert np.allclose(got[k], expect, atol=2e-5), k
+        else:
+            assert np.array_equal(got[k], ft[k])   # norms via modules_to_save
+
+
+def peft_merge(base, adapter_dir, scale=1.0):
+    """numpy implementation of PEFT's merge_and_unload rules for LoRA."""
+    cfg = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
+    w = load_file(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    out = {k: v.astype(np.float64) for k, v in base.items()}
+
+    def pattern(d, m, default):
+        for key, v in d.items():
+            if re.match(rf"(.*\.)?({key})$", m):
+                return v
+        return default
+    for key in w:
+        for suffix, emb in ((".lora_A.weight", False), (".lora_embedding_A", True)):
+            if key.endswith(suffix):
+                m = key[len(P): -len(suffix)]
+                a = w[key].astype(np.float64)
+                b = w[key.replace("_A", "_B")].astype(np.float64)
+                r, alpha = pattern(cfg.get("rank_pattern", {}), m, cfg["r"]), pattern(cfg.get("alpha_pattern", {}), m, cfg["lora_alpha"])
+                s = alpha / (np.sqrt(r) if cfg.get("use_rslora") else r) * scale
+                d = b @ a
+                if emb or cfg.get("fan_in_fan_out"):
+                    d = d.T
+                out[m + ".weight"] = out[m + ".weight"] + s * d
+                if not emb and cfg.get("lora_bias") and key.replace("lora_A.weight", "lora_B.bias") in w:
+                    out[m + ".bias"] = out[m + ".bias"] + s * w[key.replace("lora_A.weight", "lora_B.bias")]
+    for key in w:
+        if ".lora_" not in key:
+            out[key[len(P):]] = w[key].astype(np.float64)
+    return out
+
+
+def test_apply_follows_peft_rules(tmp_path):
+    rng = np.random.default_rng(4)
+    base = {"model.embed_tokens.weight": rng.standard_normal((20, 8)), "model.layers.0.mlp.up_proj.weight": rng.standard_normal((12, 8)),
+            "model.layers.1.mlp.up_proj.weight": rng.standard_normal((12, 8)), "model.layers.0.mlp.up_proj.bias": rng.standard_normal(12),
+            "model.layers.0.self_attn.q_proj.weight": rng.standard_normal((8, 8)), "model.norm.weight": np.ones(8)}
+    base = {k: v.astype(np.float32) for k, v in base.items()}
+    save_file(base, tmp_path / "base.safetensors")
+    ad = tmp_path / "ad"; os.makedirs(ad)
+    lw = {P + "model.layers.0.mlp.up_proj.lora_A.weight": rng.standard_normal((2, 8)), P + "model.layers.0.mlp.up_proj.lora_B.weight": rng.standard_normal((12, 2)),
+          P + "model.layers.0.mlp.up_proj.lora_B.bias": rng.standard_normal(12),
+          P + "model.layers.1.mlp.up_proj.lora_A.weight": rng.standard_normal((4, 8)), P + "model.layers.1.mlp.up_proj.lora_B.weight": rng.standard_normal((12, 4)),
+          P + "model.layers.0.self_attn.q_proj.lora_A.weight": rng.standard_normal((4, 8)), P + "model.layers.0.self_attn.q_proj.lora_B.weight": rng.standard_normal((8, 4)),
+          P + "model.embed_tokens.lora_embedding_A": rng.standard_normal((4, 20)), P + "model.embed_tokens.lora_embedding_B": rng.standard_normal((8, 4)),
+          P + "model.norm.weight": rng.standard_normal(8)}
+    save_file({k: v.astype(np.float32) for k, v in lw.items()}, ad / "adapter_model.safetensors")
+    cfg = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_rslora": True, "lora_bias": True,
+           "rank_pattern": {"layers\\.0\\.mlp\\.up_proj": 2}, "alpha_pattern": {"up_proj": 3, "q_proj": 5},
+           "target_modules": ["up_proj", "q_proj", "embed_tokens"], "modules_to_save": ["norm"]}
+    json.dump(cfg, open(ad / "adapter_config.json", "w"))
+    run("lowrank-svd", "apply", "--base", tmp_path / "base.safetensors", ad, "-o", tmp_path / "m.safetensors", "--scale", "0.7", "--quiet")
+    got, expect = load_file(tmp_path / "m.safetensors"), peft_merge(base, ad, 0.7)
+    for k in base:
+        assert np.allclose(got[k], expect[k], rtol=1e-5, atol=1e-5), k
+
+
+def test_apply_fan_in_fan_out(tmp_path):
+    rng = np.random.default_rng(6)
+    base = {"h.0.attn.c_attn.weight": rng.standard_normal((8, 24)).astype(np.float32)}   # GPT-2 Conv1D: [in, out]
+    save_file(base, tmp_path / "b.safetensors")
+    ad = tmp_path / "ad"; os.makedirs(ad)
+    save_file({P + "h.0.attn.c_attn.lora_A.weight": rng.standard_normal((2, 8)).astype(np.float32),
+               P + "h.0.attn.c_attn.lora_B.weight": rng.standard_normal((24, 2)).astype(np.float32)}, ad / "adapter_model.safetensors")
+    json.dump({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "fan_in_fan_out": True, "target_modules": ["c_attn"]}, open(ad / "adapter_config.json", "w"))
+    run("lowrank-svd", "apply", "--base", tmp_path / "b.safetensors", ad, "-o", tmp_path / "m.safetensors", "--quiet")
+    assert np.allclose(load_file(tmp_path / "m.safetensors")["h.0.attn.c_attn.weight"], peft_merge(base, ad)["h.0.attn.c_attn.weight"], atol=1e-5)
+
+
+@pytest.mark.parametrize("change,message", [({"use_dora": True}, "DoRA"), ({"peft_type": "IA3"}, "not supported")])
+def test_apply_refuses_what_it_does_not_merge(tmp_path, change, message):
+    run("lowrank-svd", "extract", "--base", f"{TL}/base", f"{TL}/ft-a", "-o", tmp_path / "ad", "--rank", "2", "--quiet")
+    cfg = json.load(open(tmp_path / "ad" / "adapter_config.json")); cfg.update(change)
+    json.dump(cfg, open(tmp_path / "ad" / "adapter_config.json", "w"))
+    status, _, err = run("lowrank-svd", "apply", "--base", f"{TL}/base", tmp_path / "ad", "-o", tmp_path / "m", check=False)
+    assert status == 1 and message in err and not (tmp_path / "m").exists()
+
+
+def test_pissa_residual_plus_adapter_is_the_model(tmp_path):
+    run("lowrank-svd", "pissa", f"{TL}/base", "-o", tmp_path / "p", "--rank", "4", "--quiet")
+    res = load_file(tmp_path / "p" / "model.safetensors")
+    ad = load_file(tmp_path / "p" / "pissa_adapter" / "adapter_model.safetensors")
+    cfg = json.load(open(tmp_path / "p" / "pissa_adapter" / "adapter_config.json"))
+    base = load_file(f"{TL}/base/model.safetensors")
+    assert cfg["r"] == cfg["lora_alpha"] == 4 and cfg["init_lora_weights"] is True
+    for k, v in base.items():
+        if ".layers." in k and v.ndim == 2:
+            m = k[: -len(".weight")]
+            a, b = ad[P + m + ".lora_A.weight"], ad[P + m + ".lora_B.weight"]
+            assert np.allclose(res[k] + b @ a, v, atol=1e-5)
+            u, s, vt = np.linalg.svd(v.astype(np.float64), full_matrices=False)
+            assert np.allclose(b.astype(np.float64) @ a, (u[:, :4] * s[:4]) @ vt[:4], atol=1e-5)   # the principal part
+        else:
+            assert np.array_equal(res[k], v)
