@@ -22,10 +22,10 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         // F16C half-precision kernels with a runtime CPU check (no unsafe flags needed).
         .target(name: "CHalf", path: "Sources/CHalf"),
-        // libc settings Swift cannot reach (malloc tuning).
+        // libc settings Swift cannot reach (malloc tuning, cleanup of temporaries on interrupt).
         .target(name: "CSystem", path: "Sources/CSystem"),
         // The file format alone: header parsing/validation, mmap reader, shards, writer, codecs.
-        .target(name: "SafeTensors", dependencies: ["CHalf", "CZlib"]),
+        .target(name: "SafeTensors", dependencies: ["CHalf", "CZlib", "CSystem"]),
         // Thin Swift over BLAS/LAPACK, and the seeded RNG.
         .target(name: "Linalg", dependencies: ["COpenBLAS", "CLAPACKE"]),
         // The operations and the streaming engine they share.

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Dispatch
+import CSystem
 
 /// A tensor the writer will hold: declared up front so every header can be written first.
 public struct OutputTensor: Sendable, Equatable {
@@ -184,6 +185,7 @@ public final class CheckpointWriter: @unchecked Sendable {
         let fd = mkstemp(&tmpl)
         guard fd >= 0 else { throw FormatError(file: finalPath, "cannot create a temporary file beside it: \(String(cString: strerror(errno)))") }
         let tmpPath = String(decoding: tmpl.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        _ = wt_register_temporary(tmpPath)
         shards.append(ShardFile(finalPath: finalPath, tmpPath: tmpPath, fd: fd, dataStart: dataStart, size: size,
                                 names: order.map { tensors[$0].name }))
         fchmod(fd, 0o644)
@@ -240,6 +242,7 @@ public final class CheckpointWriter: @unchecked Sendable {
                 guard rename(s.tmpPath, s.finalPath) == 0 else {
                     throw FormatError(file: s.finalPath, "cannot rename into place: \(String(cString: strerror(errno)))")
                 }
+                wt_unregister_temporary(s.tmpPath)
             }
             committed = true
             if case let .folder(dir, _) = layout { removeStaleWeights(dir: dir) }
@@ -277,6 +280,7 @@ public final class CheckpointWriter: @unchecked Sendable {
         for s in shards {
             close(s.fd)
             unlink(s.tmpPath)
+            wt_unregister_temporary(s.tmpPath)
         }
         shards = []
         if createdFolder, case let .folder(p, _) = layout { rmdir(p) }
@@ -298,6 +302,8 @@ public enum AtomicFile {
         let fd = mkstemp(&tmpl)
         guard fd >= 0 else { throw FormatError(file: path, "cannot create a temporary file beside it: \(String(cString: strerror(errno)))") }
         let tmp = String(decoding: tmpl.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        _ = wt_register_temporary(tmp)
+        defer { wt_unregister_temporary(tmp) }
         do {
             fchmod(fd, 0o644)
             try bytes.withUnsafeBytes { try CheckpointWriter.pwriteAll(fd, $0, at: 0, path: path) }

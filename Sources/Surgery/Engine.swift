@@ -15,9 +15,11 @@ public enum Engine {
     ///   to the kernel when freed (glibc would otherwise raise its mmap threshold after the first free
     ///   and keep later buffers in per-thread heaps, where fragmentation holds resident memory);
     /// - BLAS runs one thread per call: wtool parallelises across tensors, and a fixed BLAS thread
-    ///   count keeps LAPACK's results byte-identical whatever --threads is.
+    ///   count keeps LAPACK's results byte-identical whatever --threads is;
+    /// - an interrupted run (Ctrl-C, SIGTERM) removes its temporary files, leaving nothing behind.
     public static func configureProcess() {
         wt_serve_large_allocations_from_mmap(1 << 20)
+        wt_install_interrupt_cleanup()
         BLASThreads.set(1)
     }
 

@@ -35,11 +35,12 @@ def generate(d, hidden, inter, layers):
     tb, tf = {}, {}
     for name, (m, n) in shapes(hidden, inter, layers).items():
         w = rng.standard_normal((m, n), dtype=np.float32) * 0.02
-        # a fine-tuning delta with a decaying spectrum: rank-256 power law plus small noise
+        # a fine-tuning delta with a decaying spectrum, well above bf16's rounding of the weights
+        # (so the spectrum is the delta's, not quantisation noise): rank-256 power law plus noise
         k = 256
-        u = rng.standard_normal((m, k), dtype=np.float32) / np.sqrt(m)
+        u = rng.standard_normal((m, k), dtype=np.float32)
         v = rng.standard_normal((k, n), dtype=np.float32) / np.sqrt(n)
-        delta = (u * (0.05 / np.arange(1, k + 1, dtype=np.float32))) @ v + rng.standard_normal((m, n), dtype=np.float32) * 1e-5
+        delta = (u * (0.02 / np.arange(1, k + 1, dtype=np.float32))) @ v + rng.standard_normal((m, n), dtype=np.float32) * 1e-4
         tb[name] = ("BF16", [m, n], bf16_bytes(w))
         tf[name] = ("BF16", [m, n], bf16_bytes(w + delta))
     write_raw(base, tb, metadata={"format": "pt"})
