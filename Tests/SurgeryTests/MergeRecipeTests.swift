@@ -101,6 +101,11 @@ final class MergePlanTests: XCTestCase {
                          "the weights sum to 0")
         expectUsageError("merge_method: nearswap\nbase_model: models/base\nmodels: [models/ft1, models/ft2]\nparameters: {t: 0.1}", "exactly 1")
         expectUsageError("merge_method: linear\nmodels: [models/ft1]\nslices: []", "exactly one of")
+        expectUsageError("merge_method: slerp\nbase_model: models/base\nmodels: [models/base, models/ft1]\nparameters: {t: abc}", "must be a number")
+        expectUsageError("merge_method: ties\nbase_model: models/base\nmodels: [models/ft1]\nparameters: {weight: 1, density: 1.5}", "outside 0...1")
+        expectUsageError("merge_method: karcher\nmodels: [models/ft1]\nparameters: {max_iter: -3}", "outside")
+        expectUsageError("merge_method: della\nbase_model: models/base\nmodels: [models/ft1]\nparameters: {weight: 1, density: 0.1, epsilon: 0.2}",
+                         "della needs")
     }
 
     func testUnknownKeysWarn() throws {

@@ -5,8 +5,26 @@ public struct ParameterSpec: Sendable {
     public let name: String
     public let defaultValue: ParamValue?   // nil: required
     public let help: String
-    public init(_ name: String, _ defaultValue: ParamValue?, _ help: String) {
-        self.name = name; self.defaultValue = defaultValue; self.help = help
+    /// Allowed values for numbers (nil: any finite number).
+    public let range: ClosedRange<Double>?
+    /// Whether a string is a valid value (else numbers and booleans only).
+    public let allowsStrings: Bool
+    public init(_ name: String, _ defaultValue: ParamValue?, _ help: String, range: ClosedRange<Double>? = nil, allowsStrings: Bool = false) {
+        self.name = name; self.defaultValue = defaultValue; self.help = help; self.range = range; self.allowsStrings = allowsStrings
+    }
+
+    /// Refuses values a method cannot use, naming the parameter and the tensor.
+    func check(_ v: ParamValue, tensor: String) throws {
+        switch v {
+        case let .string(s) where !allowsStrings:
+            throw UsageError("parameter '\(name)' must be a number, not '\(s)' (tensor '\(tensor)')")
+        case let .number(x):
+            guard x.isFinite else { throw UsageError("parameter '\(name)' must be finite (tensor '\(tensor)')") }
+            if let range, !range.contains(x) {
+                throw UsageError("parameter '\(name)' is \(formatNumber(x)), outside \(formatNumber(range.lowerBound))...\(formatNumber(range.upperBound)) (tensor '\(tensor)')")
+            }
+        default: break
+        }
     }
 }
 

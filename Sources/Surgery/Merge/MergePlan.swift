@@ -192,6 +192,7 @@ public struct MergePlan: Sendable {
             guard let value = v ?? spec.defaultValue else {
                 throw UsageError("missing required parameter '\(spec.name)' for tensor '\(output)'")
             }
+            try spec.check(value, tensor: output)
             out[spec.name] = value
         }
         return out

@@ -144,15 +144,15 @@ public struct TaskArithmeticMerge: MergeMethod {
                  ParameterSpec("lambda", .number(1), "scale of the combined delta"),
                  ParameterSpec("int8_mask", .bool(false), "accepted for mergekit compatibility; no numeric effect")]
         if sparsifier == .random || sparsifier == .dellaMagprune {
-            p.append(ParameterSpec("rescale", .bool(defaultRescale), "true or l1: keep each delta's L1 norm (mergekit); inverse_density: divide kept entries by their keep probability (the DARE paper); false: none"))
+            p.append(ParameterSpec("rescale", .bool(defaultRescale), "true or l1: keep each delta's L1 norm (mergekit); inverse_density: divide kept entries by their keep probability (the DARE paper); false: none", allowsStrings: true))
         }
         return p
     }
     public var modelParameters: [ParameterSpec] {
         var p = [ParameterSpec("weight", nil, "scale of this model's delta"),
-                 ParameterSpec("density", .number(1), "fraction of the delta to keep")]
-        if sparsifier == .magnitudeOutliers { p.append(ParameterSpec("gamma", .number(0.01), "fraction of the largest entries to drop")) }
-        if sparsifier == .dellaMagprune { p.append(ParameterSpec("epsilon", .number(0.15), "spread of keep probabilities around the density")) }
+                 ParameterSpec("density", .number(1), "fraction of the delta to keep", range: 0...1)]
+        if sparsifier == .magnitudeOutliers { p.append(ParameterSpec("gamma", .number(0.01), "fraction of the largest entries to drop", range: 0...1)) }
+        if sparsifier == .dellaMagprune { p.append(ParameterSpec("epsilon", .number(0.15), "spread of keep probabilities around the density", range: 0...1)) }
         return p
     }
 
@@ -170,6 +170,14 @@ public struct TaskArithmeticMerge: MergeMethod {
     public func check(global: [String: ParamValue], perModel: [[String: ParamValue]]) throws {
         if !electSign { try checkWeightSum(global, perModel, normalizeKey: "normalize") }
         _ = try rescaleRule(global["rescale"])
+        if sparsifier == .dellaMagprune {
+            for p in perModel {
+                let d = p["density"]?.double ?? 1, e = p["epsilon"]?.double ?? 0.15
+                if d > 0 && d < 1 && !(d - e > 0 && d + e < 1) {
+                    throw UsageError("della needs 0 < density - epsilon and density + epsilon < 1 (density \(formatNumber(d)), epsilon \(formatNumber(e)))")
+                }
+            }
+        }
     }
 
     /// Plain task arithmetic is linear: b + λ s Σ w_i (x_i - b) = (1 - λ s Σ w_i) b + Σ λ s w_i x_i.

@@ -6,8 +6,8 @@ struct KarcherMerge: MergeMethod {
     let name = "karcher"
     let base = BaseRole.asInput
     let modelCount = 1...Int.max
-    let globalParameters = [ParameterSpec("max_iter", .number(10), "iterations at most"),
-                            ParameterSpec("tol", .number(1e-5), "stop when the tangent step is below this")]
+    let globalParameters = [ParameterSpec("max_iter", .number(10), "iterations at most", range: 0...100_000),
+                            ParameterSpec("tol", .number(1e-5), "stop when the tangent step is below this", range: 0...1e300)]
     let modelParameters: [ParameterSpec] = []
 
     func merge(_ c: consuming MergeContext) throws -> MergeOutput {

@@ -7,7 +7,7 @@ struct MultiSlerpMerge: MergeMethod {
     let base = BaseRole.optional
     let modelCount = 1...Int.max
     let globalParameters = [ParameterSpec("normalize_weights", .bool(true), "divide the weights by their sum"),
-                            ParameterSpec("eps", .number(1e-8), "numerical guard")]
+                            ParameterSpec("eps", .number(1e-8), "numerical guard", range: 0...1e300)]
     let modelParameters = [ParameterSpec("weight", nil, "weight of this model")]
 
     func check(global: [String: ParamValue], perModel: [[String: ParamValue]]) throws {

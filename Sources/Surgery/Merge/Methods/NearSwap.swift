@@ -4,7 +4,7 @@ struct NearSwapMerge: MergeMethod {
     let name = "nearswap"
     let base = BaseRole.required
     let modelCount = 1...1
-    let globalParameters = [ParameterSpec("t", nil, "distance scale: entries closer than t are swapped fully")]
+    let globalParameters = [ParameterSpec("t", nil, "distance scale: entries closer than t are swapped fully", range: 0...1e300)]
     let modelParameters: [ParameterSpec] = []
 
     func merge(_ c: consuming MergeContext) throws -> MergeOutput {

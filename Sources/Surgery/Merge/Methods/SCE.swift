@@ -4,7 +4,7 @@ struct SCEMerge: MergeMethod {
     let name = "sce"
     let base = BaseRole.required
     let modelCount = 1...Int.max
-    let globalParameters = [ParameterSpec("select_topk", .number(1), "fraction of entries (by variance across models) to keep"),
+    let globalParameters = [ParameterSpec("select_topk", .number(1), "fraction of entries (by variance across models) to keep", range: 0...1),
                             ParameterSpec("int8_mask", .bool(false), "accepted for mergekit compatibility; no numeric effect")]
     let modelParameters: [ParameterSpec] = []
 
