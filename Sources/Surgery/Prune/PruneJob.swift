@@ -149,11 +149,11 @@ public struct PruneJob: Sendable {
                     row.append(("dsnot_swaps", .int(swaps)))
                 }
                 let size = e.info.dtype.size!
-                let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, src.count), alignment: 64)
-                defer { buf.deallocate() }
                 // What changed, per entry: w - w' (the removed part); nil: the pruned entries of w.
                 var removed: [Float]? = nil
                 if method == .softThreshold {
+                    let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, src.count), alignment: 64)
+                    defer { buf.deallocate() }
                     // sign(w) * max(|w| - t, 0), zeros written as +0.0.
                     let t = cut!.threshold
                     var result = w.map { x -> Float in let a = abs(x) - t; return a > 0 ? (x < 0 ? -a : a) : 0 }
@@ -169,9 +169,20 @@ public struct PruneJob: Sendable {
                     for k in result.indices { pruned[k] = result[k] == 0 }
                     removed = zip(w, result).map { $0 - $1 }
                     row += metric("threshold", Double(t))
+                    try writer.write(tensor: i, UnsafeRawBufferPointer(start: buf, count: src.count))
                 } else {
-                    // Kept entries keep their exact bytes; pruned ones become all-zero bytes (+0.0).
-                    PruneMask.apply(pruned, src: src.baseAddress!, dst: buf, count: pruned.count, size: size)
+                    // Kept entries keep their exact bytes; pruned ones become all-zero bytes (+0.0),
+                    // written in 1 MiB pieces (no tensor-sized output buffer).
+                    let piece = max(1, (1 << 20) / size)
+                    let buf = UnsafeMutableRawPointer.allocate(byteCount: piece * size, alignment: 64)
+                    defer { buf.deallocate() }
+                    var at = 0
+                    while at < pruned.count {
+                        let n = min(piece, pruned.count - at)
+                        PruneMask.apply(pruned, from: at, src: src.baseAddress! + at * size, dst: buf, count: n, size: size)
+                        try writer.write(tensor: i, at: at * size, UnsafeRawBufferPointer(start: buf, count: n * size))
+                        at += n
+                    }
                     if let cut, nm == nil {
                         row += metric("threshold", Double(cut.threshold))
                     } else if nm == nil && scope == .tensor, case let k = Int(Double(sc.count) * sparsity), k > 0 && k < sc.count {
@@ -179,7 +190,6 @@ public struct PruneJob: Sendable {
                         row += metric("threshold", Double(sc.withUnsafeBufferPointer { Sparsifier.kthLargestMagnitude($0, sc.count - k + 1) }))
                     }
                 }
-                try writer.write(tensor: i, UnsafeRawBufferPointer(start: buf, count: src.count))
                 ckpt.release(e)
                 if let mw = maskWriter {
                     let keep = pruned.map { UInt8($0 ? 0 : 1) }  // true = kept
@@ -198,15 +208,19 @@ public struct PruneJob: Sendable {
                 // ||removed|| / ||w||, and with statistics Σ removed² a_j / Σ w² a_j, in one pass.
                 var wSq = 0.0, rSq = 0.0, num = 0.0, den = 0.0
                 let a = cs[e.name]
-                let gone: [Float] = removed ?? zip(w, pruned).map { $1 ? $0 : 0 }
-                if let a {
+                if removed == nil && a == nil {   // the common case, kept tight
                     for k in w.indices {
-                        let x = Double(w[k]), d = Double(gone[k]), ak = a[k % cols]
-                        wSq += x * x; rSq += d * d; num += d * d * ak; den += x * x * ak
+                        let x = Double(w[k]) * Double(w[k])
+                        wSq += x
+                        rSq += pruned[k] ? x : 0
                     }
                 } else {
-                    wSq = VectorMath.dot(w, w)
-                    rSq = VectorMath.dot(gone, gone)
+                    for k in w.indices {
+                        let x = Double(w[k])
+                        let d = removed.map { Double($0[k]) } ?? (pruned[k] ? x : 0)
+                        wSq += x * x; rSq += d * d
+                        if let a { let ak = a[k % cols]; num += d * d * ak; den += x * x * ak }
+                    }
                 }
                 row += metric("relative_norm_removed", wSq > 0 ? (rSq / wSq).squareRoot() : 0)
                 if a != nil { row += metric("estimated_relative_output_error", den > 0 ? (num / den).squareRoot() : 0) }

@@ -43,10 +43,10 @@ public enum PruneMask {
     }
 
     /// Copies `count` elements of `size` bytes from `src` to `dst`, writing all-zero bytes (+0.0)
-    /// where `pruned` is true: a branch-free select, four bytes-widths at a time.
-    public static func apply(_ pruned: [Bool], src: UnsafeRawPointer, dst: UnsafeMutableRawPointer, count n: Int, size: Int) {
+    /// where `pruned[offset + i]` is true: a branch-free select, eight lanes at a time.
+    public static func apply(_ pruned: [Bool], from offset: Int = 0, src: UnsafeRawPointer, dst: UnsafeMutableRawPointer, count n: Int, size: Int) {
         pruned.withUnsafeBytes { mb in
-            let m = mb.baseAddress!
+            let m = mb.baseAddress! + offset
             func run<T: FixedWidthInteger & SIMDScalar>(_: T.Type) {
                 var i = 0
                 while i + 8 <= n {
@@ -58,7 +58,7 @@ public enum PruneMask {
                 }
                 while i < n {
                     let v = src.loadUnaligned(fromByteOffset: i * size, as: T.self)
-                    dst.storeBytes(of: pruned[i] ? 0 : v, toByteOffset: i * size, as: T.self)
+                    dst.storeBytes(of: pruned[offset + i] ? 0 : v, toByteOffset: i * size, as: T.self)
                     i += 1
                 }
             }
