@@ -208,12 +208,9 @@ public struct PruneJob: Sendable {
                 // ||removed|| / ||w||, and with statistics Σ removed² a_j / Σ w² a_j, in one pass.
                 var wSq = 0.0, rSq = 0.0, num = 0.0, den = 0.0
                 let a = cs[e.name]
-                if removed == nil && a == nil {   // the common case, kept tight
-                    for k in w.indices {
-                        let x = Double(w[k]) * Double(w[k])
-                        wSq += x
-                        rSq += pruned[k] ? x : 0
-                    }
+                if removed == nil && a == nil {   // the common case, in SIMD
+                    wSq = VectorMath.dot(w, w)
+                    rSq = PruneMask.prunedSquares(w, pruned)
                 } else {
                     for k in w.indices {
                         let x = Double(w[k])

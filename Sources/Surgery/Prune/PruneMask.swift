@@ -71,6 +71,26 @@ public enum PruneMask {
         }
     }
 
+    /// Σ w_k² over the pruned entries, accumulated in f64 four lanes at a time.
+    public static func prunedSquares(_ w: [Float], _ pruned: [Bool]) -> Double {
+        w.withUnsafeBufferPointer { wp in
+            pruned.withUnsafeBytes { mb in
+                let raw = UnsafeRawPointer(wp.baseAddress!), m = mb.baseAddress!
+                var acc = SIMD4<Double>()
+                var i = 0
+                while i + 4 <= wp.count {
+                    let v = SIMD4<Double>(raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
+                    let f = SIMD4<Double>(SIMD4<UInt8>(truncatingIfNeeded: m.loadUnaligned(fromByteOffset: i, as: SIMD4<UInt8>.self)))
+                    acc += v * v * f
+                    i += 4
+                }
+                var total = acc.sum()
+                while i < wp.count { if pruned[i] { total += Double(wp[i]) * Double(wp[i]) }; i += 1 }
+                return total
+            }
+        }
+    }
+
     /// Per row of `cols`: the floor(cols * sparsity) smallest of each row.
     public static func perRow(_ scores: UnsafeBufferPointer<Float>, cols: Int, sparsity: Double) -> [Bool] {
         let rows = cols > 0 ? scores.count / cols : 0
