@@ -166,17 +166,23 @@ public enum Sparsifier: Sendable {
     /// non-negative floats the bits order like the values, so three histogram passes (11, 10
     /// and 10 bits) find it in O(n) without sorting or moving data.
     static func kthLargestMagnitude(_ x: UnsafeBufferPointer<Float>, _ k: Int) -> Float {
-        precondition(k >= 1 && k <= x.count)
+        var scratch = [Int](repeating: 0, count: 2048)
+        return kthLargestMagnitude(x, k, scratch: &scratch)
+    }
+
+    /// The same with a caller's 2048-entry histogram, for many small selections (rows).
+    static func kthLargestMagnitude(_ x: UnsafeBufferPointer<Float>, _ k: Int, scratch hist: inout [Int]) -> Float {
+        precondition(k >= 1 && k <= x.count && hist.count >= 2048)
         let raw = UnsafeRawPointer(x.baseAddress!)
         @inline(__always) func bits(_ i: Int) -> UInt32 { raw.load(fromByteOffset: 4 * i, as: UInt32.self) & 0x7FFF_FFFF }
         var remaining = k
         var prefix: UInt32 = 0
-        // (shift of the digit, digit width, bits already fixed above it)
         for (shift, width) in [(UInt32(20), UInt32(11)), (10, 10), (0, 10)] {
-            var hist = [Int](repeating: 0, count: 1 << Int(width))
-            let mask = UInt32((1 << width) - 1)
+            let buckets = 1 << Int(width)
+            let mask = UInt32(buckets - 1)
             let fixedShift = shift + width
             hist.withUnsafeMutableBufferPointer { h in
+                h.baseAddress!.update(repeating: 0, count: buckets)
                 if fixedShift >= 31 {
                     for i in 0..<x.count { h[Int((bits(i) >> shift) & mask)] += 1 }
                 } else {

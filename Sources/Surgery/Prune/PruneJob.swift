@@ -95,7 +95,16 @@ public struct PruneJob: Sendable {
             case .wanda:
                 guard let a = cs[e.name] else { return w }  // --fallback magnitude
                 let s = a.map { $0.squareRoot() }
-                return w.indices.map { Float(Double(abs(w[$0])) * s[$0 % cols]) }
+                return [Float](unsafeUninitializedCapacity: w.count) { out, done in
+                    w.withUnsafeBufferPointer { w in
+                        var k = 0
+                        while k < w.count {   // row by row: no index arithmetic per entry
+                            for c in 0..<cols { out[k + c] = Float(Double(abs(w[k + c])) * s[c]) }
+                            k += cols
+                        }
+                    }
+                    done = w.count
+                }
             case .principal:
                 // |W_R|: the rank-R approximation from the shared SVD engine (exact).
                 let a = Matrix(rows: w.count / max(1, cols), cols: cols, data: w)
@@ -212,11 +221,18 @@ public struct PruneJob: Sendable {
                     wSq = VectorMath.dot(w, w)
                     rSq = PruneMask.prunedSquares(w, pruned)
                 } else {
-                    for k in w.indices {
-                        let x = Double(w[k])
-                        let d = removed.map { Double($0[k]) } ?? (pruned[k] ? x : 0)
-                        wSq += x * x; rSq += d * d
-                        if let a { let ak = a[k % cols]; num += d * d * ak; den += x * x * ak }
+                    wSq = VectorMath.dot(w, w)
+                    rSq = removed.map { VectorMath.dot($0, $0) } ?? PruneMask.prunedSquares(w, pruned)
+                    if let a {
+                        var k = 0
+                        while k < w.count {   // row by row, the removed part read in place
+                            for c in 0..<cols {
+                                let x = Double(w[k + c])
+                                let d = removed.map { Double($0[k + c]) } ?? (pruned[k + c] ? x : 0)
+                                num += d * d * a[c]; den += x * x * a[c]
+                            }
+                            k += cols
+                        }
                     }
                 }
                 row += metric("relative_norm_removed", wSq > 0 ? (rSq / wSq).squareRoot() : 0)

@@ -8,11 +8,16 @@ public enum PruneMask {
     /// the bit patterns (for non-negative floats integer order is float order): on real weights
     /// every scalar branch here would be a coin flip.
     public static func smallest(_ scores: UnsafeBufferPointer<Float>, _ k: Int) -> [Bool] {
+        var scratch = [Int](repeating: 0, count: 2048)
+        return smallest(scores, k, scratch: &scratch)
+    }
+
+    static func smallest(_ scores: UnsafeBufferPointer<Float>, _ k: Int, scratch: inout [Int]) -> [Bool] {
         let n = scores.count
         guard k > 0 else { return Array(repeating: false, count: n) }
         guard k < n else { return Array(repeating: true, count: n) }
-        // k-th smallest = (n - k + 1)-th largest; scores are >= 0, so |s| = s.
-        let t = Sparsifier.kthLargestMagnitude(scores, n - k + 1).bitPattern
+        // k-th smallest = (n - k + 1)-th largest; scores are read as magnitudes.
+        let t = Sparsifier.kthLargestMagnitude(scores, n - k + 1, scratch: &scratch).bitPattern
         let raw = UnsafeRawPointer(scores.baseAddress!)
         let tv = SIMD8<UInt32>(repeating: t), off = SIMD8<UInt32>(repeating: 0x7FFF_FFFF)
         let full = n / 8 * 8
@@ -96,9 +101,10 @@ public enum PruneMask {
         let rows = cols > 0 ? scores.count / cols : 0
         let k = Int(Double(cols) * sparsity)
         var out = [Bool](repeating: false, count: scores.count)
+        var scratch = [Int](repeating: 0, count: 2048)
         for r in 0..<rows {
             let row = UnsafeBufferPointer(rebasing: scores[(r * cols)..<((r + 1) * cols)])
-            let m = smallest(row, k)
+            let m = smallest(row, k, scratch: &scratch)
             for j in 0..<cols where m[j] { out[r * cols + j] = true }
         }
         return out
