@@ -134,6 +134,20 @@ public struct PruneJob: Sendable {
                     ckpt.release(e)
                     return .object([("name", .string(e.name)), ("target", .bool(false))])
                 }
+                if method == .magnitude && scope == .tensor && nm == nil && dsnot == nil && maskWriter == nil
+                    && (e.info.dtype == .F16 || e.info.dtype == .BF16) {
+                    // The fast path: selection, output and norms straight from the 16-bit storage bits.
+                    let k = Int(Double(e.info.count) * sparsity)
+                    let r = try HalfMagnitude.prune(src, dtype: e.info.dtype, k: k) { try writer.write(tensor: i, at: $0, $1) }
+                    ckpt.release(e)
+                    var row: [(String, JSONValue)] = [("name", .string(e.name)), ("target", .bool(true)), ("method", .string(method.rawValue)),
+                                                      ("scope", .string(scope.rawValue))]
+                    if k > 0 && k < e.info.count { row += metric("threshold", Double(r.threshold)) }
+                    row += [("requested_sparsity", .double(sparsity)), ("pruned", .int(r.pruned)),
+                            ("achieved_sparsity", .double(e.info.count > 0 ? Double(r.zeros) / Double(e.info.count) : 0))]
+                    row += metric("relative_norm_removed", r.normSq > 0 ? (r.removedSq / r.normSq).squareRoot() : 0)
+                    return .object(row)
+                }
                 let w = decodeFloats(ckpt, e)
                 let sc = try scoresOf(w, e)
                 let cols = e.info.shapeInts.last ?? 1
