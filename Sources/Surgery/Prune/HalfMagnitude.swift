@@ -69,4 +69,59 @@ enum HalfMagnitude {
         let zeros = k > 0 && t > 0 ? k + 0 : max(k, hist[0])
         return Result(pruned: k, zeros: zeros, threshold: k > 0 ? value[t] : 0, normSq: normSq, removedSq: removedSq)
     }
+
+    /// N:M magnitude pruning on 16-bit storage bits: in every M consecutive entries (rows are whole
+    /// groups: the column count divides by M) keep the N largest magnitudes, pruning the M - N
+    /// smallest with ties lower index first; norms from a table of squared bucket values.
+    static func pruneNM(_ src: UnsafeRawBufferPointer, dtype: DType, n keep: Int, m: Int,
+                        write: (Int, UnsafeRawBufferPointer) throws -> Void) throws -> Result {
+        precondition(dtype == .F16 || dtype == .BF16)
+        let count = src.count / 2
+        var bits = (0..<32768).map { UInt16($0) }
+        var value = [Float](repeating: 0, count: 32768)
+        Codec.decode(dtype, &bits, count: 32768, into: &value)
+        let square = value.map { $0.isFinite ? Double($0) * Double($0) : 0 }
+        let raw = src.baseAddress!
+        let piece = (1 << 19) / m * m
+        let out = UnsafeMutableRawPointer.allocate(byteCount: piece * 2, alignment: 64)
+        defer { out.deallocate() }
+        var mags = [UInt16](repeating: 0, count: m), order = [Int](repeating: 0, count: m)
+        var pruned = 0, zeros = 0
+        var normSq = 0.0, removedSq = 0.0
+        var at = 0
+        while at < count {
+            let len = min(piece, count - at)
+            var g = 0
+            while g + m <= len {
+                for j in 0..<m {
+                    mags[j] = raw.loadUnaligned(fromByteOffset: 2 * (at + g + j), as: UInt16.self) & 0x7FFF
+                    order[j] = j
+                }
+                // Stable ascending by magnitude (insertion sort of M entries).
+                for a in 1..<m {
+                    let x = order[a]
+                    var b = a - 1
+                    while b >= 0 && mags[order[b]] > mags[x] { order[b + 1] = order[b]; b -= 1 }
+                    order[b + 1] = x
+                }
+                for j in 0..<m {
+                    let v = raw.loadUnaligned(fromByteOffset: 2 * (at + g + j), as: UInt16.self)
+                    out.storeBytes(of: v, toByteOffset: 2 * (g + j), as: UInt16.self)
+                    normSq += square[Int(mags[j])]
+                    if mags[j] == 0 { zeros += 1 }
+                }
+                for r in 0..<(m - keep) {
+                    let j = order[r]
+                    out.storeBytes(of: 0, toByteOffset: 2 * (g + j), as: UInt16.self)
+                    removedSq += square[Int(mags[j])]
+                    if mags[j] != 0 { zeros += 1 }
+                    pruned += 1
+                }
+                g += m
+            }
+            try write(at * 2, UnsafeRawBufferPointer(start: out, count: len * 2))
+            at += len
+        }
+        return Result(pruned: pruned, zeros: zeros, threshold: 0, normSq: normSq, removedSq: removedSq)
+    }
 }

@@ -134,16 +134,22 @@ public struct PruneJob: Sendable {
                     ckpt.release(e)
                     return .object([("name", .string(e.name)), ("target", .bool(false))])
                 }
-                if method == .magnitude && scope == .tensor && nm == nil && dsnot == nil && maskWriter == nil
+                if method == .magnitude && (scope == .tensor || nm != nil) && dsnot == nil && maskWriter == nil
                     && (e.info.dtype == .F16 || e.info.dtype == .BF16) {
                     // The fast path: selection, output and norms straight from the 16-bit storage bits.
                     let k = Int(Double(e.info.count) * sparsity)
-                    let r = try HalfMagnitude.prune(src, dtype: e.info.dtype, k: k) { try writer.write(tensor: i, at: $0, $1) }
+                    let r: HalfMagnitude.Result
+                    if let nm {
+                        r = try HalfMagnitude.pruneNM(src, dtype: e.info.dtype, n: nm.n, m: nm.m) { try writer.write(tensor: i, at: $0, $1) }
+                    } else {
+                        r = try HalfMagnitude.prune(src, dtype: e.info.dtype, k: k) { try writer.write(tensor: i, at: $0, $1) }
+                    }
                     ckpt.release(e)
                     var row: [(String, JSONValue)] = [("name", .string(e.name)), ("target", .bool(true)), ("method", .string(method.rawValue)),
-                                                      ("scope", .string(scope.rawValue))]
-                    if k > 0 && k < e.info.count { row += metric("threshold", Double(r.threshold)) }
-                    row += [("requested_sparsity", .double(sparsity)), ("pruned", .int(r.pruned)),
+                                                      ("scope", .string(nm.map { "\($0.n):\($0.m)" } ?? scope.rawValue))]
+                    if nm == nil && k > 0 && k < e.info.count { row += metric("threshold", Double(r.threshold)) }
+                    let requested = nm.map { Double($0.m - $0.n) / Double($0.m) } ?? sparsity
+                    row += [("requested_sparsity", .double(requested)), ("pruned", .int(r.pruned)),
                             ("achieved_sparsity", .double(e.info.count > 0 ? Double(r.zeros) / Double(e.info.count) : 0))]
                     row += metric("relative_norm_removed", r.normSq > 0 ? (r.removedSq / r.normSq).squareRoot() : 0)
                     return .object(row)
