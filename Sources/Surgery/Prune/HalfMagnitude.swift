@@ -92,6 +92,31 @@ enum HalfMagnitude {
         while at < count {
             let len = min(piece, count - at)
             var g = 0
+            if m == 4 {
+                // Groups of four (2:4 and friends), on local values: entry j is pruned when fewer
+                // than M - N entries rank before it (smaller magnitude, or equal and lower index).
+                let drop = m - keep
+                square.withUnsafeBufferPointer { sq in
+                    while g + 4 <= len {
+                        let v = raw.loadUnaligned(fromByteOffset: 2 * (at + g), as: SIMD4<UInt16>.self)
+                        let a = v & SIMD4<UInt16>(repeating: 0x7FFF)
+                        var kept = v
+                        for j in 0..<4 {
+                            var rank = 0
+                            for i in 0..<4 where i != j { rank += (a[i] < a[j] || (a[i] == a[j] && i < j)) ? 1 : 0 }
+                            let sj = sq[Int(a[j])]
+                            normSq += sj
+                            if rank < drop {
+                                kept[j] = 0; removedSq += sj; pruned += 1; zeros += 1
+                            } else if a[j] == 0 {
+                                zeros += 1
+                            }
+                        }
+                        out.storeBytes(of: kept, toByteOffset: 2 * g, as: SIMD4<UInt16>.self)
+                        g += 4
+                    }
+                }
+            }
             while g + m <= len {
                 for j in 0..<m {
                     mags[j] = raw.loadUnaligned(fromByteOffset: 2 * (at + g + j), as: UInt16.self) & 0x7FFF
