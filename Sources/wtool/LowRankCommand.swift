@@ -91,6 +91,15 @@ struct LowRankCommand: ParsableCommand {
 
         var method: TruncatedSVD.Method? { TruncatedSVD.Method(rawValue: svd) }
 
+        var choice: SVDChoice {
+            var c = SVDChoice()
+            c.method = method
+            c.oversample = oversample
+            c.powerIterations = powerIters
+            c.seed = seed
+            return c
+        }
+
         func validate() throws {
             guard svd == "auto" || method != nil else { throw ValidationError("--svd must be auto, exact or randomized") }
             guard oversample >= 0, powerIters >= 0 else { throw ValidationError("--oversample and --power-iters must be >= 0") }
@@ -125,10 +134,7 @@ struct LowRankCommand: ParsableCommand {
             var job = CompressJob(input: input, output: output)
             job.policy = ranks.policy!
             job.factored = factored
-            job.method = svd.method
-            job.oversample = svd.oversample
-            job.powerIterations = svd.powerIters
-            job.seed = svd.seed
+            job.svd = svd.choice
             job.settings = common.settings(report: report, shardSize: shardSize)
             let r = try job.run()
             let s = Dictionary(uniqueKeysWithValues: r.summary)
@@ -173,10 +179,7 @@ struct LowRankCommand: ParsableCommand {
             job.split = ExtractLoRAJob.Split(rawValue: split)!
             job.embeddings = ExtractLoRAJob.Embeddings(rawValue: embeddings)!
             job.saveOthers = !skipOthers
-            job.method = svd.method
-            job.oversample = svd.oversample
-            job.powerIterations = svd.powerIters
-            job.seed = svd.seed
+            job.svd = svd.choice
             job.settings = common.settings(report: report)
             let r = try job.run()
             let s = Dictionary(uniqueKeysWithValues: r.summary)
@@ -246,10 +249,7 @@ struct LowRankCommand: ParsableCommand {
         func run() throws {
             var job = PiSSAJob(input: input, output: output)
             job.rank = rank
-            job.method = svd.method
-            job.oversample = svd.oversample
-            job.powerIterations = svd.powerIters
-            job.seed = svd.seed
+            job.svd = svd.choice
             job.settings = common.settings(report: report, shardSize: shardSize)
             let r = try job.run()
             let s = Dictionary(uniqueKeysWithValues: r.summary)

@@ -9,26 +9,17 @@ public struct CompressJob: Sendable {
     public var output: String
     public var policy: RankPolicy = .rank(64)
     public var factored = false
-    /// nil: randomized when the rank is fixed and small against the matrix, exact otherwise.
-    public var method: TruncatedSVD.Method?
-    public var oversample = 10
-    public var powerIterations = 2
-    public var seed: UInt64 = 0
+    public var svd = SVDChoice()
     public var settings = JobSettings()
 
     public init(input: String, output: String) { self.input = input; self.output = output }
 
-    func method(for rank: Int?, rows: Int, cols: Int) -> TruncatedSVD.Method {
-        if let method { return method }
-        guard let r = rank else { return .exact }
-        return 4 * (r + oversample) <= min(rows, cols) ? .randomized : .exact
-    }
 
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
         var report = RunReport(command: settings.command)
         if factored && policy.fixedRank == nil { throw UsageError("--factored needs --rank (the factors' shapes are written before any SVD)") }
-        if method == .randomized && policy.fixedRank == nil { throw UsageError("--svd randomized needs --rank: the other rules need the whole spectrum") }
+        if svd.method == .randomized && policy.fixedRank == nil { throw UsageError("--svd randomized needs --rank: the other rules need the whole spectrum") }
         let src = try Checkpoint(path: input)
         let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [src])
         let targets = Set(LowRankTargets.select(src, settings.selection).map(\.name))
@@ -71,9 +62,7 @@ public struct CompressJob: Sendable {
         report.inputs = [RunReport.describe(src)]
         report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
-        report.parameters = [("policy", .string("\(policy)")), ("factored", .bool(factored)),
-                             ("svd", .string(method?.rawValue ?? "auto")), ("oversample", .int(oversample)),
-                             ("power_iterations", .int(powerIterations)), ("seed", .uint(seed))]
+        report.parameters = [("policy", .string("\(policy)")), ("factored", .bool(factored))] + svd.parameters
         report.tensors = rows
         let t = rows.filter { $0["target"] == .bool(true) }
         report.summary = [("targets", .int(t.count)),
@@ -88,13 +77,8 @@ public struct CompressJob: Sendable {
         let shape = e.info.shapeInts, (m, n) = (shape[0], shape[1])
         let a = Matrix(rows: m, cols: n, data: decodeFloats(src, e))
         let normSq = a.data.reduce(0.0) { $0 + Double($1) * Double($1) }
-        let how = method(for: policy.fixedRank, rows: m, cols: n)
-        var opts = TruncatedSVD.Options()
-        opts.method = how
-        opts.oversample = oversample
-        opts.powerIterations = powerIterations
-        opts.seed = seed
-        opts.stream = e.name
+        let opts = svd.options(rank: policy.fixedRank, rows: m, cols: n, stream: e.name)
+        let how = opts.method
         let t: TruncatedSVD, k: Int, why: String
         if let r = policy.fixedRank {
             t = try TruncatedSVD(a, rank: r, options: opts)

@@ -16,10 +16,7 @@ public struct ExtractLoRAJob: Sendable {
     public var embeddings: Embeddings = .full
     /// Other changed tensors (norms, biases of untargeted modules): saved in full, or skipped.
     public var saveOthers = true
-    public var method: TruncatedSVD.Method?
-    public var oversample = 10
-    public var powerIterations = 2
-    public var seed: UInt64 = 0
+    public var svd = SVDChoice()
     public var settings = JobSettings()
 
     public init(base: String, finetuned: String, output: String) { self.base = base; self.finetuned = finetuned; self.output = output }
@@ -98,9 +95,8 @@ public struct ExtractLoRAJob: Sendable {
         report.inputs = [RunReport.describe(b), RunReport.describe(ft)]
         report.output = .object([("path", .string(output)), ("files", .array([.string(FileSystem.join(output, PEFTAdapterConfig.configName)),
                                                                              .string(FileSystem.join(output, PEFTAdapterConfig.weightsName))]))])
-        report.parameters = [("policy", .string("\(policy)")), ("split", .string(split.rawValue)), ("embeddings", .string(embeddings.rawValue)),
-                             ("svd", .string(method?.rawValue ?? "auto")), ("oversample", .int(oversample)),
-                             ("power_iterations", .int(powerIterations)), ("seed", .uint(seed))]
+        report.parameters = [("policy", .string("\(policy)")), ("split", .string(split.rawValue)), ("embeddings", .string(embeddings.rawValue))]
+            + svd.parameters
         report.tensors = rows
         report.summary = [("lora_modules", .int(ranks.count)), ("max_rank", .int(maxRank)), ("modules_to_save", .array(toSave.map { .string($0) })),
                           ("skipped", .array(skipped.map { .string($0) })),
@@ -140,15 +136,12 @@ public struct ExtractLoRAJob: Sendable {
             var a = Matrix(rows: rows, cols: cols, data: delta)
             if isEmbedding { a = a.transposed }
             let normSq = delta.reduce(0.0) { $0 + Double($1) * Double($1) }
-            var opts = TruncatedSVD.Options()
-            opts.oversample = oversample; opts.powerIterations = powerIterations; opts.seed = seed; opts.stream = e.name
+            let opts = svd.options(rank: policy.fixedRank, rows: a.rows, cols: a.cols, stream: e.name)
             let t: TruncatedSVD, why: String
             if let r = policy.fixedRank {
-                opts.method = method ?? (4 * (r + oversample) <= min(a.rows, a.cols) ? .randomized : .exact)
                 t = try TruncatedSVD(a, rank: r, options: opts)
                 why = "rank \(r)"
             } else {
-                opts.method = .exact
                 let full = try TruncatedSVD(a, rank: min(a.rows, a.cols), options: opts)
                 let (k, w) = policy.choose(full.s, total: normSq)
                 t = TruncatedSVD(u: full.u, s: full.s, vt: full.vt, keep: k)

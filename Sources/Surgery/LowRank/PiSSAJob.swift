@@ -9,10 +9,7 @@ public struct PiSSAJob: Sendable {
     public var input: String
     public var output: String
     public var rank = 16
-    public var method: TruncatedSVD.Method?
-    public var oversample = 10
-    public var powerIterations = 2
-    public var seed: UInt64 = 0
+    public var svd = SVDChoice()
     public var settings = JobSettings()
 
     public static let adapterFolder = "pissa_adapter"
@@ -62,7 +59,7 @@ public struct PiSSAJob: Sendable {
         report.inputs = [RunReport.describe(src)]
         report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
                                  ("adapter", .string(adapterDir))])
-        report.parameters = [("rank", .int(rank)), ("svd", .string(method?.rawValue ?? "auto")), ("seed", .uint(seed))]
+        report.parameters = [("rank", .int(rank))] + svd.parameters
         report.tensors = results.map(\.2)
         report.summary = [("lora_modules", .int(ranks.count)), ("rank", .int(config.r))]
         report.timing = timer.phases
@@ -74,9 +71,7 @@ public struct PiSSAJob: Sendable {
         -> ([(String, DType, [Int], [Float])], (String, Int)?, JSONValue) {
         let (m, n) = (e.info.shapeInts[0], e.info.shapeInts[1])
         let w = Matrix(rows: m, cols: n, data: decodeFloats(src, e))
-        var opts = TruncatedSVD.Options()
-        opts.method = method ?? (4 * (rank + oversample) <= min(m, n) ? .randomized : .exact)
-        opts.oversample = oversample; opts.powerIterations = powerIterations; opts.seed = seed; opts.stream = e.name
+        let opts = svd.options(rank: rank, rows: m, cols: n, stream: e.name)
         let t = try TruncatedSVD(w, rank: rank, options: opts)
         let k = t.rank
         var bm = t.u, am = t.vt

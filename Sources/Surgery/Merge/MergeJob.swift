@@ -96,11 +96,7 @@ public struct MergeJob: Sendable {
         do { result = try plan.method.merge(ctx) } catch let e as MergeError {
             throw FormatError(file: cps[item.models[0].model].path, tensor: item.output, e.description)
         }
-        let outBytes = item.dtype.size! * result.values.count
-        let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, outBytes), alignment: 64)
-        defer { buf.deallocate() }
-        result.values.withUnsafeBufferPointer { Codec.encode($0.baseAddress!, count: $0.count, as: item.dtype, into: buf) }
-        try writer.write(tensor: index, UnsafeRawBufferPointer(start: buf, count: outBytes))
+        try writer.write(floats: result.values, as: item.dtype, tensor: index)
 
         var row: [(String, JSONValue)] = [("name", .string(item.output)), ("shape", .array(item.shape.map { .uint($0) })),
                                           ("dtype", .string(item.dtype.rawValue)), ("t", .double(item.t))]
