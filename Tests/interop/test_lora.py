@@ -164,3 +164,22 @@ def test_pissa_residual_plus_adapter_is_the_model(tmp_path):
             assert np.allclose(b.astype(np.float64) @ a, (u[:, :4] * s[:4]) @ vt[:4], atol=1e-5)   # the principal part
         else:
             assert np.array_equal(res[k], v)
+
+
+def test_lowrank_errors_write_nothing(tmp_path):
+    rng = np.random.default_rng(8)
+    save_file({"model.embed_tokens.weight": rng.standard_normal((70, 32)).astype(np.float32)}, tmp_path / "resized.safetensors")
+    cases = [
+        (["extract", "--base", f"{TL}/base", f"{TL}/ft-a", "-o", tmp_path / "a.safetensors", "--rank", "2"], 2, "adapter is a folder"),
+        (["extract", "--base", f"{TL}/base", tmp_path / "resized.safetensors", "-o", tmp_path / "ad", "--rank", "2"], 1, "differs from the base"),
+        (["compress", f"{TL}/base", "-o", tmp_path / "c", "--energy", "0.9", "--factored"], 2, "--factored needs --rank"),
+        (["compress", f"{TL}/base", "-o", tmp_path / "c", "--energy", "0.9", "--svd", "randomized"], 2, "needs --rank"),
+        (["compress", f"{TL}/base", "-o", tmp_path / "c", "--rank", "2", "--energy", "0.9"], 2, "exactly one of"),
+        (["pissa", f"{TL}/base", "-o", tmp_path / "p.safetensors", "--rank", "2"], 2, "writes a folder"),
+        (["spectrum", f"{TL}/ft-a", "--intruders"], 2, "--base"),
+        (["apply", "--base", f"{TL}/base", tmp_path / "nothing", "-o", tmp_path / "m"], 1, "adapter_config.json"),
+    ]
+    for args, status, message in cases:
+        code, _, err = run("lowrank-svd", *args, check=False)
+        assert code == status and message in err, (args, code, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resized.safetensors"]
