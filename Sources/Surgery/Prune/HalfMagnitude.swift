@@ -38,7 +38,7 @@ enum HalfMagnitude {
         let out = UnsafeMutableRawPointer.allocate(byteCount: piece * 2, alignment: 64)
         defer { out.deallocate() }
         var left = ties
-        let tv = SIMD8<UInt16>(repeating: UInt16(k > 0 ? t : -1 & 0x7FFF)), mask = SIMD8<UInt16>(repeating: 0x7FFF)
+        let tv = SIMD8<UInt16>(repeating: UInt16(t)), mask = SIMD8<UInt16>(repeating: 0x7FFF)
         var at = 0
         while at < n {
             let m = min(piece, n - at)
@@ -65,8 +65,9 @@ enum HalfMagnitude {
             try write(at * 2, UnsafeRawBufferPointer(start: out, count: m * 2))
             at += m
         }
-        // Zeros after: the pruned entries, plus kept zeros (only when t is 0 itself and some are left).
-        let zeros = k > 0 && t > 0 ? k + 0 : max(k, hist[0])
+        // Zeros after: the pruned entries when t > 0 (every zero was below t and pruned); when t is 0
+        // (or nothing is pruned), every zero of the input.
+        let zeros = k > 0 && t > 0 ? k : max(k, hist[0])
         return Result(pruned: k, zeros: zeros, threshold: k > 0 ? value[t] : 0, normSq: normSq, removedSq: removedSq)
     }
 
