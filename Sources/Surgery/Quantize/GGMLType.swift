@@ -1,0 +1,72 @@
+import SafeTensors
+
+/// ggml tensor types wtool writes and reads, as one table of traits (like ggml's `type_traits`):
+/// the type id in GGUF files, elements per block, bytes per block, and the row encoder/decoder.
+/// Generic code (the GGUF writer, --dequantize, the fake format) goes through this table only.
+public struct GGMLType: Sendable, Hashable {
+    public typealias Encoder = @Sendable (UnsafePointer<Float>, Int, UnsafeMutableRawPointer) -> Void
+    public typealias Decoder = @Sendable (UnsafeRawPointer, Int, UnsafeMutablePointer<Float>) -> Void
+
+    public let name: String
+    /// `enum ggml_type` value.
+    public let id: UInt32
+    public let blockSize: Int
+    public let blockBytes: Int
+    /// LlamaFileType for `general.file_type` when this is the main quantized type (nil: none).
+    public let fileType: UInt32?
+    let encode: Encoder
+    let decode: Decoder
+
+    public static func == (a: GGMLType, b: GGMLType) -> Bool { a.id == b.id }
+    public func hash(into h: inout Hasher) { h.combine(id) }
+
+    public var isQuantized: Bool { blockSize > 1 }
+    public var bitsPerWeight: Double { Double(blockBytes * 8) / Double(blockSize) }
+    public func rowBytes(_ n: Int) -> Int { n / blockSize * blockBytes }
+
+    /// Encodes `n` values (a multiple of the block size).
+    public func encode(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutableRawPointer) { encode(x, n, out) }
+    /// Decodes `n` values (a multiple of the block size).
+    public func decode(_ src: UnsafeRawPointer, count n: Int, into y: UnsafeMutablePointer<Float>) { decode(src, n, y) }
+
+    // Plain float types, for tensors kept unquantized.
+    public static let f32 = plain("f32", 0, .F32, fileType: 0)
+    public static let f16 = plain("f16", 1, .F16, fileType: 1)
+    public static let bf16 = plain("bf16", 30, .BF16, fileType: 32)
+
+    public static let q8_0 = GGMLType(name: "q8_0", id: 8, blockSize: 32, blockBytes: 34, fileType: 7,
+                                      encode: GGMLLegacyBlocks.encodeQ8_0, decode: GGMLLegacyBlocks.decodeQ8_0)
+    public static let q4_0 = GGMLType(name: "q4_0", id: 2, blockSize: 32, blockBytes: 18, fileType: 2,
+                                      encode: GGMLLegacyBlocks.encodeQ4_0, decode: GGMLLegacyBlocks.decodeQ4_0)
+    public static let q4_1 = GGMLType(name: "q4_1", id: 3, blockSize: 32, blockBytes: 20, fileType: 3,
+                                      encode: GGMLLegacyBlocks.encodeQ4_1, decode: GGMLLegacyBlocks.decodeQ4_1)
+    public static let q5_0 = GGMLType(name: "q5_0", id: 6, blockSize: 32, blockBytes: 22, fileType: 8,
+                                      encode: GGMLLegacyBlocks.encodeQ5_0, decode: GGMLLegacyBlocks.decodeQ5_0)
+    public static let q5_1 = GGMLType(name: "q5_1", id: 7, blockSize: 32, blockBytes: 24, fileType: 9,
+                                      encode: GGMLLegacyBlocks.encodeQ5_1, decode: GGMLLegacyBlocks.decodeQ5_1)
+    public static let q4_k = GGMLType(name: "q4_k", id: 12, blockSize: 256, blockBytes: 144, fileType: 14,
+                                      encode: GGMLKQuantBlocks.encodeQ4_K, decode: GGMLKQuantBlocks.decodeQ4_K)
+    public static let q6_k = GGMLType(name: "q6_k", id: 14, blockSize: 256, blockBytes: 210, fileType: 18,
+                                      encode: GGMLKQuantBlocks.encodeQ6_K, decode: GGMLKQuantBlocks.decodeQ6_K)
+    public static let tq1_0 = GGMLType(name: "tq1_0", id: 34, blockSize: 256, blockBytes: 54, fileType: 36,
+                                       encode: GGMLTernaryBlocks.encodeTQ1_0, decode: GGMLTernaryBlocks.decodeTQ1_0)
+    public static let tq2_0 = GGMLType(name: "tq2_0", id: 35, blockSize: 256, blockBytes: 66, fileType: 37,
+                                       encode: GGMLTernaryBlocks.encodeTQ2_0, decode: GGMLTernaryBlocks.decodeTQ2_0)
+
+    public static let quantized: [GGMLType] = [q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k, tq1_0, tq2_0]
+    public static let all: [GGMLType] = [f32, f16, bf16] + quantized
+
+    public static func named(_ s: String) -> GGMLType? { all.first { $0.name == s.lowercased() } }
+    public static func withID(_ id: UInt32) -> GGMLType? { all.first { $0.id == id } }
+
+    /// The safetensors dtype of a plain type.
+    public var plainDType: DType? {
+        switch id { case 0: return .F32; case 1: return .F16; case 30: return .BF16; default: return nil }
+    }
+
+    private static func plain(_ name: String, _ id: UInt32, _ dtype: DType, fileType: UInt32) -> GGMLType {
+        GGMLType(name: name, id: id, blockSize: 1, blockBytes: dtype.size!, fileType: fileType,
+                 encode: { x, n, out in Codec.encode(x, count: n, as: dtype, into: out) },
+                 decode: { s, n, y in Codec.decode(dtype, s, count: n, into: y) })
+    }
+}
