@@ -1,0 +1,244 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SafeTensors
+
+/// Which values share one scale (and zero point): the whole tensor, one output row, or `size`
+/// consecutive input elements of a row. Each is a contiguous run of the flattened tensor.
+public enum Granularity: Sendable, Equatable, CustomStringConvertible {
+    case tensor, channel, group(Int)
+
+    public var description: String {
+        switch self { case .tensor: return "tensor"; case .channel: return "channel"; case let .group(g): return "group\(g)" }
+    }
+
+    /// Elements per scale for a [rows, cols] tensor (nil: cols does not divide into groups).
+    func runLength(rows: Int, cols: Int) -> Int? {
+        switch self {
+        case .tensor: return rows * cols
+        case .channel: return cols
+        case let .group(g): return cols % g == 0 ? g : nil
+        }
+    }
+}
+
+/// A tensor quantized to signed b-bit integers with one (scale, zero point) per run of
+/// `runLength` elements: value ≈ (q - zero) * scale, q in [-2^(b-1), 2^(b-1) - 1].
+/// `zero` is integral except for HQQ's fake-quantized output, which keeps its optimised zero.
+public struct IntegerQuantized: Sendable {
+    public let bits: Int
+    public let runLength: Int
+    public var q: [Int8]
+    public var scale: [Float]
+    public var zero: [Float]
+
+    public static func levels(_ bits: Int) -> (min: Int, max: Int) { (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) }
+
+    public func dequantize(into y: UnsafeMutablePointer<Float>) {
+        for g in 0..<scale.count {
+            let s = scale[g], z = zero[g]
+            for i in (g * runLength)..<((g + 1) * runLength) { y[i] = (Float(q[i]) - z) * s }
+        }
+    }
+}
+
+/// Round-to-nearest integer quantization with compressed-tensors' conventions (what vLLM loads):
+/// the range always includes 0; symmetric scale = max|x| / ((2^b - 1) / 2) (int4: /7.5) and zero 0;
+/// asymmetric scale = (max - min) / (2^b - 1), zero = round(qmin - min / scale); q =
+/// clamp(round_half_even(x / scale + zero)). A zero scale becomes the scale dtype's epsilon. The
+/// scale is rounded to the dtype it is stored in *before* it is used, so what is stored decodes to
+/// exactly what was measured.
+public enum IntegerRTN {
+    public static func quantize(_ x: UnsafeBufferPointer<Float>, runLength: Int, bits: Int, symmetric: Bool,
+                                scaleDType: DType) -> IntegerQuantized {
+        let (qmin, qmax) = IntegerQuantized.levels(bits)
+        let groups = x.count / runLength
+        var out = IntegerQuantized(bits: bits, runLength: runLength, q: [Int8](repeating: 0, count: x.count),
+                                   scale: [Float](repeating: 0, count: groups), zero: [Float](repeating: 0, count: groups))
+        let eps = epsilon(scaleDType)
+        out.q.withUnsafeMutableBufferPointer { q in
+            for g in 0..<groups {
+                let run = UnsafeBufferPointer(rebasing: x[(g * runLength)..<((g + 1) * runLength)])
+                var lo: Float = 0, hi: Float = 0
+                for v in run { lo = min(lo, v); hi = max(hi, v) }
+                var s: Float, z: Float = 0
+                if symmetric {
+                    s = max(-lo, hi) / (Float(qmax - qmin) / 2)
+                } else {
+                    s = (hi - lo) / Float(qmax - qmin)
+                }
+                if s == 0 { s = eps }
+                s = roundTo(scaleDType, s)
+                if !symmetric { z = min(Float(qmax), max(Float(qmin), (Float(qmin) - lo / s).rounded(.toNearestOrEven))) }
+                out.scale[g] = s
+                out.zero[g] = z
+                let base = g * runLength
+                for (k, v) in run.enumerated() {
+                    q[base + k] = Int8(clampedRound(v / s + z, qmin, qmax))
+                }
+            }
+        }
+        return out
+    }
+
+    /// The smallest step of a float dtype above 1 (torch.finfo(dtype).eps).
+    static func epsilon(_ d: DType) -> Float {
+        switch d {
+        case .BF16: return 0.0078125
+        case .F16: return 0.0009765625
+        default: return Float.ulpOfOne
+        }
+    }
+}
+
+/// HQQ (Badri & Shaji 2023, mobiusml/hqq `optimize_weights_proximal_legacy`): starts from min-max
+/// RTN on unsigned levels 0...2^b-1 (inverse scale (2^b-1)/(max-min), capped at 2e4; zero -min·s)
+/// and optimises each run's zero point by half-quadratic splitting with an l_p (p = 0.7) error:
+/// Wq = clamp(round(W·s + z)), Wr = (Wq - z)/s, We = shrink_p(W - Wr, β), z = mean(Wq - (W - We)·s),
+/// stopping when the tensor's mean |W - Wr| stops falling (at most 20 rounds, β = 10). The scale is
+/// not optimised. Unlike the reference, the zero kept is the one that gave the lowest error (the
+/// reference keeps the one computed after it), so HQQ is never worse than its starting RTN.
+public enum HQQ {
+    public struct Result: Sendable {
+        public var quantized: IntegerQuantized
+        /// The min-max RTN it started from, for the side-by-side report.
+        public var rtn: IntegerQuantized
+        public var iterations: Int
+    }
+
+    public static let lpNorm: Float = 0.7
+    public static let beta: Float = 10
+    public static let maxIterations = 20
+
+    /// - Parameter integerZero: round the final zero points to integers (formats that store them as ints).
+    public static func quantize(_ x: UnsafeBufferPointer<Float>, runLength: Int, bits: Int, scaleDType: DType,
+                                integerZero: Bool) -> Result {
+        let n = x.count, groups = n / runLength
+        let umax = Float((1 << bits) - 1)
+        let offset = Float(1 << (bits - 1))  // unsigned level u = signed q + offset
+        var inv = [Float](repeating: 0, count: groups), z = [Float](repeating: 0, count: groups)
+        for g in 0..<groups {
+            var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
+            for i in (g * runLength)..<((g + 1) * runLength) { lo = min(lo, x[i]); hi = max(hi, x[i]) }
+            inv[g] = min(2e4, umax / (hi - lo))
+            // The stored scale is 1/inv in the scale dtype: optimise against exactly that.
+            inv[g] = 1 / roundTo(scaleDType, 1 / inv[g])
+            z[g] = -lo * inv[g]
+        }
+        let start = z
+        var best = Float(1e4), bestZ = z, iterations = 0
+        var zNext = [Float](repeating: 0, count: groups)
+        for _ in 0..<maxIterations {
+            var absErr = 0.0
+            for g in 0..<groups {
+                let s = inv[g], zg = z[g]
+                var acc: Float = 0, groupErr: Float = 0
+                for i in (g * runLength)..<((g + 1) * runLength) {
+                    let u = min(umax, max(0, (x[i] * s + zg).rounded(.toNearestOrEven)))
+                    let r = (u - zg) / s
+                    let d = x[i] - r
+                    groupErr += abs(d)
+                    acc += u - (x[i] - shrink(d)) * s
+                }
+                zNext[g] = acc / Float(runLength)
+                absErr += Double(groupErr)
+            }
+            let err = Float(absErr / Double(n))
+            iterations += 1
+            guard err < best else { break }
+            best = err
+            bestZ = z
+            swap(&z, &zNext)
+        }
+        func finish(_ zeros: [Float], integral: Bool) -> IntegerQuantized {
+            var out = IntegerQuantized(bits: bits, runLength: runLength, q: [Int8](repeating: 0, count: n),
+                                       scale: inv.map { 1 / $0 }, zero: [Float](repeating: 0, count: groups))
+            for g in 0..<groups {
+                var zg = zeros[g]
+                if integral { zg = min(umax, max(0, zg.rounded(.toNearestOrEven))) }
+                let s = inv[g]
+                for i in (g * runLength)..<((g + 1) * runLength) {
+                    out.q[i] = Int8(min(umax, max(0, (x[i] * s + zg).rounded(.toNearestOrEven))) - offset)
+                }
+                out.zero[g] = zg - offset
+            }
+            return out
+        }
+        return Result(quantized: finish(bestZ, integral: integerZero), rtn: finish(start, integral: integerZero),
+                      iterations: iterations)
+    }
+
+    /// The l_p shrinkage operator: sign(x) · max(|x| - |x|^(p-1) / β, 0).
+    @inline(__always) static func shrink(_ v: Float) -> Float {
+        let a = abs(v)
+        let t = a - powf(a + 1e-8, lpNorm - 1) / beta
+        return t > 0 ? (v < 0 ? -t : t) : 0
+    }
+}
+
+/// Ternary {-1, 0, +1} · γ with one γ per tensor (BitNet b1.58): γ = mean |W| ("absmean"), or
+/// median |W| ("BitNet b1.58 Reloaded"); q = clamp(round(W / max(γ, 1e-5)), -1, 1).
+public enum Ternary {
+    public enum Scale: String, Sendable { case absmean, median }
+
+    public static func quantize(_ x: UnsafeBufferPointer<Float>, scale rule: Scale, scaleDType: DType) -> IntegerQuantized {
+        var gamma: Float
+        switch rule {
+        case .absmean:
+            var sum = 0.0
+            for v in x { sum += Double(abs(v)) }
+            gamma = Float(sum / Double(max(1, x.count)))
+        case .median:
+            // torch.median: the lower middle value.
+            gamma = x.isEmpty ? 0 : Sparsifier.kthLargestMagnitude(x, x.count - (x.count - 1) / 2)
+        }
+        let s = roundTo(scaleDType, max(gamma, 1e-5))
+        var q = [Int8](repeating: 0, count: x.count)
+        for (i, v) in x.enumerated() { q[i] = Int8(clampedRound(v / s, -1, 1)) }
+        return IntegerQuantized(bits: 2, runLength: max(1, x.count), q: q, scale: [s], zero: [0])
+    }
+}
+
+/// FP8 E4M3 with one scale per tensor or per output row: scale = max|x| / 448, value =
+/// e4m3(clamp(x / scale, ±448)) · scale (the `FP8` scheme of compressed-tensors).
+public enum FP8Quantization {
+    public static let maxNormal: Float = 448
+
+    /// Returns the E4M3 bytes and the scales (one per run).
+    public static func quantize(_ x: UnsafeBufferPointer<Float>, runLength: Int, scaleDType: DType) -> (codes: [UInt8], scale: [Float]) {
+        let groups = x.count / runLength
+        var codes = [UInt8](repeating: 0, count: x.count), scales = [Float](repeating: 0, count: groups)
+        var buf = [Float](repeating: 0, count: runLength)
+        for g in 0..<groups {
+            var amax: Float = 0
+            for i in (g * runLength)..<((g + 1) * runLength) { amax = max(amax, abs(x[i])) }
+            let s = roundTo(scaleDType, amax > 0 ? amax / maxNormal : 1)
+            scales[g] = s
+            for k in 0..<runLength { buf[k] = min(maxNormal, max(-maxNormal, x[g * runLength + k] / s)) }
+            codes.withUnsafeMutableBytes { c in
+                buf.withUnsafeBufferPointer { Codec.encode($0.baseAddress!, count: runLength, as: .F8_E4M3, into: c.baseAddress! + g * runLength) }
+            }
+        }
+        return (codes, scales)
+    }
+
+    public static func dequantize(codes: [UInt8], scale: [Float], runLength: Int, into y: UnsafeMutablePointer<Float>) {
+        codes.withUnsafeBytes { Codec.decode(.F8_E4M3, $0.baseAddress!, count: codes.count, into: y) }
+        for g in 0..<scale.count { for i in (g * runLength)..<((g + 1) * runLength) { y[i] *= scale[g] } }
+    }
+}
+
+/// round-half-even, clamped to [lo, hi]; NaN gives 0.
+@inline(__always) func clampedRound(_ v: Float, _ lo: Int, _ hi: Int) -> Int {
+    min(hi, max(lo, nearestInt(v)))
+}
+
+/// A value rounded to a float storage dtype (f16/bf16 round to nearest even; others kept in f32).
+func roundTo(_ d: DType, _ v: Float) -> Float {
+    guard d == .F16 || d == .BF16 else { return v }
+    var x = v, out: Float = 0
+    var raw: UInt16 = 0
+    withUnsafeMutableBytes(of: &raw) { Codec.encode(&x, count: 1, as: d, into: $0.baseAddress!) }
+    withUnsafeBytes(of: &raw) { Codec.decode(d, $0.baseAddress!, count: 1, into: &out) }
+    return out
+}

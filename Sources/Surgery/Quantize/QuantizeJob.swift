@@ -1,0 +1,372 @@
+import SafeTensors
+
+/// `wtool quantize`: data-free quantization of a checkpoint into GGUF (llama.cpp),
+/// compressed-tensors (vLLM) or fake-quantized safetensors, streamed tensor by tensor, with the
+/// measured error of every tensor in the report.
+public struct QuantizeJob: Sendable {
+    public var settings = JobSettings()
+    public var input: String
+    public var output: String
+    public var scheme: QuantScheme
+    public var format: QuantFormat
+    /// nil: the scheme's default (block / group of `groupSize` / tensor / channel).
+    public var granularity: Granularity?
+    public var groupSize = 128
+    /// nil: symmetric for RTN integers.
+    public var symmetric: Bool?
+    /// GGUF for llama.cpp: its tensor names, hyper-parameters and Q/K row order (LLaMA family).
+    public var llamaCpp = false
+
+    public init(input: String, output: String, scheme: QuantScheme, format: QuantFormat) {
+        self.input = input; self.output = output; self.scheme = scheme; self.format = format
+    }
+
+    /// One input tensor's fate.
+    struct Task: Sendable {
+        let entry: Checkpoint.Entry
+        let rows: Int, cols: Int
+        /// Elements per scale when quantized; nil when kept.
+        let run: Int?
+        let keptReason: String?
+        /// First output index and how many outputs.
+        let firstOutput: Int
+        let outputCount: Int
+        let outputName: String
+        let permuteHeads: Int?
+        /// GGUF type of a kept tensor.
+        let ggufPlain: UInt32?
+    }
+
+    @discardableResult
+    public func run() throws -> RunReport {
+        var timer = PhaseTimer()
+        var report = RunReport(command: settings.command)
+        // ---- validate the recipe
+        guard scheme.formats.contains(format) else {
+            throw UsageError("scheme \(scheme.name) cannot be written as \(format.rawValue) (it can be: \(scheme.formats.map(\.rawValue).joined(separator: ", ")))")
+        }
+        if granularity != nil && !scheme.allowsGranularity {
+            throw UsageError("--granularity does not apply to \(scheme.name) (its blocks/scale are fixed by the format)")
+        }
+        if case .fp8 = scheme, case .group? = granularity { throw UsageError("fp8 takes --granularity tensor or channel") }
+        guard groupSize >= 1 else { throw UsageError("--group-size must be at least 1") }
+        if symmetric != nil { if case .integer = scheme {} else { throw UsageError("--symmetric/--asymmetric apply to the int2...int8 schemes only") } }
+        if llamaCpp && format != .gguf { throw UsageError("--llama-cpp applies to --format gguf") }
+        let gran = granularity ?? scheme.defaultGranularity(groupSize: groupSize)
+        let quantizer = TensorQuantizer(scheme: scheme, format: format, granularity: gran, symmetric: symmetric ?? true)
+
+        let source = try Checkpoint(path: input)
+        report.warnings += source.warnings
+        report.warnings += settings.selection.unusedPatterns(in: source.tensorNames).map { "pattern '\($0)' matches no tensor" }
+        let configPath = source.folder.map { FileSystem.join($0, "config.json") }
+        let hasConfig = configPath.map { FileSystem.kind($0) == .file } ?? false
+        let llama: LlamaCppExport? = llamaCpp ? try {
+            guard hasConfig, let configPath else { throw FormatError(file: input, "--llama-cpp needs a model folder with config.json") }
+            return try LlamaCppExport(configPath: configPath)
+        }() : nil
+
+        // ---- plan every tensor
+        let targets = QuantizeTargets(selection: settings.selection)
+        var tasks: [Task] = []
+        var stOutputs: [OutputTensor] = []
+        var ggufOutputs: [GGUFTensorInfo] = []
+        for e in source.entries {
+            let shape = e.info.shape.map { Int($0) }
+            let cols = shape.last ?? 1, rows = cols == 0 ? 0 : e.info.count / max(cols, 1)
+            var run: Int? = nil, reason: String? = nil
+            if targets.picks(e.name, shape: e.info.shape) {
+                if !e.info.dtype.isFloatingPoint { reason = "\(e.info.dtype.rawValue) is not a float type" }
+                else if shape.count < 2 { reason = "not a matrix" }
+                else if format == .compressedTensors && (shape.count != 2 || !e.name.hasSuffix(".weight")) {
+                    reason = "compressed-tensors quantizes 2-D '<module>.weight' tensors only"
+                } else if let r = gran.runLength(rows: rows, cols: cols), rows * cols > 0 {
+                    run = r
+                } else {
+                    let g: Int
+                    if case let .group(s) = gran { g = s } else { g = 1 }
+                    reason = "input dimension \(cols) is not a multiple of the \(scheme.name) block/group size \(g)"
+                }
+            }
+            var name = e.name, permute: Int? = nil
+            if let llama {
+                if e.name.hasSuffix("rotary_emb.inv_freq") { continue }  // llama.cpp computes it
+                guard let mapped = llama.name(forHF: e.name) else {
+                    throw FormatError(file: source.filePath(of: e), tensor: e.name, "has no llama.cpp name (--llama-cpp maps the LLaMA family's tensors)")
+                }
+                name = mapped
+                permute = llama.permutedHeads(forHF: e.name)
+                if let h = permute, shape.count >= 1, shape[0] % (2 * h) != 0 {
+                    throw FormatError(file: source.filePath(of: e), tensor: e.name, "\(shape[0]) rows do not split into \(h) heads of even size")
+                }
+            }
+            var plain: UInt32? = nil
+            let first = format == .gguf ? ggufOutputs.count : stOutputs.count
+            switch format {
+            case .gguf:
+                let type: UInt32, bytes: Int
+                if let run, case let .ggml(t) = scheme {
+                    _ = run
+                    type = t.id; bytes = t.rowBytes(e.info.count)
+                } else {
+                    guard let (id, size) = QuantizeJob.ggufPlainType(e.info.dtype) else {
+                        throw FormatError(file: source.filePath(of: e), tensor: e.name, "dtype \(e.info.dtype.rawValue) has no GGUF type")
+                    }
+                    type = id; bytes = e.info.count * size; plain = id
+                }
+                ggufOutputs.append(GGUFTensorInfo(name: name, shape: e.info.shape, type: type, byteCount: bytes))
+            case .compressedTensors where run != nil:
+                let prefix = String(e.name.dropLast("weight".count))
+                for o in quantizer.outputs(rows: rows, cols: cols, run: run!, weightDType: e.info.dtype) {
+                    stOutputs.append(OutputTensor(name: prefix + o.suffix, dtype: o.dtype, shape: o.shape))
+                }
+            case .compressedTensors, .fake:
+                stOutputs.append(OutputTensor(name: e.name, dtype: e.info.dtype, shape: e.info.shape))
+            }
+            let count = (format == .gguf ? ggufOutputs.count : stOutputs.count) - first
+            tasks.append(Task(entry: e, rows: rows, cols: cols, run: run, keptReason: reason, firstOutput: first,
+                              outputCount: count, outputName: name, permuteHeads: permute, ggufPlain: plain))
+        }
+        let quantizedCount = tasks.filter { $0.run != nil }.count
+        if quantizedCount == 0 { report.warnings.append("no tensor was quantized (see each tensor's kept_reason)") }
+        if case .ternary = scheme { report.warnings.append("post-hoc ternarisation is very lossy on weights not trained ternary (BitNet b1.58 is a training recipe)") }
+        if format == .compressedTensors, scheme.storedBits != 4 && scheme.storedBits != 8 {
+            report.warnings.append("vLLM loads pack-quantized weights of 4 and 8 bits; \(scheme.storedBits)-bit packing follows compressed-tensors >= 0.12 (dense bit stream)")
+        }
+        timer.lap("plan")
+
+        report.inputs = [RunReport.describe(source)]
+        report.parameters = [
+            ("scheme", .string(scheme.name)), ("format", .string(format.rawValue)),
+            ("granularity", .string(gran.description)), ("symmetric", .bool(quantizer.effectiveSymmetric)),
+            ("llama_cpp", .bool(llamaCpp)),
+            ("include", .array(settings.selection.include.map { .string($0) })),
+            ("exclude", .array(settings.selection.exclude.map { .string($0) })),
+        ]
+
+        // ---- write
+        let sink: QuantizeSink
+        var plan: OutputPlan? = nil
+        if format == .gguf {
+            guard output.hasSuffix(".gguf") else { throw UsageError("--format gguf writes one file: give -o NAME.gguf") }
+            try QuantizeJob.refuseOverwriting(output, source)
+            let metadata = ggufMetadata(source: source, configPath: hasConfig ? configPath : nil, llama: llama, anyQuantized: quantizedCount > 0)
+            sink = .gguf(try GGUFWriter(path: output, metadata: metadata, tensors: ggufOutputs))
+        } else {
+            guard !output.hasSuffix(".gguf") else { throw UsageError("-o \(output): a .gguf output needs --format gguf") }
+            let p = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [source])
+            plan = p
+            var meta = p.metadata
+            if format == .compressedTensors { meta["quantization_config"] = ctConfig(tasks, gran: gran).compact() }
+            sink = .safetensors(try CheckpointWriter(layout: p.layout, tensors: stOutputs, metadata: meta))
+        }
+        let progress = Progress(total: tasks.count, label: "quantize", quiet: settings.quiet)
+        let plannedTasks = tasks
+        let rows: [(JSONValue, ErrorAccumulator?, Int, Int)]
+        do {
+            rows = try Engine.map(count: tasks.count, threads: settings.threads, progress: progress) { i in
+                try process(plannedTasks[i], source: source, quantizer: quantizer, sink: sink)
+            }
+            try sink.commit()
+        } catch {
+            sink.abort()
+            throw error
+        }
+        var copied: [String] = []
+        if let plan {
+            copied = try plan.copyAuxiliaryFiles(from: source, skipping: format == .compressedTensors ? ["config.json"] : [])
+            if format == .compressedTensors, case let .folder(dir, _) = plan.layout {
+                if hasConfig, let configPath {
+                    try writeConfig(from: configPath, to: FileSystem.join(dir, "config.json"), quantization: ctConfig(tasks, gran: gran))
+                    copied.append("config.json")
+                } else {
+                    report.warnings.append("the input has no config.json: vLLM needs one with this quantization_config (kept in the safetensors metadata)")
+                }
+            }
+        }
+        timer.lap("quantize")
+
+        // ---- report
+        var total = ErrorAccumulator()
+        var bytesIn = 0, bytesOut = 0, qIn = 0, qOut = 0, qCount = 0
+        for (k, t) in tasks.enumerated() {
+            bytesIn += t.entry.info.byteCount
+            bytesOut += rows[k].2
+            if let e = rows[k].1 { total.merge(e); qIn += t.entry.info.byteCount; qOut += rows[k].3; qCount += t.entry.info.count }
+        }
+        report.tensors = rows.map(\.0)
+        let files: [String]
+        switch sink {
+        case .gguf: files = [output]
+        case let .safetensors(w): files = w.shards.map(\.finalPath)
+        }
+        report.output = .object([("path", .string(output)), ("files", .array(files.map { .string($0) })),
+                                 ("copied", .array(copied.map { .string($0) }))])
+        let seconds = timer.phases.last.flatMap { $0.1.doubleValue } ?? 0
+        var summary: [(String, JSONValue)] = [
+            ("tensors", .int(tasks.count)), ("quantized", .int(quantizedCount)), ("kept", .int(tasks.count - quantizedCount)),
+            ("bytes_in", .int(bytesIn)), ("bytes_out", .int(bytesOut)),
+            ("quantized_bytes_in", .int(qIn)), ("quantized_bytes_stored", .int(qOut)),
+        ]
+        let bpw: Double = qCount > 0 ? Double(qOut * 8) / Double(qCount) : 0
+        let throughput: Double = seconds > 0 ? Double(bytesIn) / seconds / 1e6 : 0
+        summary += metric("bits_per_weight", bpw)
+        summary += errorMetrics(total)
+        summary += metric("throughput_mb_s", throughput)
+        report.summary = summary
+        report.timing = timer.phases
+        try report.write(to: settings.reportPath ?? plan?.defaultReportPath ?? String(output.dropLast(".gguf".count)) + ".report.json")
+        return report
+    }
+
+    /// Quantizes (or copies) one tensor and writes its outputs; returns the report row, the error
+    /// (quantized tensors), and the bytes written.
+    private func process(_ t: Task, source: Checkpoint, quantizer: TensorQuantizer, sink: QuantizeSink) throws -> (JSONValue, ErrorAccumulator?, Int, Int) {
+        let e = t.entry
+        var row: [(String, JSONValue)] = [("name", .string(e.name)), ("shape", .array(e.info.shape.map { .uint($0) })),
+                                          ("dtype_in", .string(e.info.dtype.rawValue)), ("bytes_in", .int(e.info.byteCount))]
+        if t.outputName != e.name { row.append(("output_name", .string(t.outputName))) }
+        guard let run = t.run else {
+            // Kept: copied as is, or (GGUF) re-encoded into a plain GGUF type.
+            var written = 0
+            if let plain = t.ggufPlain, QuantizeJob.ggufPlainType(e.info.dtype)?.id == plain, !e.info.dtype.isFloatingPoint || [.F32, .F16, .BF16].contains(e.info.dtype), t.permuteHeads == nil {
+                try sink.write(t.firstOutput, source.bytes(e))
+                written = e.info.byteCount
+            } else if let plain = t.ggufPlain {
+                var x = decodeFloats(source, e)
+                if let h = t.permuteHeads { x = LlamaCppExport.permuteRows(x, rows: t.rows, cols: t.cols, heads: h)! }
+                let type = GGMLType.withID(plain)!
+                var out = [UInt8](repeating: 0, count: type.rowBytes(x.count))
+                x.withUnsafeBufferPointer { p in out.withUnsafeMutableBytes { type.encode(p.baseAddress!, count: x.count, into: $0.baseAddress!) } }
+                try out.withUnsafeBytes { try sink.write(t.firstOutput, $0) }
+                written = out.count
+            } else {
+                try sink.write(t.firstOutput, source.bytes(e))
+                written = e.info.byteCount
+            }
+            source.release(e)
+            row += [("quantized", .bool(false)), ("bytes_out", .int(written))]
+            if let r = t.keptReason { row.append(("kept_reason", .string(r))) }
+            return (.object(row), nil, written, written)
+        }
+        var x = decodeFloats(source, e)
+        if let bad = x.firstIndex(where: { !$0.isFinite }) {
+            throw FormatError(file: source.filePath(of: e), tensor: e.name, "element \(bad) is \(x[bad]); cannot quantize a non-finite value")
+        }
+        if let h = t.permuteHeads { x = LlamaCppExport.permuteRows(x, rows: t.rows, cols: t.cols, heads: h)! }
+        let pieces = quantizer.quantize(x, rows: t.rows, cols: t.cols, run: run, weightDType: e.info.dtype)
+        var err = ErrorAccumulator()
+        x.withUnsafeBufferPointer { a in pieces.decoded.withUnsafeBufferPointer { err.add(a.baseAddress!, $0.baseAddress!, count: x.count) } }
+        var written = 0
+        if format == .fake {
+            var out = [UInt8](repeating: 0, count: e.info.byteCount)
+            pieces.decoded.withUnsafeBufferPointer { p in out.withUnsafeMutableBytes { Codec.encode(p.baseAddress!, count: x.count, as: e.info.dtype, into: $0.baseAddress!) } }
+            try out.withUnsafeBytes { try sink.write(t.firstOutput, $0) }
+            written = out.count
+        } else {
+            for (k, blob) in pieces.blobs.enumerated() {
+                try blob.withUnsafeBytes { try sink.write(t.firstOutput + k, $0) }
+                written += blob.count
+            }
+        }
+        row += [("quantized", .bool(true)), ("scheme", .string(scheme.name)), ("granularity", .string(quantizer.granularity.description)),
+                ("bytes_out", .int(written))]
+        let stored = format == .fake ? storedBytes(t, quantizer) : written
+        row += metric("bits_per_weight", Double(stored * 8) / Double(x.count))
+        row += errorMetrics(err) + pieces.extra
+        return (.object(row), err, written, stored)
+    }
+
+    /// For fake quantization, the bytes the scheme would store (so bits per weight is comparable).
+    private func storedBytes(_ t: Task, _ q: TensorQuantizer) -> Int {
+        let n = t.rows * t.cols, run = t.run ?? n
+        switch scheme {
+        case let .ggml(type): return type.rowBytes(n)
+        case .fp8: return n + n / run * TensorQuantizer.scaleDType(for: t.entry.info.dtype).size!
+        default:
+            let scales = n / run * TensorQuantizer.scaleDType(for: t.entry.info.dtype).size!
+            let zeros = q.effectiveSymmetric ? 0 : (n / run * scheme.storedBits + 7) / 8
+            return (n * scheme.storedBits + 7) / 8 + scales + zeros
+        }
+    }
+
+    static func ggufPlainType(_ d: DType) -> (id: UInt32, size: Int)? {
+        switch d {
+        case .F32, .F64, .F8_E4M3, .F8_E5M2: return (0, 4)
+        case .F16: return (1, 2)
+        case .BF16: return (30, 2)
+        case .I8: return (24, 1)
+        case .I16: return (25, 2)
+        case .I32: return (26, 4)
+        case .I64: return (27, 8)
+        default: return nil
+        }
+    }
+
+    static func refuseOverwriting(_ output: String, _ source: Checkpoint) throws {
+        let dir = FileSystem.dirname(output)
+        guard FileSystem.kind(dir) == .directory else { throw FormatError(file: output, "the folder '\(dir)' does not exist") }
+        guard let out = FileSystem.realPath(output) else { return }
+        for f in source.files where FileSystem.realPath(f.path) == out {
+            throw FormatError(file: output, "is an input of this command; choose another output")
+        }
+    }
+
+    private func ggufMetadata(source: Checkpoint, configPath: String?, llama: LlamaCppExport?, anyQuantized: Bool) -> [(String, GGUFValue)] {
+        var kv: [(String, GGUFValue)] = []
+        var config: [(String, JSONValue)] = []
+        if let configPath, let bytes = try? FileSystem.readAll(configPath), case let .object(c)? = try? JSONParser.parse(bytes) { config = c }
+        func string(_ k: String) -> String? { config.first { $0.0 == k }?.1.stringValue }
+        if let arch = llama?.arch ?? string("model_type") { kv.append(("general.architecture", .string(arch))) }
+        let base = FileSystem.basename(source.folder ?? source.path)
+        let fallback = base.hasSuffix(".safetensors") ? String(base.dropLast(".safetensors".count)) : base
+        kv.append(("general.name", .string(string("_name_or_path").map { FileSystem.basename($0) } ?? fallback)))
+        if anyQuantized, case let .ggml(t) = scheme {
+            kv.append(("general.quantization_version", .uint32(2)))
+            if let ft = t.fileType { kv.append(("general.file_type", .uint32(ft))) }
+        }
+        kv += llama?.metadata ?? []
+        kv.append(("wtool.version", .string(wtoolVersion)))
+        kv.append(("wtool.command", .string(settings.provenance)))
+        return kv
+    }
+
+    /// compressed-tensors' `quantization_config`, with every weight matrix left unquantized ignored.
+    private func ctConfig(_ tasks: [Task], gran: Granularity) -> JSONValue {
+        let ignore = tasks.filter { $0.run == nil && $0.entry.info.shape.count == 2 && $0.entry.name.hasSuffix(".weight") && $0.entry.info.dtype.isFloatingPoint }
+            .map { String($0.entry.name.dropLast(".weight".count)) }
+        let strategy: String, group: Int?
+        switch gran {
+        case .tensor: strategy = "tensor"; group = nil
+        case .channel: strategy = "channel"; group = nil
+        case let .group(g): strategy = "group"; group = g
+        }
+        let isFloat: Bool
+        if case .fp8 = scheme { isFloat = true } else { isFloat = false }
+        return CompressedTensorsLayout.config(format: isFloat ? "float-quantized" : "pack-quantized", bits: scheme.storedBits,
+                                              type: isFloat ? "float" : "int",
+                                              symmetric: TensorQuantizer(scheme: scheme, format: format, granularity: gran, symmetric: symmetric ?? true).effectiveSymmetric,
+                                              strategy: strategy, groupSize: group, ignore: ignore)
+    }
+
+    private func writeConfig(from src: String, to dst: String, quantization: JSONValue) throws {
+        guard case var .object(c) = try JSONParser.parse(try FileSystem.readAll(src)) else { throw FormatError(file: src, "not a JSON object") }
+        c.removeAll { $0.0 == "quantization_config" }
+        c.append(("quantization_config", quantization))
+        try AtomicFile.write(Array((JSONValue.object(c).pretty(indent: 2, sortKeys: true) + "\n").utf8), to: dst)
+    }
+}
+
+/// The two writers behind one interface.
+enum QuantizeSink: Sendable {
+    case gguf(GGUFWriter)
+    case safetensors(CheckpointWriter)
+
+    func write(_ index: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        switch self {
+        case let .gguf(w): try w.write(tensor: index, bytes)
+        case let .safetensors(w): try w.write(tensor: index, bytes)
+        }
+    }
+    func commit() throws { switch self { case let .gguf(w): try w.commit(); case let .safetensors(w): try w.commit() } }
+    func abort() { switch self { case let .gguf(w): w.abort(); case let .safetensors(w): w.abort() } }
+}

@@ -1,0 +1,116 @@
+import ArgumentParser
+import SafeTensors
+import Surgery
+
+struct QuantizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quantize",
+        abstract: "Calibration-free quantization to GGUF (llama.cpp), compressed-tensors (vLLM) or fake-quantized safetensors.",
+        discussion: """
+        Schemes: q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0 q4_k q6_k (llama.cpp blocks, bit-exact with \
+        ggml's reference encoders; --format gguf or fake), int2...int8 (round to nearest, \
+        compressed-tensors conventions), hqq2...hqq8 (HQQ-optimised zero points), ternary and \
+        ternary-median (BitNet b1.58 absmean / median scale), fp8 (E4M3); the last four write \
+        --format compressed-tensors or fake.
+
+        By default the 2-D weight matrices are quantized; embeddings, lm_head, norms and biases are \
+        kept (--include replaces that set, --exclude removes from it). A matrix whose input \
+        dimension does not divide into blocks/groups is kept and listed in the report.
+
+        --dequantize IN -o OUT turns a GGUF or compressed-tensors checkpoint written by wtool back \
+        into float safetensors. The report gives per tensor: bits per weight including scales, \
+        bytes, MSE, relative Frobenius error, SQNR (dB), max abs error; HQQ also its RTN start.
+        """
+    )
+
+    @Argument(help: ArgumentHelp("A .safetensors file or a model folder (with --dequantize: a .gguf file or a compressed-tensors checkpoint).", valueName: "IN"))
+    var input: String
+
+    @Option(name: .short, help: ArgumentHelp("Output: NAME.gguf, a .safetensors file or a folder.", valueName: "OUT"))
+    var output: String
+
+    @Option(name: .long, help: ArgumentHelp("q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, q4_k, q6_k, int8...int2, hqq8...hqq2, ternary, ternary-median, fp8.", valueName: "SCHEME"))
+    var scheme: String?
+
+    @Option(name: .long, help: ArgumentHelp("gguf, compressed-tensors or fake (default: gguf for llama.cpp schemes, else compressed-tensors).", valueName: "FORMAT"))
+    var format: String?
+
+    @Option(name: .long, help: ArgumentHelp("tensor, channel or group (int/hqq/fp8 schemes; default group for int/hqq, channel for fp8).", valueName: "G"))
+    var granularity: String?
+
+    @Option(name: .long, help: ArgumentHelp("Input elements per group (default 128).", valueName: "N"))
+    var groupSize = 128
+
+    @Flag(name: .long, help: "Symmetric integers, zero point 0 (default for int2...int8).")
+    var symmetric = false
+
+    @Flag(name: .long, help: "Asymmetric integers with a zero point per group.")
+    var asymmetric = false
+
+    @Flag(name: .long, help: "GGUF for llama.cpp: its tensor names, hyper-parameters and Q/K order (llama, mistral, qwen2 folders).")
+    var llamaCpp = false
+
+    @Flag(name: .long, help: "Turn a GGUF or compressed-tensors checkpoint back into float safetensors.")
+    var dequantize = false
+
+    @Option(name: .long, help: ArgumentHelp("With --dequantize: output float dtype (default: the scales' dtype, f32 for GGUF).", valueName: "DTYPE"))
+    var dtype: String?
+
+    @Option(name: .long, help: ArgumentHelp("Largest shard, e.g. 5GB (folder output only).", valueName: "SIZE"))
+    var shardSize: String?
+
+    @Option(name: .long, help: ArgumentHelp("Write the JSON report here.", valueName: "FILE"))
+    var report: String?
+
+    @OptionGroup var common: CommonOptions
+
+    func validate() throws {
+        if dequantize {
+            if scheme != nil || format != nil || granularity != nil || symmetric || asymmetric || llamaCpp {
+                throw ValidationError("--dequantize takes no quantization options (only -o, --dtype, --shard-size, --report)")
+            }
+            if let dtype, DType(userName: dtype)?.isFloatingPoint != true { throw ValidationError("unknown --dtype '\(dtype)' (use f32, f16 or bf16)") }
+            return
+        }
+        guard let scheme else { throw ValidationError("--scheme is required (or --dequantize)") }
+        guard QuantScheme.parse(scheme) != nil else { throw ValidationError("unknown --scheme '\(scheme)' (use one of \(QuantScheme.names.joined(separator: ", ")))") }
+        if let format, QuantFormat(rawValue: format) == nil { throw ValidationError("unknown --format '\(format)' (use gguf, compressed-tensors or fake)") }
+        if let granularity, !["tensor", "channel", "group"].contains(granularity) { throw ValidationError("unknown --granularity '\(granularity)' (use tensor, channel or group)") }
+        if symmetric && asymmetric { throw ValidationError("--symmetric and --asymmetric exclude each other") }
+        if groupSize < 1 { throw ValidationError("--group-size must be at least 1") }
+        if dtype != nil { throw ValidationError("--dtype applies to --dequantize") }
+        if let shardSize, ByteSize.parse(shardSize) == nil { throw ValidationError("invalid --shard-size '\(shardSize)' (examples: 500MB, 5GB)") }
+    }
+
+    func run() throws {
+        if dequantize {
+            var job = DequantizeJob(input: input, output: output)
+            job.dtype = dtype.flatMap { DType(userName: $0) }
+            job.settings = common.settings(report: report, shardSize: shardSize)
+            let r = try job.run()
+            let s = Dictionary(uniqueKeysWithValues: r.summary)
+            note("dequantized \(s["dequantized"]!.compact()) of \(s["tensors"]!.compact()) tensors -> \(output)", quiet: common.quiet)
+            return
+        }
+        let parsed = QuantScheme.parse(scheme!)!
+        let fmt = format.flatMap { QuantFormat(rawValue: $0) } ?? (parsed.formats.contains(.gguf) ? .gguf : .compressedTensors)
+        var job = QuantizeJob(input: input, output: output, scheme: parsed, format: fmt)
+        switch granularity {
+        case "tensor"?: job.granularity = .tensor
+        case "channel"?: job.granularity = .channel
+        case "group"?: job.granularity = .group(groupSize)
+        default: break
+        }
+        job.groupSize = groupSize
+        job.symmetric = symmetric ? true : (asymmetric ? false : nil)
+        job.llamaCpp = llamaCpp
+        job.settings = common.settings(report: report, shardSize: shardSize)
+        let r = try job.run()
+        for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
+        let s = Dictionary(uniqueKeysWithValues: r.summary)
+        let t = Dictionary(uniqueKeysWithValues: r.timing)
+        note("quantized \(s["quantized"]!.compact()) of \(s["tensors"]!.compact()) tensors (\(parsed.name), \(fmt.rawValue)), "
+             + "\(s["bits_per_weight"]?.compact() ?? "-") bits/weight, SQNR \(s["sqnr_db"]?.compact() ?? "inf") dB, "
+             + "\(s["bytes_out"]!.compact()) bytes in \(t["quantize_s"]!.compact()) s -> \(output)", quiet: common.quiet)
+    }
+}
