@@ -184,8 +184,13 @@ enum GGMLLegacyBlocks {
     v.isNaN ? 0 : Int(max(-1e9, min(1e9, v)))
 }
 
-/// C's `roundf` / `lroundf`: nearest, ties away from zero.
-@inline(__always) func roundAway(_ v: Float) -> Int { truncate(v.rounded(.toNearestOrAwayFromZero)) }
+/// C's `roundf` / `lroundf`: nearest, ties away from zero. Written as truncation plus a carry on the
+/// exact remainder (v - trunc(v) is exact in f32), which vectorises where libm's roundf does not.
+@inline(__always) func roundAway(_ v: Float) -> Int {
+    let t = truncate(v)
+    let frac = v - Float(t)
+    return t + (frac >= 0.5 ? 1 : 0) - (frac <= -0.5 ? 1 : 0)
+}
 
 /// ggml's `nearest_int` (the 1.5 * 2^23 trick): nearest, ties to even.
 @inline(__always) func nearestInt(_ v: Float) -> Int { truncate(v.rounded(.toNearestOrEven)) }

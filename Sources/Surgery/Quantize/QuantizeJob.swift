@@ -248,6 +248,15 @@ public struct QuantizeJob: Sendable {
             if let r = t.keptReason { row.append(("kept_reason", .string(r))) }
             return (.object(row), nil, written, written)
         }
+        if case let .ggml(type) = scheme, t.permuteHeads == nil {
+            let (err, written) = try streamBlocks(t, type, source: source, sink: sink)
+            row += [("quantized", .bool(true)), ("scheme", .string(scheme.name)), ("granularity", .string(quantizer.granularity.description)),
+                    ("bytes_out", .int(written))]
+            let stored = type.rowBytes(e.info.count)
+            row += metric("bits_per_weight", Double(stored * 8) / Double(e.info.count))
+            row += errorMetrics(err)
+            return (.object(row), err, written, stored)
+        }
         var x = decodeFloats(source, e)
         if let bad = x.firstIndex(where: { !$0.isFinite }) {
             throw FormatError(file: source.filePath(of: e), tensor: e.name, "element \(bad) is \(x[bad]); cannot quantize a non-finite value")
@@ -274,6 +283,44 @@ public struct QuantizeJob: Sendable {
         row += metric("bits_per_weight", Double(stored * 8) / Double(x.count))
         row += errorMetrics(err) + pieces.extra
         return (.object(row), err, written, stored)
+    }
+
+    /// Block formats need no whole-tensor statistics: rows go through in ~1 MB pieces (decode,
+    /// encode, decode back for the error, write), so memory stays small and caches stay warm.
+    private func streamBlocks(_ t: Task, _ type: GGMLType, source: Checkpoint, sink: QuantizeSink) throws -> (ErrorAccumulator, Int) {
+        let e = t.entry
+        source.willNeed(e)
+        defer { source.release(e) }
+        let src = source.bytes(e)
+        let inSize = e.info.dtype.size!, cols = t.cols
+        let rowsPer = max(1, (1 << 18) / max(1, cols))
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: rowsPer * cols)
+        let y = UnsafeMutablePointer<Float>.allocate(capacity: rowsPer * cols)
+        let blob = UnsafeMutableRawPointer.allocate(byteCount: type.rowBytes(rowsPer * cols), alignment: 64)
+        let back = UnsafeMutableRawPointer.allocate(byteCount: rowsPer * cols * inSize, alignment: 64)
+        defer { x.deallocate(); y.deallocate(); blob.deallocate(); back.deallocate() }
+        var err = ErrorAccumulator(), written = 0
+        var r = 0
+        while r < t.rows {
+            let m = min(rowsPer, t.rows - r), n = m * cols
+            Codec.decode(e.info.dtype, src.baseAddress! + r * cols * inSize, count: n, into: x)
+            for i in 0..<n where !x[i].isFinite {
+                throw FormatError(file: source.filePath(of: e), tensor: e.name, "element \(r * cols + i) is \(x[i]); cannot quantize a non-finite value")
+            }
+            type.encode(x, count: n, into: blob)
+            type.decode(blob, count: n, into: y)
+            err.add(x, y, count: n)
+            if format == .fake {
+                Codec.encode(y, count: n, as: e.info.dtype, into: back)
+                try sink.write(t.firstOutput, at: r * cols * inSize, UnsafeRawBufferPointer(start: back, count: n * inSize))
+                written += n * inSize
+            } else {
+                try sink.write(t.firstOutput, at: type.rowBytes(r * cols), UnsafeRawBufferPointer(start: blob, count: type.rowBytes(n)))
+                written += type.rowBytes(n)
+            }
+            r += m
+        }
+        return (err, written)
     }
 
     /// For fake quantization, the bytes the scheme would store (so bits per weight is comparable).
@@ -361,10 +408,10 @@ enum QuantizeSink: Sendable {
     case gguf(GGUFWriter)
     case safetensors(CheckpointWriter)
 
-    func write(_ index: Int, _ bytes: UnsafeRawBufferPointer) throws {
+    func write(_ index: Int, at offset: Int = 0, _ bytes: UnsafeRawBufferPointer) throws {
         switch self {
-        case let .gguf(w): try w.write(tensor: index, bytes)
-        case let .safetensors(w): try w.write(tensor: index, bytes)
+        case let .gguf(w): try w.write(tensor: index, at: offset, bytes)
+        case let .safetensors(w): try w.write(tensor: index, at: offset, bytes)
         }
     }
     func commit() throws { switch self { case let .gguf(w): try w.commit(); case let .safetensors(w): try w.commit() } }
