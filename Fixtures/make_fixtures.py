@@ -227,7 +227,27 @@ def mergekit_goldens():
     for name in sorted(os.listdir(os.path.join(src, "configs"))):
         shutil.copy(os.path.join(src, "configs", name), os.path.join(dst, name))
 
+def quant_weights():
+    """Weight matrices for `wtool quantize`: Gaussian, Laplace and Student-t(3) rows (the heavy
+    tails are where HQQ's robust zero points pay), a bf16 copy, a row length that no block of 32
+    divides, plus a norm vector and an embedding that the default selection keeps."""
+    rng = np.random.default_rng(11)
+    d = os.path.join(HERE, "quant")
+    os.makedirs(d, exist_ok=True)
+    w = {
+        "model.layers.0.mlp.up_proj.weight": (0.02 * rng.standard_normal((128, 512))).astype(np.float32),
+        "model.layers.0.mlp.down_proj.weight": (0.02 * rng.laplace(size=(128, 512))).astype(np.float32),
+        "model.layers.0.self_attn.o_proj.weight": (0.02 * rng.standard_t(3, size=(128, 512))).astype(np.float32),
+        "model.layers.0.self_attn.odd_proj.weight": rng.standard_normal((16, 100)).astype(np.float32),
+        "model.layers.0.input_layernorm.weight": np.ones(512, np.float32),
+        "model.embed_tokens.weight": rng.standard_normal((64, 512)).astype(np.float32),
+    }
+    save_file(w, os.path.join(d, "weights.safetensors"), metadata={"format": "pt"})
+    bf = {k: v.astype(ml_dtypes.bfloat16) for k, v in w.items()}
+    save_file(bf, os.path.join(d, "weights-bf16.safetensors"), metadata={"format": "pt"})
+
 if __name__ == "__main__":
+    quant_weights()
     mergekit_goldens()
     tiny_llama()
     dtypes_file()
