@@ -1,5 +1,5 @@
 """Shared pieces of `make bench`: generated checkpoints, timing with peak RSS, the I/O floor."""
-import json, os, struct, subprocess, sys
+import shutil, json, os, struct, subprocess, sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Fixtures"))
@@ -86,7 +86,11 @@ def best(f, n, fresh=()):
 
 
 def cleanup(*paths):
+    """Removes outputs: files, their .report.json beside them, and output folders."""
     for p in paths:
-        for q in (p, p[:-len(".safetensors")] + ".report.json"):
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+            continue
+        for q in (p, os.path.splitext(p)[0] + ".report.json"):
             if os.path.exists(q):
                 os.unlink(q)
