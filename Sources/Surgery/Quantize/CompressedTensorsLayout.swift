@@ -10,17 +10,23 @@ public enum CompressedTensorsLayout {
     /// Packs `rows` rows of `cols` signed values along the last dimension.
     public static func pack(_ q: [Int8], rows: Int, cols: Int, bits: Int) -> [Int32] {
         let words = packedWords(cols, bits: bits)
-        var out = [UInt32](repeating: 0, count: rows * words)
-        let offset = 1 << (bits - 1)
-        for r in 0..<rows {
-            for c in 0..<cols {
-                let u = UInt32(Int(q[r * cols + c]) + offset)
-                let bit = c * bits, w = r * words + bit / 32, shift = bit % 32
-                out[w] |= u << UInt32(shift)
-                if shift + bits > 32 { out[w + 1] |= u >> UInt32(32 - shift) }
+        var out = [Int32](repeating: 0, count: rows * words)
+        let offset = Int32(1 << (bits - 1))
+        q.withUnsafeBufferPointer { qp in
+            out.withUnsafeMutableBufferPointer { op in
+                let o = UnsafeMutableRawPointer(op.baseAddress!).assumingMemoryBound(to: UInt32.self)
+                for r in 0..<rows {
+                    let row = qp.baseAddress! + r * cols, w0 = o + r * words
+                    for c in 0..<cols {
+                        let u = UInt32(bitPattern: Int32(row[c]) + offset)
+                        let bit = c * bits, w = bit >> 5, shift = UInt32(bit & 31)
+                        w0[w] |= u << shift
+                        if Int(shift) + bits > 32 { w0[w + 1] |= u >> (32 - shift) }
+                    }
+                }
             }
         }
-        return out.map { Int32(bitPattern: $0) }
+        return out
     }
 
     /// Packs along the first dimension (zero points): the transpose, packed, transposed back.

@@ -72,9 +72,11 @@ public enum IntegerRTN {
                 if !symmetric { z = min(Float(qmax), max(Float(qmin), (Float(qmin) - lo / s).rounded(.toNearestOrEven))) }
                 out.scale[g] = s
                 out.zero[g] = z
-                let base = g * runLength
-                for (k, v) in run.enumerated() {
-                    q[base + k] = Int8(clampedRound(v / s + z, qmin, qmax))
+                let base = g * runLength, qlo = Float(qmin), qhi = Float(qmax)
+                let xp = run.baseAddress!, qp = q.baseAddress! + base
+                for k in 0..<runLength {
+                    // Clamping to integer bounds before rounding is the same as after.
+                    qp[k] = Int8(roundHalfEven(min(qhi, max(qlo, xp[k] / s + z))))
                 }
             }
         }
@@ -227,6 +229,10 @@ public enum FP8Quantization {
         for g in 0..<scale.count { for i in (g * runLength)..<((g + 1) * runLength) { y[i] *= scale[g] } }
     }
 }
+
+/// round-half-even for |v| <= 2^22 by the 1.5·2^23 trick (what ggml's nearest_int does), which
+/// vectorises where rint does not.
+@inline(__always) func roundHalfEven(_ v: Float) -> Float { (v + 12582912) - 12582912 }
 
 /// round-half-even, clamped to [lo, hi]; NaN gives 0.
 @inline(__always) func clampedRound(_ v: Float, _ lo: Int, _ hi: Int) -> Int {
