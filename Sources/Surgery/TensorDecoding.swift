@@ -22,6 +22,13 @@ private func decodeTensor<T>(_ c: Checkpoint, _ e: Checkpoint.Entry,
     return v
 }
 
+/// f32 values encoded in a storage dtype.
+func encodeFloats(_ v: [Float], as d: DType) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: v.count * d.size!)
+    v.withUnsafeBufferPointer { p in out.withUnsafeMutableBytes { Codec.encode(p.baseAddress!, count: v.count, as: d, into: $0.baseAddress!) } }
+    return out
+}
+
 extension CheckpointWriter {
     /// Encodes f32 values in a storage dtype and writes them as tensor `index`.
     public func write(floats v: [Float], as dtype: DType, tensor index: Int) throws {

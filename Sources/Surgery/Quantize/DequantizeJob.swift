@@ -76,11 +76,6 @@ public struct DequantizeJob: Sendable {
         return report
     }
 
-    private func encode(_ v: [Float], _ d: DType) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: v.count * d.size!)
-        v.withUnsafeBufferPointer { p in out.withUnsafeMutableBytes { Codec.encode(p.baseAddress!, count: v.count, as: d, into: $0.baseAddress!) } }
-        return out
-    }
 
     private func ggufItems(_ g: GGUFFile) throws -> [Item] {
         let intTypes: [UInt32: DType] = [24: .I8, 25: .I16, 26: .I32, 27: .I64]
@@ -102,7 +97,7 @@ public struct DequantizeJob: Sendable {
                 let b = try g.bytes(t, byteCount: type.rowBytes(n))
                 var y = [Float](repeating: 0, count: n)
                 y.withUnsafeMutableBufferPointer { type.decode(b.baseAddress!, count: n, into: $0.baseAddress!) }
-                return self.encode(y, out)
+                return encodeFloats(y, as: out)
             }, dequantized: type.isQuantized)
         }
     }
@@ -151,7 +146,7 @@ public struct DequantizeJob: Sendable {
                     let dq = IntegerQuantized(bits: bits, runLength: rows * cols / groups, q: q, scale: scale, zero: zero)
                     var y = [Float](repeating: 0, count: rows * cols)
                     y.withUnsafeMutableBufferPointer { dq.dequantize(into: $0.baseAddress!) }
-                    return self.encode(y, out)
+                    return encodeFloats(y, as: out)
                 }, dequantized: true))
             } else if e.info.dtype == .F8_E4M3, e.name.hasSuffix(".weight"), let scaleE = c.entry(String(e.name.dropLast("weight".count)) + "weight_scale") {
                 consumed.insert(scaleE.name)
@@ -164,7 +159,7 @@ public struct DequantizeJob: Sendable {
                     let codes = Array(c.bytes(e))
                     var y = [Float](repeating: 0, count: n)
                     y.withUnsafeMutableBufferPointer { FP8Quantization.dequantize(codes: codes, scale: decodeFloats(c, scaleE), runLength: n / groups, into: $0.baseAddress!) }
-                    return self.encode(y, out)
+                    return encodeFloats(y, as: out)
                 }, dequantized: true))
             }
         }

@@ -72,7 +72,7 @@ struct TensorQuantizer: Sendable {
         case .fp8:
             let (codes, scales) = x.withUnsafeBufferPointer { FP8Quantization.quantize($0, runLength: run, scaleDType: scaleDType) }
             decoded.withUnsafeMutableBufferPointer { FP8Quantization.dequantize(codes: codes, scale: scales, runLength: run, into: $0.baseAddress!) }
-            return QuantizedPieces(blobs: format == .compressedTensors ? [codes, encode(scales, scaleDType)] : [], decoded: decoded)
+            return QuantizedPieces(blobs: format == .compressedTensors ? [codes, encodeFloats(scales, as: scaleDType)] : [], decoded: decoded)
         case .integer, .hqq, .ternary:
             var extra: [(String, JSONValue)] = []
             let q: IntegerQuantized
@@ -97,7 +97,7 @@ struct TensorQuantizer: Sendable {
             if format == .compressedTensors {
                 let bits = scheme.storedBits
                 pieces.blobs = [int32Bytes(CompressedTensorsLayout.pack(q.q, rows: rows, cols: cols, bits: bits)),
-                                encode(q.scale, scaleDType), int64Bytes([Int64(rows), Int64(cols)])]
+                                encodeFloats(q.scale, as: scaleDType), int64Bytes([Int64(rows), Int64(cols)])]
                 if !effectiveSymmetric {
                     let zp = q.zero.map { Int8(clampedRound($0, -128, 127)) }
                     switch granularity {
@@ -111,11 +111,6 @@ struct TensorQuantizer: Sendable {
         }
     }
 
-    private func encode(_ v: [Float], _ d: DType) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: v.count * d.size!)
-        v.withUnsafeBufferPointer { p in out.withUnsafeMutableBytes { Codec.encode(p.baseAddress!, count: v.count, as: d, into: $0.baseAddress!) } }
-        return out
-    }
 }
 
 func int32Bytes(_ v: [Int32]) -> [UInt8] { v.withUnsafeBytes { Array($0) } }
