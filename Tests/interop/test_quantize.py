@@ -342,6 +342,20 @@ def test_usage_errors(tmp_path, args, status, needle):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("out,args,needle", [
+    ("o.safetensors", ["--scheme", "q4_0", "--format", "gguf"], "give -o NAME.gguf"),
+    ("o.gguf", ["--scheme", "int4", "--format", "fake"], "needs --format gguf"),
+    ("o.safetensors", ["--scheme", "fp8", "--granularity", "group"], "tensor or channel"),
+    ("o.safetensors", ["--scheme", "int4", "--dtype", "f16"], "--dequantize"),
+    ("o", ["--scheme", "int4", "--shard-size", "lots"], "invalid --shard-size"),
+    ("o.safetensors", ["--scheme", "int4", "--symmetric", "--asymmetric"], "exclude each other"),
+])
+def test_more_usage_errors(tmp_path, out, args, needle):
+    code, _, err = run("quantize", QUANT, "-o", tmp_path / out, *args, check=False)
+    assert code == 2 and needle in err, err
+    assert os.listdir(tmp_path) == []
+
+
 def test_bad_inputs_leave_nothing(tmp_path):
     w = np.ones((4, 64), np.float32); w[2, 5] = np.nan
     p = tmp_path / "in" ; p.mkdir()

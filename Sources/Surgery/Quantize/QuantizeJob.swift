@@ -104,8 +104,7 @@ public struct QuantizeJob: Sendable {
             switch format {
             case .gguf:
                 let type: UInt32, bytes: Int
-                if let run, case let .ggml(t) = scheme {
-                    _ = run
+                if run != nil, case let .ggml(t) = scheme {
                     type = t.id; bytes = t.rowBytes(e.info.count)
                 } else {
                     guard let (id, size) = QuantizeJob.ggufPlainType(e.info.dtype) else {
@@ -228,10 +227,9 @@ public struct QuantizeJob: Sendable {
         guard let run = t.run else {
             // Kept: copied as is, or (GGUF) re-encoded into a plain GGUF type.
             var written = 0
-            if let plain = t.ggufPlain, QuantizeJob.ggufPlainType(e.info.dtype)?.id == plain, !e.info.dtype.isFloatingPoint || [.F32, .F16, .BF16].contains(e.info.dtype), t.permuteHeads == nil {
-                try sink.write(t.firstOutput, source.bytes(e))
-                written = e.info.byteCount
-            } else if let plain = t.ggufPlain {
+            // F64 and F8 become F32 in GGUF; everything else goes out in its own bytes.
+            let reencode = [.F64, .F8_E4M3, .F8_E5M2].contains(e.info.dtype) || t.permuteHeads != nil
+            if let plain = t.ggufPlain, reencode {
                 var x = decodeFloats(source, e)
                 if let h = t.permuteHeads { x = LlamaCppExport.permuteRows(x, rows: t.rows, cols: t.cols, heads: h)! }
                 let type = GGMLType.withID(plain)!
