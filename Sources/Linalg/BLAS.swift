@@ -38,3 +38,17 @@ public func matmul(_ a: Matrix, transA: Bool = false, _ b: Matrix, transB: Bool 
     gemm(a, transA: transA, b, transB: transB, into: &c)
     return c
 }
+
+/// C (m x n, row-major) = op(A) * op(B) + beta * C on raw row-major buffers (leading dimensions
+/// are the stored row lengths): for callers whose operands are views into larger buffers.
+public func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                  _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                  beta: Float = 0, into c: UnsafeMutablePointer<Float>) {
+    guard m > 0 && n > 0 else { return }
+    if k == 0 {
+        for i in 0..<(m * n) { c[i] *= beta }
+        return
+    }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), 1, a, Int32(lda), b, Int32(ldb), beta, c, Int32(n))
+}

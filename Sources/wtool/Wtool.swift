@@ -15,7 +15,7 @@ struct Wtool: ParsableCommand {
         error. See wtool(1) and wtool-<command>(1).
         """,
         version: wtoolVersion,
-        subcommands: [InspectCommand.self, DiffCommand.self, ConvertCommand.self, MergeCommand.self, TaskVectorCommand.self, PruneCommand.self, LowRankCommand.self, QuantizeCommand.self]
+        subcommands: [InspectCommand.self, DiffCommand.self, ConvertCommand.self, MergeCommand.self, TaskVectorCommand.self, PruneCommand.self, LowRankCommand.self, QuantizeCommand.self, PermuteMatchCommand.self]
     )
 }
 

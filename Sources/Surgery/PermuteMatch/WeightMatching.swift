@@ -1,0 +1,236 @@
+import Linalg
+import SafeTensors
+
+/// One coordinate-descent step: a space's linear assignment problem.
+public struct MatchStep: Sendable {
+    public let sweep: Int
+    public let space: String
+    /// Objective gain of the step (0 when the current permutation was kept).
+    public let gain: Double
+    /// Units whose position changed in this step.
+    public let moved: Int
+    /// True when no space sharing a tensor with this one changed since its last step: the cost
+    /// matrix is the same, so the answer is too, and it was not rebuilt.
+    public let skipped: Bool
+}
+
+public struct MatchOutcome: Sendable {
+    public var perms: [String: [Int]]
+    public var steps: [MatchStep] = []
+    public var sweeps = 0
+    public var converged = false
+    public var costSeconds = 0.0
+    public var lapSeconds = 0.0
+}
+
+/// Git Re-Basin's weight matching: maximise sum_t <A_t, pi(B_t)> over the spec's permutations by
+/// coordinate descent, one exact LAP per space, in a seeded random order per sweep, until a sweep
+/// changes nothing. Each cost matrix is accumulated tensor by tensor (sgemm in f32, sum in f64),
+/// so memory holds the tensors of one step plus one n x n cost.
+struct WeightMatcher {
+    let spec: BoundSpec
+    let a: FloatTensors
+    let b: FloatTensors
+    var seed: UInt64 = 0
+    var maxSweeps = 100
+    /// BLAS threads for the cost GEMMs (the split is over output blocks, so the sums, and hence
+    /// the result, do not depend on it).
+    var threads = 1
+
+    func run() throws -> MatchOutcome {
+        var out = MatchOutcome(perms: spec.identity)
+        let names = spec.instances.map(\.name)
+        let template = Dictionary(uniqueKeysWithValues: spec.instances.map { ($0.name, $0.template) })
+        let neighbours = neighbourTemplates()
+        let selfCoupled = selfCoupledTemplates()
+        var changedAt: [String: Int] = [:]
+        var computedAt: [String: Int] = [:]
+        var clock = 0
+        BLASThreads.set(threads)
+        defer { BLASThreads.set(1) }
+        for sweep in 0..<maxSweeps {
+            var order = names
+            var rng = SeededRNG(seed: seed, stream: "permute-match/order", block: UInt64(sweep))
+            if order.count > 1 {
+                for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+            }
+            var progress = false
+            for x in order {
+                clock += 1
+                let t = template[x]!
+                if let at = computedAt[x], !selfCoupled.contains(t), neighbours[t]!.allSatisfy({ (changedAt[$0] ?? 0) <= at }) {
+                    out.steps.append(MatchStep(sweep: sweep + 1, space: x, gain: 0, moved: 0, skipped: true))
+                    continue
+                }
+                var t0 = monotonicSeconds()
+                let n = spec.instanceSize(x)!
+                let cost = try costMatrix(x, n: n, out.perms)
+                computedAt[x] = clock
+                out.costSeconds += monotonicSeconds() - t0
+                t0 = monotonicSeconds()
+                let ci = try cost.withUnsafeBufferPointer { try LinearAssignment.solve($0, n: n, maximize: true) }
+                out.lapSeconds += monotonicSeconds() - t0
+                let current = out.perms[x]!
+                var oldL = 0.0, newL = 0.0, scale = 0.0
+                for i in 0..<n {
+                    oldL += cost[i * n + current[i]]
+                    newL += cost[i * n + ci[i]]
+                    var m = 0.0
+                    for j in 0..<n { m = max(m, abs(cost[i * n + j])) }
+                    scale += m
+                }
+                // Keep the current permutation unless the LAP strictly improves on it: ties never
+                // move units, so the descent cannot cycle between equal answers.
+                if newL - oldL > 1e-10 * scale {
+                    let moved = zip(current, ci).filter { $0 != $1 }.count
+                    out.perms[x] = ci
+                    changedAt[t] = clock
+                    progress = true
+                    out.steps.append(MatchStep(sweep: sweep + 1, space: x, gain: newL - oldL, moved: moved, skipped: false))
+                } else {
+                    out.steps.append(MatchStep(sweep: sweep + 1, space: x, gain: 0, moved: 0, skipped: false))
+                }
+            }
+            out.sweeps = sweep + 1
+            if !progress { out.converged = true; break }
+        }
+        return out
+    }
+
+    /// For each template, the templates acting on any tensor it touches (its cost depends on them).
+    private func neighbourTemplates() -> [String: Set<String>] {
+        var r: [String: Set<String>] = [:]
+        for (t, occ) in spec.occurrences {
+            var s = Set<String>()
+            for o in occ { s.formUnion(spec.templatesOfTensor[o.tensor]) }
+            r[t] = s
+        }
+        return r
+    }
+
+    /// Templates acting on two axes of one tensor: their cost depends on their own value.
+    private func selfCoupledTemplates() -> Set<String> {
+        var r = Set<String>()
+        for (t, occ) in spec.occurrences {
+            var axes: [Int: Set<Int>] = [:]
+            for o in occ { axes[o.tensor, default: []].insert(o.axis) }
+            if axes.values.contains(where: { $0.count > 1 }) { r.insert(t) }
+        }
+        return r
+    }
+
+    /// C[i, j] = similarity of A's unit i and B's unit j of space `x`, every other permutation
+    /// applied to B: the sum over the tensors it touches of Xa Xb^T (unit axis moved to the front).
+    func costMatrix(_ x: String, n: Int, _ perms: [String: [Int]]) throws -> [Double] {
+        let tpl = spec.instances.first { $0.name == x }!.template
+        var byTensor: [Int: [BoundSpec.Occurrence]] = [:]
+        for o in spec.occurrences[tpl]! { byTensor[o.tensor, default: []].append(o) }
+        var cost = [Double](repeating: 0, count: n * n)
+        var partial = [Float](repeating: 0, count: n * n)
+        for t in byTensor.keys.sorted() where spec.tensors[t].dtype.isFloatingPoint {
+            let occ = byTensor[t]!
+            let shape = spec.tensors[t].shape
+            let av = a.floats(t)
+            let bv = b.floats(t)
+            for axis in Set(occ.map(\.axis)).sorted() {
+                let index: [[Int]?] = spec.tensors[t].axes.enumerated().map { k, ax in
+                    guard let ax, !ax.isFixed else { return nil }
+                    return spec.indexVector(ax, perms, except: k == axis ? x : nil)
+                }
+                let bp = Gather.floats(bv, shape: shape, index)
+                for o in occ where o.axis == axis {
+                    guard let units = UnitView(spec, o, instance: x, perms: perms, shape: shape) else { continue }
+                    partial.withUnsafeMutableBufferPointer { units.similarity(av, bp, into: $0.baseAddress!) }
+                    for k in 0..<(n * n) { cost[k] += Double(partial[k]) }
+                }
+            }
+        }
+        return cost
+    }
+}
+
+/// How one occurrence of a space sits in a tensor: the tensor seen as (outer, L, inner) along
+/// the axis, the axis position of unit i in prefix h and sub-position l being
+/// offset + (h * n + i) * lo + l. Only prefixes whose source indices name this instance count.
+struct UnitView {
+    let n: Int, outer: Int, inner: Int, length: Int, lo: Int, offset: Int
+    let prefixes: [Int]
+    let hiCount: Int
+
+    init?(_ spec: BoundSpec, _ o: BoundSpec.Occurrence, instance x: String, perms: [String: [Int]], shape: [Int]) {
+        let axis = spec.tensors[o.tensor].axes[o.axis]!
+        let seg = axis.segments[o.segment]
+        offset = axis.segments[..<o.segment].reduce(0) { $0 + $1.reduce(1) { $0 * $1.size } }
+        n = seg[o.level].size
+        lo = seg[(o.level + 1)...].reduce(1) { $0 * $1.size }
+        outer = shape[..<o.axis].reduce(1, *)
+        inner = shape[(o.axis + 1)...].reduce(1, *)
+        length = shape[o.axis]
+        hiCount = seg[..<o.level].reduce(1) { $0 * $1.size }
+        let tpl = spec.templates[seg[o.level].space!]!
+        if !tpl.isFamily {
+            prefixes = Array(0..<hiCount)
+        } else {
+            // Walk the output prefixes, tracking the source index each outer level reads.
+            var found: [Int] = []
+            var source = [Int](repeating: 0, count: o.level)
+            var outIdx = [Int](repeating: 0, count: o.level)
+            let sizes = seg[..<o.level].map(\.size)
+            for h in 0..<hiCount {
+                var rest = h
+                for k in stride(from: o.level - 1, through: 0, by: -1) { outIdx[k] = rest % sizes[k]; rest /= sizes[k] }
+                for k in 0..<o.level {
+                    if let sp = seg[k].space, let p = perms[spec.templates[sp]!.instance(source)] {
+                        source[k] = p[outIdx[k]]
+                    } else {
+                        source[k] = outIdx[k]
+                    }
+                }
+                if tpl.instance(source) == x { found.append(h) }
+            }
+            prefixes = found
+        }
+        if prefixes.isEmpty { return nil }
+    }
+
+    /// into (n x n, f32) = Xa Xb^T for this occurrence.
+    func similarity(_ a: [Float], _ b: [Float], into c: UnsafeMutablePointer<Float>) {
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                let A = pa.baseAddress!, B = pb.baseAddress!
+                if outer == 1 && hiCount == 1 {
+                    // Units are rows: n rows of lo*inner values, contiguous.
+                    let m = lo * inner
+                    sgemm(transA: false, transB: true, m: n, n: n, k: m, A + offset * inner, lda: m, B + offset * inner, ldb: m, into: c)
+                } else if inner == 1 && lo == 1 && hiCount == 1 {
+                    // Units are columns of an (outer x length) matrix.
+                    sgemm(transA: true, transB: false, m: n, n: n, k: outer, A + offset, lda: length, B + offset, ldb: length, into: c)
+                } else {
+                    let m = outer * prefixes.count * lo * inner
+                    let xa = gatherUnits(A, m), xb = gatherUnits(B, m)
+                    sgemm(transA: false, transB: true, m: n, n: n, k: m, xa, lda: m, xb, ldb: m, into: c)
+                    xa.deallocate(); xb.deallocate()
+                }
+            }
+        }
+    }
+
+    /// The units as an n x m row-major matrix.
+    private func gatherUnits(_ src: UnsafePointer<Float>, _ m: Int) -> UnsafeMutablePointer<Float> {
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n * m))
+        for i in 0..<n {
+            var col = 0
+            let row = x + i * m
+            for o in 0..<outer {
+                for h in prefixes {
+                    for l in 0..<lo {
+                        let pos = offset + (h * n + i) * lo + l
+                        (row + col).update(from: src + (o * length + pos) * inner, count: inner)
+                        col += inner
+                    }
+                }
+            }
+        }
+        return x
+    }
+}
