@@ -29,7 +29,7 @@ struct PermuteMatchCommand: ParsableCommand {
     )
 
     @Argument(help: ArgumentHelp("B: the model to re-index (a .safetensors file or a model folder).", valueName: "B"))
-    var model: String
+    var model: String?
 
     @Option(name: .long, help: ArgumentHelp("A: the model to align B to.", valueName: "A"))
     var reference: String?
@@ -78,6 +78,7 @@ struct PermuteMatchCommand: ParsableCommand {
         }
         if maxSweeps < 1 { throw ValidationError("--max-sweeps must be at least 1") }
         if let shardSize, ByteSize.parse(shardSize) == nil { throw ValidationError("invalid --shard-size '\(shardSize)' (examples: 500MB, 5GB)") }
+        if solveLap == nil && model == nil { throw ValidationError("missing B, the model to re-index") }
         if printSpec || selfTest || solveLap != nil {
             if output != nil { throw ValidationError("-o is not used with \(printSpec ? "--print-spec" : selfTest ? "--self-test" : "--solve-lap")") }
             if printSpec && selfTest { throw ValidationError("--print-spec and --self-test are separate runs") }
@@ -97,7 +98,7 @@ struct PermuteMatchCommand: ParsableCommand {
             for row in try LAPDiagnostic.solve(file: solveLap) { print(row.compact()) }
             return
         }
-        var job = PermuteMatchJob(model: model)
+        var job = PermuteMatchJob(model: model!)
         job.settings = common.settings(report: report, shardSize: shardSize)
         job.reference = reference
         job.output = output

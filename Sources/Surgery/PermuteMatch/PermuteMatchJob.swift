@@ -73,6 +73,7 @@ public struct PermuteMatchJob: Sendable {
             a = ref
         }
         report.warnings += bound.warnings
+        if verify && bound.spec.architecture != "mlp" { throw UsageError("--verify runs MLP chains only; use --self-test for other specs") }
         guard let output else { throw UsageError("-o OUT is required") }
         var inputs = [b]
         if let a { inputs.append(a) }
@@ -122,7 +123,6 @@ public struct PermuteMatchJob: Sendable {
         }
         summary.append(("space_details", .array(PermuteMatchJob.spaceRows(bound, outcome))))
         if verify {
-            guard bound.spec.architecture == "mlp" else { throw UsageError("--verify runs MLP chains only; use --self-test for other specs") }
             let out = try Checkpoint(path: output)
             let r = MLPCheck.compare(b, out, layers: MLPCheck.layers(of: bound.spec), seed: seed)
             summary += [("verify_inputs", .int(r.inputs))] + metric("verify_max_abs_logit_difference", r.maxAbsDifference) + metric("verify_max_abs_logit", r.maxAbsLogit)
