@@ -74,6 +74,7 @@ bench: release
 	$(VPY) Tests/bench/bench_prune.py --wtool $(RELEASE_BIN)
 	$(VPY) Tests/bench/bench_quantize.py --wtool $(RELEASE_BIN)
 	$(VPY) Tests/bench/bench_lowrank.py --wtool $(RELEASE_BIN)
+	$(VPY) Tests/bench/bench_permute.py --wtool $(RELEASE_BIN)
 
 ## fixtures: regenerate every byte in Fixtures/ (committed; this checks they are reproducible).
 fixtures: venv

@@ -47,12 +47,14 @@ public enum LinearAssignment {
         var row4col = [Int](repeating: -1, count: n)
         // Column reduction: v[j] = min_i C[i, j] keeps every reduced cost >= 0 with u = 0; a column
         // whose cheapest row is still free is matched to it at reduced cost 0.
-        for j in 0..<n {
-            var best = c[j], arg = 0
-            for i in 1..<max(1, n) where c[i * n + j] < best { best = c[i * n + j]; arg = i }
-            v[j] = best
-            if col4row[arg] == -1 { col4row[arg] = j; row4col[j] = arg }
+        // (Scanned row by row: a column walk of a row-major matrix misses the cache every step.)
+        var argmin = [Int](repeating: 0, count: n)
+        for j in 0..<n { v[j] = c[j] }
+        for i in 1..<max(1, n) {
+            let row = c + i * n
+            for j in 0..<n where row[j] < v[j] { v[j] = row[j]; argmin[j] = i }
         }
+        for j in 0..<n where col4row[argmin[j]] == -1 { col4row[argmin[j]] = j; row4col[j] = argmin[j] }
         let spc = UnsafeMutablePointer<Double>.allocate(capacity: n)
         let path = UnsafeMutablePointer<Int>.allocate(capacity: n)
         let remaining = UnsafeMutablePointer<Int>.allocate(capacity: n)
