@@ -192,3 +192,93 @@ def llama_permute(p, seed, cfg=LLAMA, qk_dims=False, skip_norms=False):
         out[q + "mlp.up_proj.weight"] = out[q + "mlp.up_proj.weight"][mlp][:, res]
         out[q + "mlp.down_proj.weight"] = out[q + "mlp.down_proj.weight"][res][:, mlp]
     return out
+
+
+# ---------------------------------------------------------------- tiny GPT-2 and BERT
+
+GPT2 = dict(vocab=30, d=16, heads=4, layers=2, positions=8, inner=32)
+
+
+def gpt2_params(seed, cfg=GPT2):
+    rng = np.random.default_rng(seed)
+    d, f = cfg["d"], cfg["inner"]
+    def w(*s):
+        return (rng.normal(size=s) / np.sqrt(s[0])).astype(np.float32)
+    def v(n, base=0.0):
+        return (base + 0.1 * rng.normal(size=n)).astype(np.float32)
+    p = {"wte.weight": w(cfg["vocab"], d), "wpe.weight": w(cfg["positions"], d), "ln_f.weight": v(d, 1), "ln_f.bias": v(d)}
+    for l in range(cfg["layers"]):
+        q = f"h.{l}."
+        p.update({q + "ln_1.weight": v(d, 1), q + "ln_1.bias": v(d), q + "ln_2.weight": v(d, 1), q + "ln_2.bias": v(d),
+                  q + "attn.c_attn.weight": w(d, 3 * d), q + "attn.c_attn.bias": v(3 * d),
+                  q + "attn.c_proj.weight": w(d, d), q + "attn.c_proj.bias": v(d),
+                  q + "mlp.c_fc.weight": w(d, f), q + "mlp.c_fc.bias": v(f),
+                  q + "mlp.c_proj.weight": w(f, d), q + "mlp.c_proj.bias": v(d)})
+    return p
+
+
+def save_gpt2(folder, params, cfg=GPT2):
+    os.makedirs(folder, exist_ok=True)
+    save(params, os.path.join(folder, "model.safetensors"))
+    with open(os.path.join(folder, "config.json"), "w") as fh:
+        json.dump({"model_type": "gpt2", "n_embd": cfg["d"], "n_head": cfg["heads"], "n_layer": cfg["layers"],
+                   "n_positions": cfg["positions"], "vocab_size": cfg["vocab"], "n_inner": cfg["inner"]}, fh)
+
+
+def gpt2_logits(p, tokens, cfg=GPT2):
+    """HF GPT-2: Conv1D weights (in, out), pre-LN, fused QKV, gelu (tanh), lm_head tied to wte."""
+    P = {k: np.asarray(v, np.float64) for k, v in p.items()}
+    d, H = cfg["d"], cfg["heads"]
+    hd, T = d // H, len(tokens)
+
+    def ln(x, w, b):
+        m = x.mean(-1, keepdims=True)
+        return (x - m) / np.sqrt(((x - m) ** 2).mean(-1, keepdims=True) + 1e-5) * w + b
+
+    h = P["wte.weight"][tokens] + P["wpe.weight"][:T]
+    for l in range(cfg["layers"]):
+        q = f"h.{l}."
+        x = ln(h, P[q + "ln_1.weight"], P[q + "ln_1.bias"])
+        qkv = x @ P[q + "attn.c_attn.weight"] + P[q + "attn.c_attn.bias"]
+        Q, K, V = (qkv[:, i * d:(i + 1) * d].reshape(T, H, hd).transpose(1, 0, 2) for i in range(3))
+        s = Q @ K.transpose(0, 2, 1) / np.sqrt(hd) + np.triu(np.full((T, T), -np.inf), 1)
+        a = np.exp(s - s.max(-1, keepdims=True))
+        a /= a.sum(-1, keepdims=True)
+        o = (a @ V).transpose(1, 0, 2).reshape(T, d)
+        h = h + o @ P[q + "attn.c_proj.weight"] + P[q + "attn.c_proj.bias"]
+        x = ln(h, P[q + "ln_2.weight"], P[q + "ln_2.bias"])
+        u = x @ P[q + "mlp.c_fc.weight"] + P[q + "mlp.c_fc.bias"]
+        g = 0.5 * u * (1 + np.tanh(np.sqrt(2 / np.pi) * (u + 0.044715 * u ** 3)))
+        h = h + g @ P[q + "mlp.c_proj.weight"] + P[q + "mlp.c_proj.bias"]
+    return ln(h, P["ln_f.weight"], P["ln_f.bias"]) @ P["wte.weight"].T
+
+
+def save_bert(folder, seed, d=16, heads=4, layers=2, inner=32, vocab=30):
+    rng = np.random.default_rng(seed)
+    def w(*s):
+        return (rng.normal(size=s) / np.sqrt(s[-1])).astype(np.float32)
+    def v(n, base=0.0):
+        return (base + 0.1 * rng.normal(size=n)).astype(np.float32)
+    p = {"bert.embeddings.word_embeddings.weight": w(vocab, d), "bert.embeddings.position_embeddings.weight": w(8, d),
+         "bert.embeddings.token_type_embeddings.weight": w(2, d), "bert.embeddings.LayerNorm.weight": v(d, 1),
+         "bert.embeddings.LayerNorm.bias": v(d), "bert.embeddings.position_ids": np.arange(8, dtype=np.int64)[None],
+         "bert.pooler.dense.weight": w(d, d), "bert.pooler.dense.bias": v(d),
+         "cls.predictions.transform.dense.weight": w(d, d), "cls.predictions.transform.dense.bias": v(d),
+         "cls.predictions.transform.LayerNorm.weight": v(d, 1), "cls.predictions.transform.LayerNorm.bias": v(d),
+         "cls.predictions.bias": v(vocab), "cls.seq_relationship.weight": w(2, d), "cls.seq_relationship.bias": v(2)}
+    for l in range(layers):
+        q = f"bert.encoder.layer.{l}."
+        for n in ("query", "key", "value"):
+            p[q + f"attention.self.{n}.weight"] = w(d, d)
+            p[q + f"attention.self.{n}.bias"] = v(d)
+        p.update({q + "attention.output.dense.weight": w(d, d), q + "attention.output.dense.bias": v(d),
+                  q + "attention.output.LayerNorm.weight": v(d, 1), q + "attention.output.LayerNorm.bias": v(d),
+                  q + "intermediate.dense.weight": w(inner, d), q + "intermediate.dense.bias": v(inner),
+                  q + "output.dense.weight": w(d, inner), q + "output.dense.bias": v(d),
+                  q + "output.LayerNorm.weight": v(d, 1), q + "output.LayerNorm.bias": v(d)})
+    os.makedirs(folder, exist_ok=True)
+    save(p, os.path.join(folder, "model.safetensors"))
+    with open(os.path.join(folder, "config.json"), "w") as fh:
+        json.dump({"model_type": "bert", "hidden_size": d, "num_attention_heads": heads, "num_hidden_layers": layers,
+                   "intermediate_size": inner, "vocab_size": vocab}, fh)
+    return p

@@ -407,3 +407,37 @@ def test_verify_is_for_mlp_chains(tmp_path):
     ref.save_llama(tmp_path / "a", ref.llama_params(9))
     code, _, err = run("permute-match", "--reference", tmp_path / "a", tmp_path / "a", "-o", tmp_path / "o", "--verify", check=False)
     assert code == 2 and "--self-test" in err
+
+
+# ---------------------------------------------------------------- GPT-2 and BERT built-ins
+
+def test_gpt2_independent_pair_keeps_b_logits_and_self_test(tmp_path):
+    a, b = ref.gpt2_params(1), ref.gpt2_params(2)
+    ref.save_gpt2(tmp_path / "a", a)
+    ref.save_gpt2(tmp_path / "b", b)
+    run("permute-match", "--reference", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "out", "--report", tmp_path / "r.json")
+    out = load_file(tmp_path / "out" / "model.safetensors")
+    tokens = np.array([1, 7, 29, 3, 12, 0, 5, 18])
+    assert np.abs(ref.gpt2_logits(out, tokens) - ref.gpt2_logits(b, tokens)).max() <= 1e-5
+    assert not np.array_equal(out["h.0.attn.c_attn.weight"], b["h.0.attn.c_attn.weight"])
+    s = json.load(open(tmp_path / "r.json"))["summary"]
+    assert s["architecture"] == "gpt2" and s["l2_after"] < s["l2_before"]
+    wide = dict(ref.GPT2, d=64, inner=256)
+    ref.save_gpt2(tmp_path / "w", ref.gpt2_params(3, wide), wide)
+    run("permute-match", "--self-test", tmp_path / "w", "--seed", 2)
+    _, spec, _ = run("permute-match", "--print-spec", tmp_path / "a")
+    fused = json.loads(spec)["tensors"]["h.0.attn.c_attn.weight"]
+    assert fused == ["res", {"concat": [["h.0.head", 4], ["h.0.head", 4], ["h.0.head", "h.0.vdim.{0}"]]}]
+
+
+def test_bert_self_test_and_spec(tmp_path):
+    ref.save_bert(tmp_path / "m", 3)
+    run("permute-match", "--self-test", tmp_path / "m", "--seed", 4, "--report", tmp_path / "s.json")
+    s = json.load(open(tmp_path / "s.json"))["summary"]
+    assert s["recovered"] and s["architecture"] == "bert"
+    _, spec, _ = run("permute-match", "--print-spec", tmp_path / "m")
+    t = json.loads(spec)["tensors"]
+    assert t["cls.predictions.transform.dense.weight"] == ["res", "res"]
+    assert t["bert.encoder.layer.1.attention.self.value.weight"] == [["layer.1.head", "layer.1.vdim.{0}"], "res"]
+    assert t["bert.encoder.layer.1.attention.self.key.weight"] == [["layer.1.head", 4], "res"]
+    assert t["cls.seq_relationship.weight"] == [None, "pooler"]
