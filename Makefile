@@ -51,7 +51,8 @@ test-interop:
 	WTOOL=$(abspath $(DEBUG_BIN)) $(VPY) -m pytest -q Tests/interop
 
 ## demo: real jobs on the fixtures: inspect; convert to sharded bf16 and diff against the original;
-## a mergekit TIES recipe, compared with mergekit's own output.
+## a mergekit TIES recipe, compared with mergekit's own output; the digits MLPs aligned (Git Re-Basin)
+## and merged at the midpoint.
 demo: release
 	@rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
 	$(RELEASE_BIN) inspect Fixtures/tiny-llama/ft-sharded --stats --include 'model.layers.0.*'
@@ -61,6 +62,8 @@ demo: release
 	@$(VPY) Tests/bench/summarize_report.py $(DEMO_OUT)/ft-bf16/wtool-report.json
 	$(RELEASE_BIN) merge --config Fixtures/mergekit/ties.yml -o $(DEMO_OUT)/ties
 	$(RELEASE_BIN) diff $(DEMO_OUT)/ties Fixtures/mergekit/outputs/ties.safetensors --atol 1e-6
+	$(RELEASE_BIN) permute-match --reference Fixtures/permute/a.safetensors Fixtures/permute/b.safetensors -o $(DEMO_OUT)/b-aligned.safetensors --verify
+	$(RELEASE_BIN) merge --method linear Fixtures/permute/a.safetensors $(DEMO_OUT)/b-aligned.safetensors --weight 0.5,0.5 -o $(DEMO_OUT)/ab-merged.safetensors
 
 install: release
 	install -D -m 755 $(RELEASE_BIN) $(DESTDIR)$(PREFIX)/bin/wtool

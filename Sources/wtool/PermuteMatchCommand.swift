@@ -117,12 +117,12 @@ struct PermuteMatchCommand: ParsableCommand {
         let s = Dictionary(uniqueKeysWithValues: r.summary)
         let t = Dictionary(uniqueKeysWithValues: r.timing)
         if selfTest {
-            note("self-test: \(s["architecture"]!.compact()) spec, \(s["spaces"]!.compact()) spaces, planted permutation recovered "
+            note("self-test: \(s["architecture"]!.stringValue!) spec, \(s["spaces"]!.compact()) spaces, planted permutation recovered "
                  + "bit for bit in \(s["sweeps"]!.compact()) sweep(s)", quiet: common.quiet)
         } else if apply != nil {
             note("applied \(s["spaces"]!.compact()) permutations -> \(output!)", quiet: common.quiet)
         } else {
-            note("matched \(s["spaces"]!.compact()) spaces (\(s["architecture"]!.compact()) spec) in \(s["sweeps"]!.compact()) sweep(s): "
+            note("matched \(s["spaces"]!.compact()) spaces (\(s["architecture"]!.stringValue!) spec) in \(s["sweeps"]!.compact()) sweep(s): "
                  + "L2 to A \(s["l2_before"]!.compact()) -> \(s["l2_after"]!.compact()), cost \(t["cost_s"]!.compact()) s, "
                  + "LAP \(t["lap_s"]!.compact()) s -> \(output!)", quiet: common.quiet)
             if let d = s["verify_max_abs_logit_difference"] { note("verify: max |logit(B) - logit(OUT)| = \(d.compact())", quiet: common.quiet) }
