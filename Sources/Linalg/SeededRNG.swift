@@ -35,6 +35,14 @@ public struct SeededRNG: RandomNumberGenerator, Sendable {
     /// Uniform in [0, 1) with 53 bits.
     public mutating func nextUnitDouble() -> Double { Double(next() >> 11) * 0x1p-53 }
 
+    /// A uniformly random permutation of 0..<n (Fisher-Yates, our own so it never changes with the
+    /// standard library's shuffle).
+    public mutating func permutation(_ n: Int) -> [Int] {
+        var p = Array(0..<n)
+        if n > 1 { for i in stride(from: n - 1, to: 0, by: -1) { p.swapAt(i, Int(next() % UInt64(i + 1))) } }
+        return p
+    }
+
     /// Standard normal (Box-Muller, both values of a pair are not kept: simplicity over speed).
     public mutating func nextGaussian() -> Float {
         let u1 = max(nextUnitDouble(), 0x1p-53)

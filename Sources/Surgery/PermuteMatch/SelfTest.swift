@@ -19,9 +19,7 @@ extension PermuteMatchJob {
         var plantedPerms: [String: [Int]] = [:]
         for inst in bound.instances {
             var rng = SeededRNG(seed: seed, stream: "permute-match/planted/" + inst.name)
-            var p = Array(0..<inst.size)
-            if p.count > 1 { for i in stride(from: p.count - 1, to: 0, by: -1) { p.swapAt(i, Int(rng.next() % UInt64(i + 1))) } }
-            plantedPerms[inst.name] = p
+            plantedPerms[inst.name] = rng.permutation(inst.size)
         }
         let planted = plantedPerms
         timer.lap("plan")

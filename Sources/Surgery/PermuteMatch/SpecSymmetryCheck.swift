@@ -13,9 +13,7 @@ enum SpecSymmetryCheck {
             var perms: [String: [Int]] = [:]
             for inst in user.instances {
                 var rng = SeededRNG(seed: seed, stream: "permute-match/spec-check/" + inst.name, block: UInt64(draw))
-                var p = Array(0..<inst.size)
-                if p.count > 1 { for i in stride(from: p.count - 1, to: 0, by: -1) { p.swapAt(i, Int(rng.next() % UInt64(i + 1))) } }
-                perms[inst.name] = p
+                perms[inst.name] = rng.permutation(inst.size)
             }
             // value[instance][slot] of the built-in spec, and where it was first read.
             var values: [String: [Int?]] = [:]

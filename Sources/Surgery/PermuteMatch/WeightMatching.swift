@@ -49,11 +49,8 @@ struct WeightMatcher {
         BLASThreads.set(threads)
         defer { BLASThreads.set(1) }
         for sweep in 0..<maxSweeps {
-            var order = names
             var rng = SeededRNG(seed: seed, stream: "permute-match/order", block: UInt64(sweep))
-            if order.count > 1 {
-                for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-            }
+            let order = rng.permutation(names.count).map { names[$0] }
             var progress = false
             for x in order {
                 clock += 1
