@@ -441,3 +441,16 @@ def test_bert_self_test_and_spec(tmp_path):
     assert t["bert.encoder.layer.1.attention.self.value.weight"] == [["layer.1.head", "layer.1.vdim.{0}"], "res"]
     assert t["bert.encoder.layer.1.attention.self.key.weight"] == [["layer.1.head", 4], "res"]
     assert t["cls.seq_relationship.weight"] == [None, "pooler"]
+
+
+def test_apply_refuses_permutations_that_do_not_fit_the_spec(tmp_path, digits_match):
+    _, perm, _ = digits_match
+    for edit, message in ((lambda p: p["permutations"].update({"nope": [0, 1]}), "names no space of the spec"),
+                          (lambda p: p["permutations"].update({"layers.0": [1, 0]}), "has 2 entries, the space has 128"),
+                          (lambda p: p["permutations"].update({"layers.0": [0, 0] + list(range(2, 128))}), "is not a permutation")):
+        bad = json.loads(json.dumps(perm))
+        edit(bad)
+        (tmp_path / "p.json").write_text(json.dumps(bad))
+        code, _, err = run("permute-match", "--apply", tmp_path / "p.json", B, "-o", tmp_path / "o.safetensors", check=False)
+        assert code == 1 and message in err, err
+        assert not os.path.exists(tmp_path / "o.safetensors")
