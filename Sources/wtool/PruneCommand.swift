@@ -15,7 +15,9 @@ struct PruneCommand: ParsableCommand {
         soft-threshold: one global t, w -> sign(w) * max(|w| - t, 0). Counts are exact: --scope \
         tensor prunes floor(numel * S) per tensor, row floor(cols * S) per row, global floor(total * \
         S) over all targets; --nm N:M keeps the N largest of every M consecutive entries of each \
-        row. Ties are pruned lower index first. See wtool-prune-sparse(1).
+        row. The default scope is each method's own comparison group: row for wanda and DSnoT (as \
+        the Wanda authors' prune_wanda), global for soft-threshold, tensor for magnitude and \
+        principal. Ties are pruned lower index first. See wtool-prune-sparse(1).
         """
     )
 
@@ -24,7 +26,7 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("magnitude (default), wanda, principal, soft-threshold or structured.", valueName: "METHOD")) var method: String = "magnitude"
     @Option(name: .long, help: ArgumentHelp("structured: mlp (channels) or heads (KV groups).", valueName: "TARGET")) var target: String = "mlp"
     @Option(name: .long, help: ArgumentHelp("Fraction to prune, 0...1 (default 0.5; with --nm it is (M-N)/M).", valueName: "S")) var sparsity: Double = 0.5
-    @Option(name: .long, help: ArgumentHelp("tensor (default), row or global.", valueName: "SCOPE")) var scope: String?
+    @Option(name: .long, help: ArgumentHelp("tensor, row or global (default: row for wanda and --dsnot, global for soft-threshold, else tensor).", valueName: "SCOPE")) var scope: String?
     @Option(name: .long, help: ArgumentHelp("Keep N of every M consecutive entries per row (2:4, 4:8).", valueName: "N:M")) var nm: String?
     @Option(name: .long, help: ArgumentHelp("Activation statistics for wanda (safetensors, <module>.act_sq_sum).", valueName: "FILE")) var stats: String?
     @Option(name: .long, help: ArgumentHelp("Score targets without statistics by magnitude instead of failing.", valueName: "magnitude")) var fallback: String?
@@ -68,7 +70,7 @@ struct PruneCommand: ParsableCommand {
         var job = PruneJob(input: input, output: output)
         job.method = PruneJob.Method(rawValue: method)!
         job.sparsity = sparsity
-        job.scope = scope.flatMap { PruneJob.Scope(rawValue: $0) } ?? (job.method == .softThreshold ? .global : .tensor)
+        job.scope = scope.flatMap { PruneJob.Scope(rawValue: $0) }
         job.nm = parsedNM()
         job.statsPath = stats
         job.fallbackMagnitude = fallback == "magnitude"

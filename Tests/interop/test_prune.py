@@ -144,6 +144,49 @@ def test_wanda_masks_equal_numpy(tmp_path, scope, nm):
     assert all("estimated_relative_output_error" in r for r in rep["tensors"] if r["target"])
 
 
+def prune_wanda_reference(W, act_sq_sum, sparsity):
+    """A transcription of the Wanda authors' prune_wanda (locuslab/wanda lib/prune.py), unstructured:
+    W_metric = |W| * sqrt(scaler_row); sort each output row; prune the first int(in * s)."""
+    metric = np.abs(W.astype(np.float64)) * np.sqrt(act_sq_sum.astype(np.float64).reshape(1, -1))
+    idx = np.argsort(metric, axis=-1, kind="stable")[:, : int(W.shape[1] * sparsity)]
+    mask = np.zeros(W.shape, bool)
+    np.put_along_axis(mask, idx, True, axis=1)
+    return mask
+
+
+@pytest.mark.parametrize("dsnot", [False, True])
+def test_wanda_default_scope_is_per_output_row(tmp_path, dsnot):
+    """No --scope: the masks of the paper (per output row), not per tensor; the report says row."""
+    src, w, stats, path = wanda_inputs(tmp_path)
+    out = tmp_path / "out.safetensors"
+    run("prune-sparse", src, "-o", out, "--method", "wanda", "--stats", path, "--sparsity", "0.5", "--quiet")
+    masks = {k: prune_wanda_reference(v, stats[k[: -len(".weight")] + ".act_sq_sum"], 0.5)
+             for k, v in w.items() if is_target(k, v.shape)}
+    check(tmp_path, src, out, masks)
+    rep = json.load(open(tmp_path / "out.report.json"))
+    assert rep["parameters"]["scope"] == "row"
+    # the per-tensor masks differ on this model: the default really changed the grouping
+    per_tensor = tmp_path / "tensor.safetensors"
+    run("prune-sparse", src, "-o", per_tensor, "--method", "wanda", "--stats", path, "--sparsity", "0.5", "--scope", "tensor", "--quiet")
+    assert json.load(open(tmp_path / "tensor.report.json"))["parameters"]["scope"] == "tensor"
+    assert read_raw(per_tensor) != read_raw(out)
+    if dsnot:
+        # DSnoT refines Wanda masks row by row: its default group is the row too
+        full = {**stats}
+        for k in list(stats):
+            m = k[: -len(".act_sq_sum")]
+            full[m + ".act_mean"] = np.zeros_like(stats[k])
+            full[m + ".act_var"] = stats[k]
+        fpath = tmp_path / "full.safetensors"
+        save_file(full, fpath)
+        d = tmp_path / "dsnot.safetensors"
+        run("prune-sparse", src, "-o", d, "--method", "wanda", "--stats", fpath, "--sparsity", "0.5", "--dsnot", "--quiet")
+        assert json.load(open(tmp_path / "dsnot.report.json"))["parameters"]["scope"] == "row"
+        got = tensors(d)
+        for k in masks:
+            assert np.all((got[k] == 0).sum(axis=1) >= int(w[k].shape[1] * 0.5))
+
+
 def test_scaling_the_statistics_changes_nothing(tmp_path):
     src, _, _, p1 = wanda_inputs(tmp_path, 1.0)
     _, _, _, p2 = wanda_inputs(tmp_path, 1234.5)

@@ -13,7 +13,8 @@ public struct PruneJob: Sendable {
     public var output: String
     public var method: Method = .magnitude
     public var sparsity = 0.5
-    public var scope: Scope = .tensor
+    /// nil: the method's own comparison group (`Scope.default`).
+    public var scope: Scope?
     public var nm: (n: Int, m: Int)?
     public var statsPath: String?
     public var fallbackMagnitude = false
@@ -23,6 +24,15 @@ public struct PruneJob: Sendable {
     public var dsnot: DSnoT?
 
     public init(input: String, output: String) { self.input = input; self.output = output }
+
+    /// The comparison group each method's authors use: Wanda compares the scores of each output
+    /// row (locuslab/wanda `prune_wanda`), and so does DSnoT, which refines Wanda masks row by row;
+    /// soft-threshold has one global threshold; magnitude pruning is per tensor (layer-wise).
+    public static func defaultScope(_ method: Method, dsnot: Bool) -> Scope {
+        if method == .softThreshold { return .global }
+        if method == .wanda || dsnot { return .row }
+        return .tensor
+    }
 
     /// The default targets: 2-D float weights inside the layers, except norms and embeddings.
     public static func isDefaultTarget(_ e: TensorInfo) -> Bool {
@@ -34,6 +44,7 @@ public struct PruneJob: Sendable {
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
         var report = RunReport(command: settings.command)
+        let scope = self.scope ?? PruneJob.defaultScope(method, dsnot: dsnot != nil)
         guard sparsity >= 0 && sparsity <= 1 else { throw UsageError("--sparsity must be in [0, 1]") }
         if method == .principal && rank == nil { throw UsageError("principal needs --rank R") }
         if method == .softThreshold && (nm != nil || scope != .global) {
@@ -84,7 +95,7 @@ public struct PruneJob: Sendable {
         timer.lap("plan")
 
         // Scores (recomputed where needed, never held for the whole model).
-        let (method, rank, sparsity, nm, scope) = (self.method, self.rank, self.sparsity, self.nm, self.scope)
+        let (method, rank, sparsity, nm) = (self.method, self.rank, self.sparsity, self.nm)
         let cs = channelStats, mo = moments, dsnot = self.dsnot
         @Sendable func scores(_ e: Checkpoint.Entry) throws -> [Float] { try scoresOf(decodeFloats(ckpt, e), e) }
         @Sendable func scoresOf(_ w: [Float], _ e: Checkpoint.Entry) throws -> [Float] {
