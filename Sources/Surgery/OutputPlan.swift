@@ -44,6 +44,25 @@ public struct OutputPlan: Sendable {
         }
     }
 
+    /// The files a Hugging Face tokenizer is made of (what `tokenizer_source` replaces).
+    public static let tokenizerFiles: Set<String> = [
+        "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json",
+        "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "chat_template.jinja", "chat_template.json",
+    ]
+
+    /// Copies the tokenizer files of another model folder into an output folder.
+    public func copyTokenizerFiles(from folder: String) throws -> [String] {
+        guard case let .folder(out, _) = layout else { return [] }
+        var copied: [String] = []
+        for name in FileSystem.list(folder) where OutputPlan.tokenizerFiles.contains(name) {
+            let p = FileSystem.join(folder, name)
+            guard FileSystem.kind(p) == .file else { continue }
+            try AtomicFile.write(try FileSystem.readAll(p), to: FileSystem.join(out, name))
+            copied.append(name)
+        }
+        return copied
+    }
+
     /// Copies config, tokenizer and other small non-weight files from `source`'s folder into an
     /// output folder (weights, indexes and earlier reports are not copied; hidden files neither).
     public func copyAuxiliaryFiles(from source: Checkpoint, skipping: Set<String> = []) throws -> [String] {

@@ -10,8 +10,10 @@ struct MergeCommand: ParsableCommand {
         Methods: linear, slerp, nuslerp, multislerp, karcher, task_arithmetic, ties, dare_ties, \
         dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, sce, model_stock, nearswap, \
         passthrough. Recipes are mergekit's YAML (merge_method, base_model, models or slices, \
-        parameters with gradients and filters, dtype, out_dtype); model paths are local and relative \
-        to the recipe's folder. Values are computed in f32 with f64 accumulation whatever the storage \
+        parameters with gradients and filters, dtype, out_dtype, tokenizer_source); model paths are \
+        local and resolve as mergekit's do: relative to the current directory, or, only when \
+        nothing is there, to the recipe's folder (a warning when both exist). --include/--exclude \
+        choose the tensors merged; the others are copied unchanged from the base (or the first model). Values are computed in f32 with f64 accumulation whatever the storage \
         or recipe dtype; the output dtype is --dtype, else out_dtype, else dtype, else the base's. \
         DARE and DELLA draw from a generator seeded by --seed and the tensor name, so the output does \
         not depend on --threads. Every input header, shape and parameter is checked before any tensor \
@@ -87,6 +89,7 @@ struct MergeCommand: ParsableCommand {
         let r = try job.run()
         for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
         if dryRun {
+            printResolutions(r)
             printPlan(r)
             return
         }
@@ -151,6 +154,13 @@ struct MergeCommand: ParsableCommand {
         }
         if let d = dtype { y += "out_dtype: \(d)\n" }
         return y
+    }
+
+    private func printResolutions(_ r: RunReport) {
+        let params = Dictionary(uniqueKeysWithValues: r.parameters)
+        for m in params["models"]?.arrayValue ?? [] {
+            print("model \(m["reference"]!.stringValue!) -> \(m["path"]!.stringValue!) (\(m["resolved_against"]!.stringValue!))")
+        }
     }
 
     private func printPlan(_ r: RunReport) {

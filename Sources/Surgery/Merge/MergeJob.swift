@@ -18,14 +18,20 @@ public struct MergeJob: Sendable {
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
         var report = RunReport(command: settings.command)
-        let plan = try MergePlan(recipe: recipe, outDType: outDType)
+        let plan = try MergePlan(recipe: recipe, outDType: outDType, selection: settings.selection)
         let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: plan.checkpoints)
         report.warnings = plan.warnings
         report.inputs = plan.checkpoints.map(RunReport.describe)
         report.parameters = [("method", .string(plan.method.name)), ("seed", .uint(seed)),
                              ("base_model", recipe.baseModel.map { .string($0) } ?? .null),
                              ("out_dtype", (outDType ?? recipe.outDType ?? recipe.dtype).map { .string($0.rawValue) } ?? .null),
-                             ("shard_size", settings.shardSize.map { .uint($0) } ?? .null), ("dry_run", .bool(dryRun))]
+                             ("shard_size", settings.shardSize.map { .uint($0) } ?? .null), ("dry_run", .bool(dryRun)),
+                             ("tokenizer_source", plan.tokenizerFolder.map { .string($0) } ?? .null),
+                             ("include", .array(settings.selection.include.map { .string($0) })),
+                             ("exclude", .array(settings.selection.exclude.map { .string($0) })),
+                             ("models", .array(plan.resolutions.map { r in
+                                 .object([("reference", .string(r.reference)), ("path", .string(r.path)), ("resolved_against", .string(r.against))])
+                             }))]
         let outputs = plan.items.map { OutputTensor(name: $0.output, dtype: $0.dtype, shape: $0.shape) }
         timer.lap("plan")
         if dryRun {
@@ -54,7 +60,9 @@ public struct MergeJob: Sendable {
         var copied: [String] = []
         if case let .folder(dir, _) = out.layout {
             let ref = plan.checkpoints[plan.reference]
-            copied = try out.copyAuxiliaryFiles(from: ref, skipping: ["config.json", "wtool-recipe.yml"])
+            let tokenizer = plan.tokenizerFolder
+            copied = try out.copyAuxiliaryFiles(from: ref, skipping: Set(["config.json", "wtool-recipe.yml"]).union(tokenizer == nil ? [] : OutputPlan.tokenizerFiles))
+            if let tokenizer { copied += try out.copyTokenizerFiles(from: tokenizer) }
             if let cfg = try MergeJob.outputConfig(ref, dtype: outDType ?? recipe.outDType ?? recipe.dtype, layers: plan.layerCount) {
                 try AtomicFile.write(Array((cfg.pretty(indent: 2, sortKeys: true) + "\n").utf8), to: FileSystem.join(dir, "config.json"))
                 copied.append("config.json")
@@ -75,10 +83,12 @@ public struct MergeJob: Sendable {
         let cps = plan.checkpoints
         func entry(_ i: MergePlan.Input) -> Checkpoint.Entry { cps[i.model].entry(i.tensor)! }
         guard item.merge else {
-            // Integer or other non-float tensors: copied from the base (or the first model).
+            // Integer tensors, and tensors --include/--exclude leave out: the base's bytes (or the
+            // first model's), unchanged.
             let src = item.base ?? item.models[0]
             try writer.write(tensor: index, cps[src.model].bytes(entry(src)))
-            return .object([("name", .string(item.output)), ("copied_from", .string(cps[src.model].path))])
+            return .object([("name", .string(item.output)), ("copied_from", .string(cps[src.model].path)),
+                            ("reason", .string(item.excluded ? "excluded" : "not a float tensor"))])
         }
         if let coeffs = plan.method.linearCoefficients(global: item.global, perModel: item.perModel) {
             return try streamLinear(item, coeffs: coeffs, plan: plan, writer: writer, index: index)
@@ -214,12 +224,13 @@ public struct MergeJob: Sendable {
         .object([("name", .string(item.output)), ("shape", .array(item.shape.map { .uint($0) })), ("dtype", .string(item.dtype.rawValue)),
                  ("t", .double(item.t)), ("inputs", .array(item.models.map { .string(plan.checkpoints[$0.model].path + ":" + $0.tensor) })),
                  ("base", item.base.map { .string(plan.checkpoints[$0.model].path + ":" + $0.tensor) } ?? .null),
-                 ("parameters", parameterJSON(item))])
+                 ("parameters", parameterJSON(item))] + (item.merge ? [] : [("copied", .bool(true)), ("excluded", .bool(item.excluded))]))
     }
 
     static func summarize(_ rows: [JSONValue], _ outputs: [OutputTensor]) -> [(String, JSONValue)] {
         let changes = rows.compactMap { $0["relative_change"]?.doubleValue }
-        var s: [(String, JSONValue)] = [("tensors", .int(rows.count)), ("bytes_out", .int(outputs.reduce(0) { $0 + $1.byteCount }))]
+        var s: [(String, JSONValue)] = [("tensors", .int(rows.count)), ("bytes_out", .int(outputs.reduce(0) { $0 + $1.byteCount })),
+                                        ("copied", .int(rows.filter { $0["copied_from"] != nil }.count))]
         if !changes.isEmpty {
             s.append(("relative_change_max", .double(changes.max()!)))
             s.append(("relative_change_mean", .double(changes.reduce(0, +) / Double(changes.count))))

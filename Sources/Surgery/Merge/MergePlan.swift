@@ -13,8 +13,10 @@ public struct MergePlan: Sendable {
         public let dtype: DType
         public let base: Input?
         public let models: [Input]
-        /// nil: not a float tensor; copied from `models[0]` (or the base) unchanged.
+        /// false: copied from the base (or `models[0]`) unchanged: not a float tensor, or excluded.
         public let merge: Bool
+        /// Left out by `--include`/`--exclude`.
+        public let excluded: Bool
         public let global: [String: ParamValue]
         public let perModel: [[String: ParamValue]]
         public let t: Double
@@ -23,6 +25,11 @@ public struct MergePlan: Sendable {
     public let method: any MergeMethod
     public let checkpoints: [Checkpoint]
     public let modelPaths: [String]
+    /// How each model reference of the recipe was resolved, in the order they were opened.
+    public let resolutions: [MergeRecipe.Resolved]
+    /// The folder whose tokenizer files the output gets, when `tokenizer_source` names a model
+    /// other than the base (nil: the reference model's, like every other auxiliary file).
+    public let tokenizerFolder: String?
     /// The checkpoint whose config and tokenizer files the output gets.
     public let reference: Int
     public let items: [Item]
@@ -36,16 +43,23 @@ public struct MergePlan: Sendable {
         let params: [String: ParameterSetting]
     }
 
-    public init(recipe: MergeRecipe, outDType: DType?) throws {
+    /// - Parameter selection: `--include`/`--exclude`; tensors it leaves out are copied unchanged
+    ///   from the base (or the first model) instead of merged.
+    public init(recipe: MergeRecipe, outDType: DType?, selection: TensorSelection = TensorSelection()) throws {
         let method = try MergeMethods.named(recipe.method)
         self.method = method
         var warnings = recipe.warnings
         try MergePlan.checkParameterNames(recipe, method)
 
-        // Open every model once (validating every file); paths resolve against the recipe.
-        var paths: [String] = [], cps: [Checkpoint] = []
+        // Open every model once (validating every file); paths resolve as mergekit's do.
+        var paths: [String] = [], cps: [Checkpoint] = [], resolutions: [MergeRecipe.Resolved] = []
         func open(_ m: String) throws -> Int {
-            let p = try recipe.resolve(m)
+            let r = try recipe.resolve(m)
+            if !resolutions.contains(where: { $0.reference == m }) {
+                resolutions.append(r)
+                if let w = r.warning { warnings.append(w) }
+            }
+            let p = r.path
             let real = FileSystem.realPath(p) ?? p
             if let i = paths.firstIndex(of: real) { return i }
             paths.append(real)
@@ -62,6 +76,20 @@ public struct MergePlan: Sendable {
         }
         checkpoints = cps
         modelPaths = paths
+        if let ts = recipe.tokenizerSource, ts != "base" {
+            let r = try recipe.resolve(ts)
+            guard FileSystem.kind(r.path) == .directory else {
+                throw UsageError("tokenizer_source '\(ts)': \(r.path) is not a model folder")
+            }
+            if !resolutions.contains(where: { $0.reference == ts }) {
+                resolutions.append(r)
+                if let w = r.warning { warnings.append(w) }
+            }
+            tokenizerFolder = r.path
+        } else {
+            tokenizerFolder = nil
+        }
+        self.resolutions = resolutions
 
         // Which sources are merged, and where the base comes from.
         var mergedRefs: [[SourceRef]] = []
@@ -122,7 +150,9 @@ public struct MergePlan: Sendable {
                 throw FormatError(file: cps[inp.model].path, tensor: inp.tensor,
                                   "shape \(info.shape) differs from \(first.shape) in \(cps[b?.0.model ?? ins[0].0.model].path)")
             }
-            let mergeable = (ins.map(\.1) + (b.map { [$0.1] } ?? [])).allSatisfy { $0.dtype.isFloatingPoint }
+            let floats = (ins.map(\.1) + (b.map { [$0.1] } ?? [])).allSatisfy { $0.dtype.isFloatingPoint }
+            let selected = selection.selects(output)
+            let mergeable = floats && selected
             let global = try MergePlan.resolve(method.globalParameters, output: output, t: t, levels: [slices[slice].parameters, recipe.parameters])
             let perModel = try zip(refs, ins).map { r, i in
                 try MergePlan.resolve(method.modelParameters, output: i.0.tensor, t: t, levels: [r.params, slices[slice].parameters, recipe.parameters])
@@ -131,7 +161,7 @@ public struct MergePlan: Sendable {
                 throw UsageError("tensor '\(output)': \(e.description)")
             }
             return Item(output: output, shape: first.shape, dtype: mergeable ? (outDefault ?? first.dtype) : first.dtype,
-                        base: b?.0, models: ins.map(\.0), merge: mergeable, global: global, perModel: perModel, t: t)
+                        base: b?.0, models: ins.map(\.0), merge: mergeable, excluded: !selected, global: global, perModel: perModel, t: t)
         }
 
         let lastSlice = slices.count - 1
@@ -168,6 +198,7 @@ public struct MergePlan: Sendable {
             items.append(try item(output: name, t: 1, slice: lastSlice, inputName: { _ in name }))
         }
         self.items = items
+        warnings += selection.unusedPatterns(in: items.map(\.output)).map { "pattern '\($0)' matches no tensor" }
         self.warnings = warnings
         layerCount = recipe.slices != nil ? outLayer : nil
     }

@@ -28,8 +28,12 @@ public struct MergeRecipe: Sendable {
     /// dtype when `out_dtype` is absent (what mergekit's output would have).
     public var dtype: DType?
     public var outDType: DType?
+    /// `tokenizer_source`: nil or "base" (the reference model's tokenizer files), or a model
+    /// reference whose tokenizer files the output gets.
+    public var tokenizerSource: String?
     public var warnings: [String] = []
-    /// The folder relative model paths resolve against (the recipe's folder).
+    /// The recipe's folder: where relative model paths are looked for when the current directory
+    /// has nothing under that name (see `resolve`).
     public var folder: String
 
     public init(method: String, baseModel: String?, models: [Source], parameters: [String: ParameterSetting] = [:], folder: String = ".") {
@@ -47,8 +51,8 @@ public struct MergeRecipe: Sendable {
         let known: Set<String> = ["merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
                                   "tokenizer_source", "tokenizer", "chat_template", "name", "modules"]
         var warnings = top.keys.filter { !known.contains($0) }.sorted().map { "\(path): unknown key '\($0)' ignored" }
-        for k in ["tokenizer_source", "tokenizer", "chat_template"] where top[k] != nil {
-            warnings.append("\(path): '\(k)' is not supported: tokenizer files are copied from the base model")
+        if top["chat_template"] != nil {
+            warnings.append("\(path): 'chat_template' is not supported: the tokenizer files (and their template) are copied unchanged")
         }
         if top["modules"] != nil { throw UsageError("\(path): 'modules' (multi-module architectures) is not supported") }
         guard let method = top["merge_method"] as? String else { throw UsageError("\(path): 'merge_method' is required") }
@@ -75,9 +79,31 @@ public struct MergeRecipe: Sendable {
                              parameters: try params(d["parameters"], "\(path): slices[\(i)].parameters"))
             }
         }
+        recipe.tokenizerSource = try tokenizerSource(top, path)
         recipe.dtype = try dtype(top["dtype"], "\(path): dtype")
         recipe.outDType = try dtype(top["out_dtype"], "\(path): out_dtype")
         return recipe
+    }
+
+    /// mergekit's `tokenizer_source` (or `tokenizer: {source: ...}`): `base`, or a model whose
+    /// tokenizer files the output gets. `union` (and any other vocabulary surgery) would need the
+    /// embeddings re-indexed: refused rather than ignored.
+    private static func tokenizerSource(_ top: [String: Any], _ path: String) throws -> String? {
+        var value: Any? = top["tokenizer_source"]
+        if let t = top["tokenizer"] {
+            guard value == nil else { throw UsageError("\(path): give 'tokenizer_source' or 'tokenizer', not both") }
+            guard let d = t as? [String: Any] else { throw UsageError("\(path): tokenizer: expected a mapping with 'source'") }
+            if let other = d.keys.filter({ $0 != "source" }).sorted().first {
+                throw UsageError("\(path): tokenizer.\(other) is not supported (wtool does not change vocabularies)")
+            }
+            value = d["source"]
+        }
+        guard let value else { return nil }
+        guard let s = try? modelRef(value, "") else { throw UsageError("\(path): tokenizer_source: expected 'base' or a model path") }
+        if s == "union" {
+            throw UsageError("\(path): tokenizer_source: union is not supported (it re-indexes the embeddings); use base or a model path")
+        }
+        return s
     }
 
     private static func modelRef(_ any: Any?, _ where_: String) throws -> String? {
@@ -128,24 +154,43 @@ public struct MergeRecipe: Sendable {
         return d
     }
 
-    /// Every model path the recipe names (base first), resolved against the recipe's folder.
-    public var modelPaths: [String] {
-        var names: [String] = []
-        if let baseModel { names.append(baseModel) }
-        for s in (models ?? []) + (slices ?? []).flatMap(\.sources) where !names.contains(s.model) { names.append(s.model) }
-        return names
+    /// Where a model reference was found (reported, and printed by `--dry-run`).
+    public struct Resolved: Sendable {
+        public let reference: String
+        public let path: String
+        /// "absolute", "current directory" (mergekit's rule) or "recipe folder" (the fallback).
+        public let against: String
+        public let warning: String?
     }
 
-    /// A model reference as a local path. Hub ids, revisions and LoRA references are refused:
-    /// wtool never downloads.
-    public func resolve(_ model: String) throws -> String {
-        if model.contains("+") && FileSystem.kind(model) == .missing {
+    /// A model reference as a local path, resolved as mergekit resolves it: mergekit hands the
+    /// string to the Hugging Face loader, so a relative path means the current directory. Only
+    /// when nothing is there does wtool try the recipe's folder (a recipe that names its models
+    /// beside itself then runs from anywhere); when both exist and are different models, the
+    /// current directory's wins, with a warning. Hub ids, revisions and LoRA references are
+    /// refused: wtool never downloads.
+    public func resolve(_ model: String) throws -> Resolved {
+        if model.hasPrefix("/") {
+            guard FileSystem.kind(model) != .missing else {
+                throw UsageError("model '\(model)': no such local file or folder; wtool does not download models")
+            }
+            return Resolved(reference: model, path: model, against: "absolute", warning: nil)
+        }
+        let inRecipeFolder = FileSystem.join(folder, model)
+        let here = FileSystem.kind(model) != .missing, there = FileSystem.kind(inRecipeFolder) != .missing
+        if here {
+            var warning: String? = nil
+            if there, let a = FileSystem.realPath(model), let b = FileSystem.realPath(inRecipeFolder), a != b {
+                warning = "model '\(model)' exists both in the current directory and beside the recipe (\(inRecipeFolder)); "
+                    + "using the current directory's, as mergekit does"
+            }
+            return Resolved(reference: model, path: model, against: "current directory", warning: warning)
+        }
+        if there { return Resolved(reference: model, path: inRecipeFolder, against: "recipe folder", warning: nil) }
+        if model.contains("+") {
             throw UsageError("model '\(model)': LoRA references (model+lora) are not supported; merge the adapter into its base first")
         }
-        let p = model.hasPrefix("/") ? model : FileSystem.join(folder, model)
-        guard FileSystem.kind(p) != .missing else {
-            throw UsageError("model '\(model)': no such local file or folder (\(p)); wtool does not download models")
-        }
-        return p
+        let tried = folder == "." ? "" : " (nor \(inRecipeFolder))"
+        throw UsageError("model '\(model)': no such local file or folder in the current directory\(tried); wtool does not download models")
     }
 }
