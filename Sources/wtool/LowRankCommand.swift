@@ -82,30 +82,6 @@ struct LowRankCommand: ParsableCommand {
         }
     }
 
-    /// Which SVD, and the randomized one's parameters.
-    struct SVDOptions: ParsableArguments {
-        @Option(name: .long, help: ArgumentHelp("auto (default), exact or randomized.", valueName: "METHOD")) var svd: String = "auto"
-        @Option(name: .long, help: ArgumentHelp("Randomized: extra columns (default 10).", valueName: "P")) var oversample: Int = 10
-        @Option(name: .long, help: ArgumentHelp("Randomized: power iterations (default 2).", valueName: "Q")) var powerIters: Int = 2
-        @Option(name: .long, help: ArgumentHelp("Randomized: seed (default 0).", valueName: "N")) var seed: UInt64 = 0
-
-        var method: TruncatedSVD.Method? { TruncatedSVD.Method(rawValue: svd) }
-
-        var choice: SVDChoice {
-            var c = SVDChoice()
-            c.method = method
-            c.oversample = oversample
-            c.powerIterations = powerIters
-            c.seed = seed
-            return c
-        }
-
-        func validate() throws {
-            guard svd == "auto" || method != nil else { throw ValidationError("--svd must be auto, exact or randomized") }
-            guard oversample >= 0, powerIters >= 0 else { throw ValidationError("--oversample and --power-iters must be >= 0") }
-        }
-    }
-
     struct Compress: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Replace each weight by its best rank-k approximation (or write the two factors).",
@@ -113,8 +89,8 @@ struct LowRankCommand: ParsableCommand {
             The rank: --rank R (at most R), --energy T (the smallest k keeping a fraction T of \
             sum sigma^2), --sv-ratio T (sigma > sigma_1 / T) or --sv-epsilon E (sigma > E). Same names, \
             shapes and dtype; with --factored (needs --rank) <name>.left = U_k diag(sigma) [out, k] and \
-            <name>.right = V_k^T [k, in] instead. --svd auto (default) is randomized when the rank is \
-            fixed and at most a quarter of the smaller dimension, exact otherwise. The report gives each \
+            <name>.right = V_k^T [k, in] instead. --svd auto (default) is exact whenever that is cheap \
+            (m*n*min(m,n) <= 2^29), or the rank is not fixed, and randomized otherwise. The report gives each \
             tensor's rank and why, the energy kept, the measured relative Frobenius error and sizes.
             """)
         @Argument(help: ArgumentHelp("A .safetensors file or a model folder.", valueName: "IN")) var input: String

@@ -37,6 +37,7 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("DSnoT: stop when the row's expected error is this small (default 0.1).", valueName: "X")) var dsnotThreshold: Double = 0.1
     @Option(name: .long, help: ArgumentHelp("Largest shard (folder output).", valueName: "SIZE")) var shardSize: String?
     @Option(name: .long, help: ArgumentHelp("Write the JSON report here.", valueName: "FILE")) var report: String?
+    @OptionGroup(title: "Principal pruning's SVD") var svd: SVDOptions
     @OptionGroup var common: CommonOptions
 
     func parsedNM() -> (n: Int, m: Int)? {
@@ -58,6 +59,7 @@ struct PruneCommand: ParsableCommand {
         if nm != nil {
             guard let p = parsedNM(), p.m >= 1, p.n >= 0, p.n <= p.m else { throw ValidationError("--nm expects N:M with 0 <= N <= M, e.g. 2:4") }
         }
+        if method != "principal" && !svd.isDefault { throw ValidationError("--svd, --oversample, --power-iters and --seed belong to --method principal") }
         if let fallback, fallback != "magnitude" { throw ValidationError("--fallback takes only 'magnitude'") }
         if let rank, rank < 1 { throw ValidationError("--rank must be at least 1") }
         if dsnotCycles < 0 || !(dsnotThreshold >= 0) { throw ValidationError("--dsnot-cycles and --dsnot-threshold must be >= 0") }
@@ -75,6 +77,7 @@ struct PruneCommand: ParsableCommand {
         job.statsPath = stats
         job.fallbackMagnitude = fallback == "magnitude"
         job.rank = rank
+        job.svd = svd.choice
         job.maskOut = maskOut
         if dsnot {
             var d = DSnoT()

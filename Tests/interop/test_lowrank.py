@@ -43,6 +43,41 @@ def test_exact_compression_reaches_the_eckart_young_optimum(tmp_path):
         assert rep[k]["rank"] == 8 and rep[k]["svd"] == "exact"
 
 
+def test_automatic_rule_is_exact_where_exact_is_cheap(tmp_path):
+    """The issue's case: rank 4 of a 64 x 160 matrix. Without --svd, the result is the Eckart-Young
+    optimum (exact SVD), not the randomized approximation, in compress, extract, pissa and
+    principal pruning alike."""
+    rng = np.random.default_rng(4)
+    a = (rng.standard_normal((64, 160)) * (1.0 / np.arange(1, 161) ** 0.5)).astype(np.float32)
+    base = {"model.layers.0.mlp.up_proj.weight": np.zeros((64, 160), np.float32)}
+    save_file({"model.layers.0.mlp.up_proj.weight": a}, tmp_path / "m.safetensors")
+    save_file(base, tmp_path / "b.safetensors")
+    run("lowrank-svd", "compress", tmp_path / "m.safetensors", "-o", tmp_path / "o.safetensors", "--rank", "4", "--quiet")
+    got = load_file(tmp_path / "o.safetensors")["model.layers.0.mlp.up_proj.weight"]
+    err = np.linalg.norm(got.astype(np.float64) - a) / np.linalg.norm(a.astype(np.float64))
+    assert err == pytest.approx(optimum(a, 4), rel=1e-5)
+    assert json.load(open(tmp_path / "o.report.json"))["tensors"][0]["svd"] == "exact"
+    # forcing randomized on the same matrix lands above the optimum: the default made a difference
+    run("lowrank-svd", "compress", tmp_path / "m.safetensors", "-o", tmp_path / "r.safetensors", "--rank", "4",
+        "--svd", "randomized", "--power-iters", "0", "--oversample", "2", "--quiet")
+    r = load_file(tmp_path / "r.safetensors")["model.layers.0.mlp.up_proj.weight"]
+    assert np.linalg.norm(r.astype(np.float64) - a) / np.linalg.norm(a.astype(np.float64)) > optimum(a, 4) * 1.001
+    run("lowrank-svd", "extract", "--base", tmp_path / "b.safetensors", tmp_path / "m.safetensors", "-o", tmp_path / "ad", "--rank", "4", "--quiet")
+    assert json.load(open(tmp_path / "ad" / "wtool-report.json"))["tensors"][0]["svd"] == "exact"
+    run("prune-sparse", tmp_path / "m.safetensors", "-o", tmp_path / "p.safetensors", "--method", "principal", "--rank", "4", "--quiet")
+    rows = [t for t in json.load(open(tmp_path / "p.report.json"))["tensors"] if t["target"]]
+    assert rows[0]["svd"] == "exact"
+
+
+def test_automatic_rule_goes_randomized_only_on_large_matrices(tmp_path):
+    """Above m*n*min(m,n) = 2^29 with a small rank the randomized SVD runs (and says so)."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((1024, 1024)).astype(np.float32)
+    save_file({"model.layers.0.mlp.up_proj.weight": a}, tmp_path / "m.safetensors")
+    run("lowrank-svd", "compress", tmp_path / "m.safetensors", "-o", tmp_path / "o.safetensors", "--rank", "8", "--quiet")
+    assert json.load(open(tmp_path / "o.report.json"))["tensors"][0]["svd"] == "randomized"
+
+
 @pytest.mark.parametrize("q", ["2", "7"])
 def test_randomized_is_within_one_percent_of_optimal(tmp_path, q):
     src, t = decaying(tmp_path)

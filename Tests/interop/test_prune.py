@@ -375,3 +375,10 @@ def test_16_bit_fast_path_equals_the_general_path(tmp_path, dtype, ties, rule):
             assert r["pruned"] == g["pruned"] and r["achieved_sparsity"] == pytest.approx(g["achieved_sparsity"])
             assert r.get("threshold") == pytest.approx(g.get("threshold"))
             assert r["relative_norm_removed"] == pytest.approx(g["relative_norm_removed"], rel=1e-9)
+
+
+def test_svd_options_belong_to_principal(tmp_path):
+    src = model(tmp_path)
+    code, _, err = run("prune-sparse", src, "-o", tmp_path / "o.safetensors", "--svd", "exact", check=False)
+    assert code == 2 and "belong to --method principal" in err
+    assert not (tmp_path / "o.safetensors").exists()

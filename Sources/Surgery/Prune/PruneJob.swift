@@ -19,6 +19,8 @@ public struct PruneJob: Sendable {
     public var statsPath: String?
     public var fallbackMagnitude = false
     public var rank: Int?
+    /// principal: which SVD computes W_R (the shared rule: exact when cheap).
+    public var svd = SVDChoice()
     public var maskOut: String?
     /// DSnoT prune-and-grow on top of the wanda or magnitude mask (needs mean and variance statistics).
     public var dsnot: DSnoT?
@@ -95,7 +97,7 @@ public struct PruneJob: Sendable {
         timer.lap("plan")
 
         // Scores (recomputed where needed, never held for the whole model).
-        let (method, rank, sparsity, nm) = (self.method, self.rank, self.sparsity, self.nm)
+        let (method, rank, sparsity, nm, svd) = (self.method, self.rank, self.sparsity, self.nm, self.svd)
         let cs = channelStats, mo = moments, dsnot = self.dsnot
         @Sendable func scores(_ e: Checkpoint.Entry) throws -> [Float] { try scoresOf(decodeFloats(ckpt, e), e) }
         @Sendable func scoresOf(_ w: [Float], _ e: Checkpoint.Entry) throws -> [Float] {
@@ -117,9 +119,10 @@ public struct PruneJob: Sendable {
                     done = w.count
                 }
             case .principal:
-                // |W_R|: the rank-R approximation from the shared SVD engine (exact).
+                // |W_R|: the rank-R approximation from the shared SVD engine and its rule.
                 let a = Matrix(rows: w.count / max(1, cols), cols: cols, data: w)
-                return try TruncatedSVD(a, rank: rank!).reconstruct().data.map { abs($0) }
+                let opts = svd.options(rank: rank!, rows: a.rows, cols: a.cols, stream: e.name)
+                return try TruncatedSVD(a, rank: rank!, options: opts).reconstruct().data.map { abs($0) }
             }
         }
         // Global scope: one k-th smallest score over every target, found by counting passes.
@@ -178,6 +181,9 @@ public struct PruneJob: Sendable {
                 }
                 var row: [(String, JSONValue)] = [("name", .string(e.name)), ("target", .bool(true)), ("method", .string(method.rawValue)),
                                                   ("scope", .string(nm.map { "\($0.n):\($0.m)" } ?? scope.rawValue))]
+                if method == .principal {
+                    row.append(("svd", .string(svd.options(rank: rank!, rows: w.count / max(1, cols), cols: cols, stream: e.name).method.rawValue)))
+                }
                 if let dsnot, let m = mo[e.name] {
                     // DSnoT's order for giving up kept weights is the Wanda score, whatever the initial mask.
                     let wanda = w.indices.map { Float(Double(abs(w[$0])) * m.squares[$0 % cols].squareRoot()) }
@@ -285,6 +291,7 @@ public struct PruneJob: Sendable {
         report.parameters = [("method", .string(method.rawValue)), ("sparsity", .double(sparsity)), ("scope", .string(scope.rawValue)),
                              ("nm", nm.map { .string("\($0.n):\($0.m)") } ?? .null), ("rank", rank.map { .int($0) } ?? .null),
                              ("stats", statsPath.map { .string($0) } ?? .null), ("fallback_magnitude", .bool(fallbackMagnitude))]
+        if method == .principal { report.parameters += svd.parameters }
         report.tensors = rows
         let targetRows = rows.filter { $0["target"] == .bool(true) }
         let prunedTotal = targetRows.compactMap { $0["pruned"]?.doubleValue }.reduce(0, +)
