@@ -9,7 +9,8 @@ struct QuantizeCommand: ParsableCommand {
         discussion: """
         Schemes: q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0 q4_k q6_k (llama.cpp blocks, bit-exact with \
         ggml's reference encoders; --format gguf or fake), int2...int8 (round to nearest, \
-        compressed-tensors conventions), hqq2...hqq8 (HQQ-optimised zero points), ternary and \
+        compressed-tensors conventions), hqq2...hqq8 (HQQ's zero points, then optimised under the \
+        format's integer zero points; fake output is what compressed-tensors decodes), ternary and \
         ternary-median (BitNet b1.58 absmean / median scale), fp8 (E4M3); the last four write \
         --format compressed-tensors or fake.
 
@@ -19,7 +20,10 @@ struct QuantizeCommand: ParsableCommand {
 
         --dequantize IN -o OUT turns a GGUF or compressed-tensors checkpoint written by wtool back \
         into float safetensors. The report gives per tensor: bits per weight including scales, \
-        bytes, MSE, relative Frobenius error, SQNR (dB), max abs error; HQQ also its RTN start.
+        bytes, MSE, relative Frobenius error, SQNR (dB), max abs error; HQQ also asymmetric RTN's. \
+        compressed-tensors output ignores lm_head (also when it is tied to the embeddings) unless it \
+        was quantized. Asymmetric pack-quantized output (int --asymmetric, hqq) loads in vLLM and \
+        compressed-tensors, not in transformers 5.x (a warning says so).
         """
     )
 

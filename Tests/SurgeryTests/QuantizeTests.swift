@@ -45,17 +45,23 @@ final class QuantizeTests: XCTestCase {
         XCTAssertEqual(UInt32(bitPattern: word), 0x78F7876C)
     }
 
-    /// HQQ keeps the zero points with the lowest error, so it never ends worse than its RTN start.
-    func testHQQNeverWorseThanItsStart() {
+    /// HQQ under the format's constraint keeps the best candidate, so it is never worse (squared
+    /// error) than compressed-tensors' asymmetric RTN, and its zero points are integers in range.
+    func testHQQNeverWorseThanRTNAndZerosAreIntegers() {
         let x = gaussian(64 * 256, seed: 2).map { $0 * $0 * $0 }  // heavy tails
         for bits in [2, 3, 4] {
-            let r = x.withUnsafeBufferPointer { HQQ.quantize($0, runLength: 64, bits: bits, scaleDType: .F32, integerZero: false) }
-            func mae(_ q: IntegerQuantized) -> Double {
+            let r = x.withUnsafeBufferPointer { HQQ.quantize($0, runLength: 64, bits: bits, scaleDType: .F32) }
+            func sse(_ q: IntegerQuantized) -> Double {
                 var y = [Float](repeating: 0, count: x.count)
                 y.withUnsafeMutableBufferPointer { q.dequantize(into: $0.baseAddress!) }
-                return zip(x, y).reduce(0) { $0 + Double(abs($1.0 - $1.1)) } / Double(x.count)
+                return zip(x, y).reduce(0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }
             }
-            XCTAssertLessThanOrEqual(mae(r.quantized), mae(r.rtn), "bits \(bits)")
+            XCTAssertLessThan(sse(r.quantized), sse(r.rtn), "bits \(bits)")
+            let (lo, hi) = IntegerQuantized.levels(bits)
+            for z in r.quantized.zero {
+                XCTAssertEqual(z, z.rounded(), "bits \(bits)")
+                XCTAssert(Float(lo) <= z && z <= Float(hi), "bits \(bits)")
+            }
             XCTAssertLessThanOrEqual(r.iterations, HQQ.maxIterations)
         }
     }

@@ -128,6 +128,9 @@ public struct QuantizeJob: Sendable {
         let quantizedCount = tasks.filter { $0.run != nil }.count
         if quantizedCount == 0 { report.warnings.append("no tensor was quantized (see each tensor's kept_reason)") }
         if case .ternary = scheme { report.warnings.append("post-hoc ternarisation is very lossy on weights not trained ternary (BitNet b1.58 is a training recipe)") }
+        if format == .compressedTensors, !quantizer.effectiveSymmetric, gran != .tensor, quantizedCount > 0 {
+            report.warnings.append(QuantizeJob.asymmetricPackWarning)
+        }
         if format == .compressedTensors, scheme.storedBits != 4 && scheme.storedBits != 8 {
             report.warnings.append("vLLM loads pack-quantized weights of 4 and 8 bits; \(scheme.storedBits)-bit packing follows compressed-tensors >= 0.12 (dense bit stream)")
         }
@@ -334,6 +337,11 @@ public struct QuantizeJob: Sendable {
         }
     }
 
+    /// transformers 5.x meets packed zero points with an unpacked parameter and refuses the model
+    /// (llm-compressor issue 1618, transformers PR 47430); vLLM and compressed-tensors load it.
+    static let asymmetricPackWarning = "asymmetric pack-quantized weights (packed weight_zero_point) load in vLLM and compressed-tensors, "
+        + "but not in transformers 5.x (llm-compressor issue 1618, transformers PR 47430); use --symmetric for a checkpoint transformers loads"
+
     static func ggufPlainType(_ d: DType) -> (id: UInt32, size: Int)? {
         switch d {
         case .F32, .F64, .F8_E4M3, .F8_E5M2: return (0, 4)
@@ -375,10 +383,16 @@ public struct QuantizeJob: Sendable {
         return kv
     }
 
-    /// compressed-tensors' `quantization_config`, with every weight matrix left unquantized ignored.
+    /// compressed-tensors' `quantization_config`, ignoring every Linear its `targets` would match
+    /// that was left unquantized: each kept weight matrix, and `lm_head` unless it was quantized.
+    /// A tied model (`tie_word_embeddings`) has no lm_head tensor, yet transformers builds the
+    /// module and would treat it as quantized (int: it fails to load; fp8: random scales), so it
+    /// is ignored whether or not the checkpoint stores it, as llm-compressor always does.
     private func ctConfig(_ tasks: [Task], gran: Granularity) -> JSONValue {
-        let ignore = tasks.filter { $0.run == nil && $0.entry.info.shape.count == 2 && $0.entry.name.hasSuffix(".weight") && $0.entry.info.dtype.isFloatingPoint }
+        var ignore = tasks.filter { $0.run == nil && $0.entry.info.shape.count == 2 && $0.entry.name.hasSuffix(".weight") && $0.entry.info.dtype.isFloatingPoint }
             .map { String($0.entry.name.dropLast(".weight".count)) }
+        let headQuantized = tasks.contains { $0.run != nil && ($0.entry.name == "lm_head.weight" || $0.entry.name.hasSuffix(".lm_head.weight")) }
+        if !headQuantized && !ignore.contains(where: { $0 == "lm_head" || $0.hasSuffix(".lm_head") }) { ignore.append("lm_head") }
         let strategy: String, group: Int?
         switch gran {
         case .tensor: strategy = "tensor"; group = nil

@@ -72,6 +72,7 @@ struct TensorQuantizer: Sendable {
         case .fp8:
             let (codes, scales) = x.withUnsafeBufferPointer { FP8Quantization.quantize($0, runLength: run, scaleDType: scaleDType) }
             decoded.withUnsafeMutableBufferPointer { FP8Quantization.dequantize(codes: codes, scale: scales, runLength: run, into: $0.baseAddress!) }
+            roundInPlace(&decoded, to: scaleDType)
             return QuantizedPieces(blobs: format == .compressedTensors ? [codes, encodeFloats(scales, as: scaleDType)] : [], decoded: decoded)
         case .integer, .hqq, .ternary:
             var extra: [(String, JSONValue)] = []
@@ -80,12 +81,11 @@ struct TensorQuantizer: Sendable {
             case let .integer(b):
                 q = x.withUnsafeBufferPointer { IntegerRTN.quantize($0, runLength: run, bits: b, symmetric: symmetric, scaleDType: scaleDType) }
             case let .hqq(b):
-                let r = x.withUnsafeBufferPointer {
-                    HQQ.quantize($0, runLength: run, bits: b, scaleDType: scaleDType, integerZero: format == .compressedTensors)
-                }
+                let r = x.withUnsafeBufferPointer { HQQ.quantize($0, runLength: run, bits: b, scaleDType: scaleDType) }
                 q = r.quantized
                 var base = ErrorAccumulator(), rtnValues = [Float](repeating: 0, count: n)
                 rtnValues.withUnsafeMutableBufferPointer { r.rtn.dequantize(into: $0.baseAddress!) }
+                roundInPlace(&rtnValues, to: scaleDType)
                 x.withUnsafeBufferPointer { a in rtnValues.withUnsafeBufferPointer { base.add(a.baseAddress!, $0.baseAddress!, count: n) } }
                 extra = [("hqq_iterations", .int(r.iterations))] + errorMetrics(base, prefix: "rtn_")
             case let .ternary(rule):
@@ -93,6 +93,7 @@ struct TensorQuantizer: Sendable {
             default: fatalError("unreachable")
             }
             decoded.withUnsafeMutableBufferPointer { q.dequantize(into: $0.baseAddress!) }
+            roundInPlace(&decoded, to: scaleDType)
             var pieces = QuantizedPieces(blobs: [], decoded: decoded, extra: extra)
             if format == .compressedTensors {
                 let bits = scheme.storedBits
@@ -111,6 +112,20 @@ struct TensorQuantizer: Sendable {
         }
     }
 
+}
+
+/// compressed-tensors decodes in the scale's dtype ((q - zp) · scale, then cast to the model's):
+/// round what wtool decodes the same way, so the measured error and the fake output are what an
+/// engine computes. A no-op for f32 scales.
+func roundInPlace(_ v: inout [Float], to d: DType) {
+    guard d == .BF16 || d == .F16 else { return }
+    var raw = [UInt8](repeating: 0, count: v.count * 2)
+    v.withUnsafeMutableBufferPointer { p in
+        raw.withUnsafeMutableBytes { r in
+            Codec.encode(p.baseAddress!, count: p.count, as: d, into: r.baseAddress!)
+            Codec.decode(d, UnsafeRawPointer(r.baseAddress!), count: p.count, into: p.baseAddress!)
+        }
+    }
 }
 
 func int32Bytes(_ v: [Int32]) -> [UInt8] { v.withUnsafeBytes { Array($0) } }
