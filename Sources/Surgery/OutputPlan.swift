@@ -65,7 +65,12 @@ public struct OutputPlan: Sendable {
 
     /// Copies config, tokenizer and other small non-weight files from `source`'s folder into an
     /// output folder (weights, indexes and earlier reports are not copied; hidden files neither).
-    public func copyAuxiliaryFiles(from source: Checkpoint, skipping: Set<String> = []) throws -> [String] {
+    /// config.json is made to describe what was written: with `weights`, its dtype (in the
+    /// input's own layout: `torch_dtype` or `dtype`) becomes the weights' dtype; `edit` applies a
+    /// command's own changes (sizes, layer count, quantization). Unchanged, it is copied byte for
+    /// byte.
+    public func copyAuxiliaryFiles(from source: Checkpoint, skipping: Set<String> = [], weights: [OutputTensor]? = nil,
+                                   edit: ((inout ModelConfig) throws -> Void)? = nil) throws -> [String] {
         guard case let .folder(out, _) = layout, let src = source.folder else { return [] }
         let weightSuffixes = [".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack"]
         var copied: [String] = []
@@ -73,6 +78,17 @@ public struct OutputPlan: Sendable {
             if weightSuffixes.contains(where: { name.hasSuffix($0) }) { continue }
             let p = FileSystem.join(src, name)
             guard FileSystem.kind(p) == .file else { continue }
+            if name == "config.json", weights != nil || edit != nil {
+                var config = try ModelConfig(path: p)
+                let before = config.json
+                if let weights, let d = ModelConfig.weightsDType(weights) { config.setDType(d) }
+                try edit?(&config)
+                if config.json != before {
+                    try config.write(to: FileSystem.join(out, name))
+                    copied.append(name)
+                    continue
+                }
+            }
             try AtomicFile.write(try FileSystem.readAll(p), to: FileSystem.join(out, name))
             copied.append(name)
         }

@@ -109,9 +109,17 @@ final class MergePlanTests: XCTestCase {
     }
 
     func testUnknownKeysWarn() throws {
-        let r = try recipe("merge_method: linear\nmodels: [models/ft1]\nparameters: {weight: 1}\nfoo: 1\ntokenizer_source: union")
+        let r = try recipe("merge_method: linear\nmodels: [models/ft1]\nparameters: {weight: 1}\nfoo: 1\nchat_template: chatml")
         XCTAssertTrue(r.warnings.contains { $0.contains("unknown key 'foo'") })
-        XCTAssertTrue(r.warnings.contains { $0.contains("tokenizer_source") })
+        XCTAssertTrue(r.warnings.contains { $0.contains("chat_template") })
+    }
+
+    /// tokenizer_source: a model reference or base is kept; union (vocabulary surgery) is refused.
+    func testTokenizerSource() throws {
+        XCTAssertEqual(try recipe("merge_method: linear\nmodels: [models/ft1]\ntokenizer_source: models/ft2").tokenizerSource, "models/ft2")
+        XCTAssertEqual(try recipe("merge_method: linear\nmodels: [models/ft1]\ntokenizer: {source: base}").tokenizerSource, "base")
+        XCTAssertThrowsError(try recipe("merge_method: linear\nmodels: [models/ft1]\ntokenizer_source: union"))
+        XCTAssertThrowsError(try recipe("merge_method: linear\nmodels: [models/ft1]\ntokenizer: {source: base, tokens: {}}"))
     }
 }
 

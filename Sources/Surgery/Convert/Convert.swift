@@ -59,7 +59,7 @@ public struct ConvertJob: Sendable {
             writer.abort()
             throw error
         }
-        let copied = try plan.copyAuxiliaryFiles(from: source)
+        let copied = try plan.copyAuxiliaryFiles(from: source, weights: outputs)
         timer.lap("convert")
         // ---- report
         report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),

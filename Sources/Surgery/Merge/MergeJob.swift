@@ -60,13 +60,10 @@ public struct MergeJob: Sendable {
         var copied: [String] = []
         if case let .folder(dir, _) = out.layout {
             let ref = plan.checkpoints[plan.reference]
-            let tokenizer = plan.tokenizerFolder
-            copied = try out.copyAuxiliaryFiles(from: ref, skipping: Set(["config.json", "wtool-recipe.yml"]).union(tokenizer == nil ? [] : OutputPlan.tokenizerFiles))
+            let tokenizer = plan.tokenizerFolder, layers = plan.layerCount
+            copied = try out.copyAuxiliaryFiles(from: ref, skipping: Set(["wtool-recipe.yml"]).union(tokenizer == nil ? [] : OutputPlan.tokenizerFiles),
+                                                weights: outputs, edit: { c in if let layers { c.set("num_hidden_layers", .int(layers)) } })
             if let tokenizer { copied += try out.copyTokenizerFiles(from: tokenizer) }
-            if let cfg = try MergeJob.outputConfig(ref, dtype: outDType ?? recipe.outDType ?? recipe.dtype, layers: plan.layerCount) {
-                try AtomicFile.write(Array((cfg.pretty(indent: 2, sortKeys: true) + "\n").utf8), to: FileSystem.join(dir, "config.json"))
-                copied.append("config.json")
-            }
             try AtomicFile.write(Array(recipeText.utf8), to: FileSystem.join(dir, "wtool-recipe.yml"))
         }
         report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
@@ -238,24 +235,5 @@ public struct MergeJob: Sendable {
         let conflicts = rows.compactMap { $0["sign_conflict_fraction"]?.doubleValue }
         if !conflicts.isEmpty { s.append(("sign_conflict_fraction_mean", .double(conflicts.reduce(0, +) / Double(conflicts.count)))) }
         return s
-    }
-
-    /// The reference model's config.json with the new layer count and dtype.
-    static func outputConfig(_ ref: Checkpoint, dtype: DType?, layers: Int?) throws -> JSONValue? {
-        guard let folder = ref.folder else { return nil }
-        let p = FileSystem.join(folder, "config.json")
-        guard FileSystem.kind(p) == .file else { return nil }
-        guard case var .object(members) = try JSONParser.parse(try FileSystem.readAll(p)) else {
-            throw FormatError(file: p, "not a JSON object")
-        }
-        func set(_ k: String, _ v: JSONValue) {
-            if let i = members.firstIndex(where: { $0.0 == k }) { members[i].1 = v } else { members.append((k, v)) }
-        }
-        if let layers { set("num_hidden_layers", .int(layers)) }
-        if let dtype {
-            let names: [DType: String] = [.F32: "float32", .F16: "float16", .BF16: "bfloat16", .F64: "float64"]
-            if let n = names[dtype] { set("torch_dtype", .string(n)) }
-        }
-        return .object(members)
     }
 }

@@ -27,14 +27,7 @@ public enum BuiltinSpecs {
         throw FormatError(file: checkpoint.path, "no spec can be inferred: the tensors are not an MLP chain (layers.N.weight/bias) and there is no config.json; give --spec FILE")
     }
 
-    static func readConfig(_ c: Checkpoint) throws -> JSONValue? {
-        guard let folder = c.folder else { return nil }
-        let p = FileSystem.join(folder, "config.json")
-        guard FileSystem.kind(p) == .file else { return nil }
-        do { return try JSONParser.parse(try FileSystem.readAll(p)) } catch let e as JSONParseError {
-            throw FormatError(file: p, "invalid JSON: \(e)")
-        }
-    }
+    static func readConfig(_ c: Checkpoint) throws -> JSONValue? { try ModelConfig.of(c)?.json }
 
     static func int(_ config: JSONValue, _ key: String, _ c: Checkpoint) throws -> Int {
         guard let v = config[key]?.uint64Value, v > 0 else {

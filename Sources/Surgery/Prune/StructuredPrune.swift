@@ -28,16 +28,14 @@ public struct StructuredPruneJob: Sendable {
         guard let folder = ckpt.folder, FileSystem.kind(FileSystem.join(folder, "config.json")) == .file else {
             throw FormatError(file: input, "structured pruning needs a model folder with config.json (it rewrites the sizes)")
         }
-        let configPath = FileSystem.join(folder, "config.json")
-        guard case var .object(config) = try JSONParser.parse(try FileSystem.readAll(configPath)) else {
-            throw FormatError(file: configPath, "not a JSON object")
-        }
-        func intKey(_ k: String) -> Int? { config.first { $0.0 == k }?.1.doubleValue.map { Int($0) } }
-        guard let hidden = intKey("hidden_size"), let heads = intKey("num_attention_heads"), let inter = intKey("intermediate_size") else {
-            throw FormatError(file: configPath, "needs hidden_size, num_attention_heads and intermediate_size")
-        }
-        let kvHeads = intKey("num_key_value_heads") ?? heads
-        let headDim = intKey("head_dim") ?? hidden / heads
+        let config = try ModelConfig(path: FileSystem.join(folder, "config.json"))
+        let configPath = config.path
+        let purpose = "for structured pruning (it rewrites the sizes)"
+        let hidden = try config.requiredInt("hidden_size", for: purpose), heads = try config.requiredInt("num_attention_heads", for: purpose)
+        let inter = try config.requiredInt("intermediate_size", for: purpose)
+        guard heads > 0 else { throw FormatError(file: configPath, "num_attention_heads must be positive") }
+        let kvHeads = try config.int("num_key_value_heads") ?? heads
+        let headDim = try config.int("head_dim") ?? hidden / heads
         guard kvHeads > 0, heads % kvHeads == 0 else { throw FormatError(file: configPath, "num_attention_heads is not a multiple of num_key_value_heads") }
         let stats = try statsPath.map { try PruneStatistics(path: $0) }
         var inputs = [ckpt]
@@ -123,15 +121,12 @@ public struct StructuredPruneJob: Sendable {
             if let g = gathers[e.name] { shape[g.axis] = UInt64(g.keep.count) }
             return OutputTensor(name: e.name, dtype: e.info.dtype, shape: shape)
         }
-        func set(_ k: String, _ v: Int) {
-            if let i = config.firstIndex(where: { $0.0 == k }) { config[i].1 = .int(v) } else { config.append((k, .int(v))) }
-        }
+        let newSizes: [(String, Int)]
         switch target {
-        case .mlp: set("intermediate_size", inter - remove)
+        case .mlp: newSizes = [("intermediate_size", inter - remove)]
         case .heads:
-            set("num_attention_heads", heads - remove * (heads / kvHeads))
-            set("num_key_value_heads", kvHeads - remove)
-            set("head_dim", headDim)  // no longer hidden_size / num_attention_heads
+            newSizes = [("num_attention_heads", heads - remove * (heads / kvHeads)), ("num_key_value_heads", kvHeads - remove),
+                        ("head_dim", headDim)]  // no longer hidden_size / num_attention_heads
         }
         timer.lap("plan")
         let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
@@ -168,13 +163,12 @@ public struct StructuredPruneJob: Sendable {
             writer.abort()
             throw error
         }
-        guard case let .folder(dir, _) = out.layout else { fatalError("checked above") }
-        let copied = try out.copyAuxiliaryFiles(from: ckpt, skipping: ["config.json"])
-        try AtomicFile.write(Array((JSONValue.object(config).pretty(indent: 2, sortKeys: true) + "\n").utf8), to: FileSystem.join(dir, "config.json"))
+        let sizes = newSizes
+        let copied = try out.copyAuxiliaryFiles(from: ckpt, edit: { c in for (k, v) in sizes { c.set(k, .int(v)) } })
         timer.lap("prune")
         report.inputs = inputs.map(RunReport.describe)
         report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
-                                 ("copied", .array((copied + ["config.json"]).map { .string($0) }))])
+                                 ("copied", .array(copied.map { .string($0) }))])
         report.parameters = [("method", .string("structured")), ("target", .string(target.rawValue)), ("sparsity", .double(sparsity)),
                              ("stats", statsPath.map { .string($0) } ?? .null)]
         report.tensors = rows

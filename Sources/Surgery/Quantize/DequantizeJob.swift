@@ -25,7 +25,6 @@ public struct DequantizeJob: Sendable {
         var report = RunReport(command: settings.command)
         let items: [Item]
         var source: Checkpoint? = nil
-        var config: (path: String, json: [(String, JSONValue)])? = nil
         if GGUFFile.isGGUF(input) {
             let g = try GGUFFile(path: input)
             items = try ggufItems(g)
@@ -34,8 +33,6 @@ public struct DequantizeJob: Sendable {
             let c = try Checkpoint(path: input)
             source = c
             report.warnings += c.warnings
-            let cp = c.folder.map { FileSystem.join($0, "config.json") }
-            if let cp, FileSystem.kind(cp) == .file, case let .object(o) = try JSONParser.parse(try FileSystem.readAll(cp)) { config = (cp, o) }
             items = try compressedTensorsItems(c)
             report.inputs = [RunReport.describe(c)]
         }
@@ -58,12 +55,7 @@ public struct DequantizeJob: Sendable {
         }
         var copied: [String] = []
         if let source {
-            copied = try plan.copyAuxiliaryFiles(from: source, skipping: ["config.json"])
-            if let config, case let .folder(dir, _) = plan.layout {
-                let kept = config.json.filter { $0.0 != "quantization_config" }
-                try AtomicFile.write(Array((JSONValue.object(kept).pretty(indent: 2, sortKeys: true) + "\n").utf8), to: FileSystem.join(dir, "config.json"))
-                copied.append("config.json")
-            }
+            copied = try plan.copyAuxiliaryFiles(from: source, weights: items.map(\.tensor), edit: { $0.remove("quantization_config") })
         }
         timer.lap("dequantize")
         report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),

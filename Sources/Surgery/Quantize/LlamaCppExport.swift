@@ -12,42 +12,50 @@ public struct LlamaCppExport: Sendable {
     let kvHeads: Int
     public let metadata: [(String, GGUFValue)]
 
-    public init(configPath: String) throws {
-        guard case let .object(c) = try JSONParser.parse(try FileSystem.readAll(configPath)) else {
-            throw FormatError(file: configPath, "not a JSON object")
-        }
-        func value(_ k: String) -> JSONValue? { c.first { $0.0 == k }?.1 }
-        func int(_ k: String) throws -> Int {
-            guard let v = value(k)?.doubleValue, v >= 0, v == v.rounded() else {
-                throw FormatError(file: configPath, "needs an integer '\(k)' for llama.cpp's hyper-parameters")
-            }
-            return Int(v)
-        }
-        let modelType = value("model_type")?.stringValue ?? ""
+    /// Reads the hyper-parameters from config.json in either transformers layout; a value
+    /// llama.cpp needs that the config does not give is an error naming the key, never a default.
+    public init(config: ModelConfig) throws {
+        let need = "for llama.cpp's hyper-parameters"
+        let modelType = config.string("model_type") ?? ""
         switch modelType {
         case "llama", "mistral": arch = "llama"
         case "qwen2": arch = "qwen2"
-        default: throw FormatError(file: configPath, "model_type '\(modelType)' is not one --llama-cpp maps (llama, mistral, qwen2)")
+        default: throw FormatError(file: config.path, "model_type '\(modelType)' is not one --llama-cpp maps (llama, mistral, qwen2)")
         }
-        heads = try int("num_attention_heads")
-        kvHeads = value("num_key_value_heads") == nil || value("num_key_value_heads") == .null ? heads : try int("num_key_value_heads")
-        let hidden = try int("hidden_size")
-        guard heads > 0, kvHeads > 0, hidden % heads == 0 else { throw FormatError(file: configPath, "hidden_size is not a multiple of num_attention_heads") }
-        let headDim = value("head_dim")?.doubleValue.map { Int($0) } ?? hidden / heads
+        heads = try config.requiredInt("num_attention_heads", for: need)
+        kvHeads = try config.int("num_key_value_heads") ?? heads
+        let hidden = try config.requiredInt("hidden_size", for: need)
+        guard heads > 0, kvHeads > 0, hidden % heads == 0 else { throw FormatError(file: config.path, "hidden_size is not a multiple of num_attention_heads") }
+        let headDim = try config.int("head_dim") ?? hidden / heads
+        guard let eps = try config.double("rms_norm_eps") else { throw FormatError(file: config.path, "needs 'rms_norm_eps' \(need)") }
+        guard let theta = try config.ropeTheta() else {
+            throw FormatError(file: config.path, "needs 'rope_theta' (or 'rope_parameters.rope_theta') \(need)")
+        }
         var kv: [(String, GGUFValue)] = [
-            ("\(arch).context_length", .uint32(UInt32(try int("max_position_embeddings")))),
+            ("\(arch).context_length", .uint32(UInt32(try config.requiredInt("max_position_embeddings", for: need)))),
             ("\(arch).embedding_length", .uint32(UInt32(hidden))),
-            ("\(arch).block_count", .uint32(UInt32(try int("num_hidden_layers")))),
-            ("\(arch).feed_forward_length", .uint32(UInt32(try int("intermediate_size")))),
+            ("\(arch).block_count", .uint32(UInt32(try config.requiredInt("num_hidden_layers", for: need)))),
+            ("\(arch).feed_forward_length", .uint32(UInt32(try config.requiredInt("intermediate_size", for: need)))),
             ("\(arch).attention.head_count", .uint32(UInt32(heads))),
             ("\(arch).attention.head_count_kv", .uint32(UInt32(kvHeads))),
-            ("\(arch).attention.layer_norm_rms_epsilon", .float32(Float(value("rms_norm_eps")?.doubleValue ?? 1e-6))),
-            ("\(arch).rope.freq_base", .float32(Float(value("rope_theta")?.doubleValue ?? 10000))),
+            ("\(arch).attention.layer_norm_rms_epsilon", .float32(Float(eps))),
+            ("\(arch).rope.freq_base", .float32(Float(theta))),
             ("\(arch).rope.dimension_count", .uint32(UInt32(headDim))),
-            ("\(arch).vocab_size", .uint32(UInt32(try int("vocab_size")))),
+            ("\(arch).vocab_size", .uint32(UInt32(try config.requiredInt("vocab_size", for: need)))),
             ("tokenizer.ggml.model", .string("none")),
         ]
-        if let k = value("head_dim")?.doubleValue {
+        if let scaling = config.ropeScaling {
+            // convert_hf_to_gguf writes linear scaling as two keys; the other types need tensors
+            // (llama3's rope_freqs) or keys wtool does not write yet: refused, never dropped.
+            let fields = Dictionary(scaling, uniquingKeysWith: { _, b in b })
+            let type = (fields["rope_type"] ?? fields["type"])?.stringValue ?? ""
+            guard type == "linear", let factor = fields["factor"]?.doubleValue else {
+                throw FormatError(file: config.path, "rope scaling '\(type)' is not supported by --llama-cpp (only linear); the GGUF would rotate long prompts wrongly")
+            }
+            kv.append(("\(arch).rope.scaling.type", .string("linear")))
+            kv.append(("\(arch).rope.scaling.factor", .float32(Float(factor))))
+        }
+        if let k = try config.int("head_dim") {
             kv.append(("\(arch).attention.key_length", .uint32(UInt32(k))))
             kv.append(("\(arch).attention.value_length", .uint32(UInt32(k))))
         }

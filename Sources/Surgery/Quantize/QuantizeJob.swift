@@ -62,7 +62,7 @@ public struct QuantizeJob: Sendable {
         let hasConfig = configPath.map { FileSystem.kind($0) == .file } ?? false
         let llama: LlamaCppExport? = llamaCpp ? try {
             guard hasConfig, let configPath else { throw FormatError(file: input, "--llama-cpp needs a model folder with config.json") }
-            return try LlamaCppExport(configPath: configPath)
+            return try LlamaCppExport(config: try ModelConfig(path: configPath))
         }() : nil
 
         // ---- plan every tensor
@@ -175,14 +175,11 @@ public struct QuantizeJob: Sendable {
         }
         var copied: [String] = []
         if let plan {
-            copied = try plan.copyAuxiliaryFiles(from: source, skipping: format == .compressedTensors ? ["config.json"] : [])
-            if format == .compressedTensors, case let .folder(dir, _) = plan.layout {
-                if hasConfig, let configPath {
-                    try writeConfig(from: configPath, to: FileSystem.join(dir, "config.json"), quantization: ctConfig(tasks, gran: gran))
-                    copied.append("config.json")
-                } else {
-                    report.warnings.append("the input has no config.json: vLLM needs one with this quantization_config (kept in the safetensors metadata)")
-                }
+            let quantization: JSONValue? = format == .compressedTensors ? ctConfig(tasks, gran: gran) : nil
+            copied = try plan.copyAuxiliaryFiles(from: source, weights: format == .fake ? stOutputs : nil,
+                                                 edit: { c in if let quantization { c.set("quantization_config", quantization) } })
+            if format == .compressedTensors, case .folder = plan.layout, !hasConfig {
+                report.warnings.append("the input has no config.json: vLLM needs one with this quantization_config (kept in the safetensors metadata)")
             }
         }
         timer.lap("quantize")
@@ -405,13 +402,6 @@ public struct QuantizeJob: Sendable {
                                               type: isFloat ? "float" : "int",
                                               symmetric: TensorQuantizer(scheme: scheme, format: format, granularity: gran, symmetric: symmetric ?? true).effectiveSymmetric,
                                               strategy: strategy, groupSize: group, ignore: ignore)
-    }
-
-    private func writeConfig(from src: String, to dst: String, quantization: JSONValue) throws {
-        guard case var .object(c) = try JSONParser.parse(try FileSystem.readAll(src)) else { throw FormatError(file: src, "not a JSON object") }
-        c.removeAll { $0.0 == "quantization_config" }
-        c.append(("quantization_config", quantization))
-        try AtomicFile.write(Array((JSONValue.object(c).pretty(indent: 2, sortKeys: true) + "\n").utf8), to: dst)
     }
 }
 

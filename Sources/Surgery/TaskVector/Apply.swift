@@ -119,7 +119,7 @@ public struct ApplyTaskVectorJob: Sendable {
             writer.abort()
             throw error
         }
-        let copied = try out.copyAuxiliaryFiles(from: b)
+        let copied = try out.copyAuxiliaryFiles(from: b, weights: outputs)
         timer.lap("apply")
         report.inputs = [RunReport.describe(b)] + tvs.map { RunReport.describe($0.checkpoint) }
         report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
