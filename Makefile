@@ -6,12 +6,14 @@ SWIFT ?= swift
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
+CLIENTS_VENV := .venv-clients
+CLIENTS_PY := $(CLIENTS_VENV)/bin/python
 APT_PACKAGES := libopenblas-dev liblapacke-dev zlib1g-dev pkg-config
 DEBUG_BIN := .build/debug/wtool
 RELEASE_BIN := .build/release/wtool
 DEMO_OUT := /tmp/wtool-demo
 
-.PHONY: all deps venv build release test test-swift test-interop demo install bench fixtures clean
+.PHONY: all deps venv clients-venv build release test test-swift test-interop test-clients demo install bench fixtures clean
 
 all: build
 
@@ -35,6 +37,16 @@ $(VENV)/.installed: Fixtures/requirements.txt
 	$(VPY) -m pip install -q --disable-pip-version-check -r Fixtures/requirements.txt
 	touch $@
 
+## clients-venv: the real consumers (torch, transformers, PEFT, compressed-tensors, llama-cpp-python,
+## pinned in Tests/clients/requirements.txt) in their own environment. torch's Linux wheel brings
+## several GB of CUDA libraries (it runs on the CPU) and llama-cpp-python builds llama.cpp with cmake
+## (about 5 minutes on 2 cores): minutes once, so not part of `make test` or CI.
+clients-venv: $(CLIENTS_VENV)/.installed
+$(CLIENTS_VENV)/.installed: Tests/clients/requirements.txt
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(CLIENTS_PY) -m pip install -q --disable-pip-version-check -r Tests/clients/requirements.txt
+	touch $@
+
 build: deps
 	$(SWIFT) build
 
@@ -49,6 +61,10 @@ test-swift:
 
 test-interop:
 	WTOOL=$(abspath $(DEBUG_BIN)) $(VPY) -m pytest -q Tests/interop
+
+## test-clients: transformers, PEFT, compressed-tensors and llama.cpp load what wtool writes.
+test-clients: build clients-venv
+	WTOOL=$(abspath $(DEBUG_BIN)) $(CLIENTS_PY) -m pytest -q -p no:cacheprovider Tests/clients
 
 ## demo: real jobs on the fixtures: inspect; convert to sharded bf16 and diff against the original;
 ## a mergekit TIES recipe, compared with mergekit's own output; the digits MLPs aligned (Git Re-Basin)
@@ -84,4 +100,4 @@ fixtures: venv
 	$(VPY) Fixtures/make_fixtures.py
 
 clean:
-	rm -rf .build $(VENV) $(DEMO_OUT)
+	rm -rf .build $(VENV) $(CLIENTS_VENV) $(DEMO_OUT)

@@ -458,3 +458,21 @@ def test_bad_inputs_leave_nothing(tmp_path):
     code, _, err = run("quantize", "--dequantize", QUANT, "-o", out / "y.safetensors", check=False)
     assert code == 1 and "no compressed-tensors weights" in err
     assert sorted(os.listdir(out)) == ["bad.gguf"]
+
+
+@pytest.mark.parametrize("scheme", ["q4_k", "q4_1", "q5_1"])
+def test_signed_zero_blocks_match_ggml(tmp_path, scheme):
+    """ggml's encoders compare strictly (`if (v > max) max = v`): all-zero blocks of +0.0 or -0.0
+    store the zero scales ggml stores. Legacy types: byte-identical with gguf-py; Q4_K (which
+    gguf-py cannot encode): d and dmin are +0.0, as ggml_quantize_chunk writes them (checked
+    against ggml itself in make test-clients); Swift's max(+0, -0) returns -0.0."""
+    x = np.zeros((2, 256), np.float32)
+    x[1] = -0.0
+    save_file({"model.layers.0.mlp.up_proj.weight": x}, str(tmp_path / "z.safetensors"))
+    run("quantize", tmp_path / "z.safetensors", "-o", tmp_path / "z.gguf", "--scheme", scheme, "--quiet")
+    data = np.array(gguf.GGUFReader(str(tmp_path / "z.gguf")).tensors[0].data).tobytes()
+    if scheme != "q4_k":
+        assert data == gguf.quantize(x, qtype(scheme)).tobytes()
+        return
+    for b in range(0, len(data), 144):
+        assert data[b: b + 4] == b"\0\0\0\0", b

@@ -91,8 +91,10 @@ enum GGMLKQuantBlocks {
                 for l in 0..<32 { w[l] = av + abs(xs[l]) }
                 (scales[j], mins[j]) = affineSearch(xs, 32, nmax: 15, weights: w, levels: &L, offset: 32 * j,
                                                     rmin: -1, rdelta: 0.1, nstep: 20)
-                maxScale = max(maxScale, scales[j])
-                maxMin = max(maxMin, mins[j])
+                // ggml's strict `>` from +0: a sub-block whose min is -0.0 (all-zero input) must
+                // not turn dmin into -0.0 (Swift's max(0, -0.0) returns -0.0).
+                if scales[j] > maxScale { maxScale = scales[j] }
+                if mins[j] > maxMin { maxMin = mins[j] }
             }
             let invScale: Float = maxScale > 0 ? 63 / maxScale : 0
             let invMin: Float = maxMin > 0 ? 63 / maxMin : 0

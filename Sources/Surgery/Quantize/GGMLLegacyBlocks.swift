@@ -151,7 +151,12 @@ enum GGMLLegacyBlocks {
 
     @inline(__always) static func minMax(_ xb: UnsafePointer<Float>) -> (Float, Float) {
         var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
-        for j in 0..<qk { lo = min(lo, xb[j]); hi = max(hi, xb[j]) }
+        // ggml's strict comparisons: of +0.0 and -0.0 the first seen stays (Swift's max(+0, -0)
+        // would return -0.0 and flip the sign of a stored zero scale).
+        for j in 0..<qk {
+            if xb[j] < lo { lo = xb[j] }
+            if xb[j] > hi { hi = xb[j] }
+        }
         return (lo, hi)
     }
 
