@@ -59,7 +59,7 @@ struct MergeCommand: ParsableCommand {
     var shardSize: String?
 
     @Option(name: .long, help: ArgumentHelp("Seed for DARE and DELLA (default 0).", valueName: "N"))
-    var seed: UInt64 = 0
+    var seed: UInt64?
 
     @Flag(name: .long, help: "Validate everything and print the plan without writing.")
     var dryRun = false

@@ -24,8 +24,8 @@ struct PruneCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("A .safetensors file or a model folder.", valueName: "IN")) var input: String
     @Option(name: .short, help: ArgumentHelp("Output: a .safetensors file or a folder.", valueName: "OUT")) var output: String
     @Option(name: .long, help: ArgumentHelp("magnitude (default), wanda, principal, soft-threshold or structured.", valueName: "METHOD")) var method: String = "magnitude"
-    @Option(name: .long, help: ArgumentHelp("structured: mlp (channels) or heads (KV groups).", valueName: "TARGET")) var target: String = "mlp"
-    @Option(name: .long, help: ArgumentHelp("Fraction to prune, 0...1 (default 0.5; with --nm it is (M-N)/M).", valueName: "S")) var sparsity: Double = 0.5
+    @Option(name: .long, help: ArgumentHelp("structured: mlp (channels) or heads (KV groups).", valueName: "TARGET")) var target: String?
+    @Option(name: .long, help: ArgumentHelp("Fraction to prune, 0...1 (default 0.5; not with --nm, which prunes (M-N)/M).", valueName: "S")) var sparsity: Double?
     @Option(name: .long, help: ArgumentHelp("tensor, row or global (default: row for wanda and --dsnot, global for soft-threshold, else tensor).", valueName: "SCOPE")) var scope: String?
     @Option(name: .long, help: ArgumentHelp("Keep N of every M consecutive entries per row (2:4, 4:8).", valueName: "N:M")) var nm: String?
     @Option(name: .long, help: ArgumentHelp("Activation statistics for wanda (safetensors, <module>.act_sq_sum).", valueName: "FILE")) var stats: String?
@@ -33,8 +33,8 @@ struct PruneCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Rank of the approximation for principal.", valueName: "R")) var rank: Int?
     @Option(name: .long, help: ArgumentHelp("Also write one BOOL mask per target (true = kept) to this .safetensors file.", valueName: "FILE")) var maskOut: String?
     @Flag(name: .long, help: "DSnoT prune-and-grow on top of the wanda or magnitude mask (needs act_mean and act_var statistics).") var dsnot = false
-    @Option(name: .long, help: ArgumentHelp("DSnoT: swaps per row at most (default 50).", valueName: "N")) var dsnotCycles: Int = 50
-    @Option(name: .long, help: ArgumentHelp("DSnoT: stop when the row's expected error is this small (default 0.1).", valueName: "X")) var dsnotThreshold: Double = 0.1
+    @Option(name: .long, help: ArgumentHelp("DSnoT: swaps per row at most (default 50).", valueName: "N")) var dsnotCycles: Int?
+    @Option(name: .long, help: ArgumentHelp("DSnoT: stop when the row's expected error is this small (default 0.1).", valueName: "X")) var dsnotThreshold: Double?
     @Option(name: .long, help: ArgumentHelp("Largest shard (folder output).", valueName: "SIZE")) var shardSize: String?
     @Option(name: .long, help: ArgumentHelp("Write the JSON report here.", valueName: "FILE")) var report: String?
     @OptionGroup(title: "Principal pruning's SVD") var svd: SVDOptions
@@ -50,19 +50,25 @@ struct PruneCommand: ParsableCommand {
         guard PruneJob.Method(rawValue: method) != nil || method == "structured" else {
             throw ValidationError("--method must be magnitude, wanda, principal, soft-threshold or structured")
         }
-        guard StructuredPruneJob.Target(rawValue: target) != nil else { throw ValidationError("--target must be mlp or heads") }
-        if method == "structured" && (nm != nil || scope != nil || maskOut != nil || rank != nil) {
-            throw ValidationError("structured pruning takes --target, --sparsity and --stats (no --nm, --scope, --rank, --mask-out)")
+        if let target, StructuredPruneJob.Target(rawValue: target) == nil { throw ValidationError("--target must be mlp or heads") }
+        if method == "structured" && (nm != nil || scope != nil || maskOut != nil || rank != nil || dsnot || fallback != nil
+                                      || !common.include.isEmpty || !common.exclude.isEmpty) {
+            throw ValidationError("structured pruning takes --target, --sparsity and --stats (no --nm, --scope, --rank, --mask-out, --dsnot, --fallback, --include/--exclude: it removes the same units in every layer)")
         }
+        if method != "structured" && target != nil { throw ValidationError("--target belongs to --method structured") }
+        if method != "wanda" && fallback != nil { throw ValidationError("--fallback belongs to --method wanda") }
+        if !dsnot && (dsnotCycles != nil || dsnotThreshold != nil) { throw ValidationError("--dsnot-cycles and --dsnot-threshold need --dsnot") }
+        if rank != nil && method != "principal" { throw ValidationError("--rank belongs to --method principal") }
         if let scope, PruneJob.Scope(rawValue: scope) == nil { throw ValidationError("--scope must be tensor, row or global") }
-        guard sparsity >= 0 && sparsity <= 1 else { throw ValidationError("--sparsity must be in [0, 1]") }
+        guard (0...1).contains(sparsity ?? 0.5) else { throw ValidationError("--sparsity must be in [0, 1]") }
+        if nm != nil && sparsity != nil { throw ValidationError("--nm N:M sets the sparsity ((M-N)/M); give one of --nm and --sparsity") }
         if nm != nil {
             guard let p = parsedNM(), p.m >= 1, p.n >= 0, p.n <= p.m else { throw ValidationError("--nm expects N:M with 0 <= N <= M, e.g. 2:4") }
         }
         if method != "principal" && !svd.isDefault { throw ValidationError("--svd, --oversample, --power-iters and --seed belong to --method principal") }
         if let fallback, fallback != "magnitude" { throw ValidationError("--fallback takes only 'magnitude'") }
         if let rank, rank < 1 { throw ValidationError("--rank must be at least 1") }
-        if dsnotCycles < 0 || !(dsnotThreshold >= 0) { throw ValidationError("--dsnot-cycles and --dsnot-threshold must be >= 0") }
+        if (dsnotCycles ?? 0) < 0 || !((dsnotThreshold ?? 0) >= 0) { throw ValidationError("--dsnot-cycles and --dsnot-threshold must be >= 0") }
         if let maskOut, !maskOut.hasSuffix(".safetensors") { throw ValidationError("--mask-out must name a .safetensors file") }
         if let shardSize, ByteSize.parse(shardSize) == nil { throw ValidationError("invalid --shard-size '\(shardSize)'") }
     }
@@ -71,7 +77,7 @@ struct PruneCommand: ParsableCommand {
         if method == "structured" { return try runStructured() }
         var job = PruneJob(input: input, output: output)
         job.method = PruneJob.Method(rawValue: method)!
-        job.sparsity = sparsity
+        job.sparsity = sparsity ?? 0.5
         job.scope = scope.flatMap { PruneJob.Scope(rawValue: $0) }
         job.nm = parsedNM()
         job.statsPath = stats
@@ -81,8 +87,8 @@ struct PruneCommand: ParsableCommand {
         job.maskOut = maskOut
         if dsnot {
             var d = DSnoT()
-            d.maxCycles = dsnotCycles
-            d.threshold = dsnotThreshold
+            if let dsnotCycles { d.maxCycles = dsnotCycles }
+            if let dsnotThreshold { d.threshold = dsnotThreshold }
             job.dsnot = d
         }
         job.settings = common.settings(report: report, shardSize: shardSize)
@@ -95,14 +101,14 @@ struct PruneCommand: ParsableCommand {
 
     private func runStructured() throws {
         var job = StructuredPruneJob(input: input, output: output)
-        job.target = StructuredPruneJob.Target(rawValue: target)!
-        job.sparsity = sparsity
+        job.target = StructuredPruneJob.Target(rawValue: target ?? "mlp")!
+        job.sparsity = sparsity ?? 0.5
         job.statsPath = stats
         job.settings = common.settings(report: report, shardSize: shardSize)
         let r = try job.run()
         for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
         let s = Dictionary(uniqueKeysWithValues: r.summary)
-        note("removed \(s["removed_per_layer"]!.compact()) of \(s["units"]!.compact()) \(target == "mlp" ? "MLP channels" : "KV groups") in each of \(s["layers"]!.compact()) layers, "
+        note("removed \(s["removed_per_layer"]!.compact()) of \(s["units"]!.compact()) \(job.target == .mlp ? "MLP channels" : "KV groups") in each of \(s["layers"]!.compact()) layers, "
              + "\(s["bytes_in"]!.compact()) -> \(s["bytes_out"]!.compact()) bytes -> \(output)", quiet: common.quiet)
     }
 }

@@ -42,8 +42,8 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("tensor, channel or group (int/hqq/fp8 schemes; default group for int/hqq, channel for fp8).", valueName: "G"))
     var granularity: String?
 
-    @Option(name: .long, help: ArgumentHelp("Input elements per group (default 128).", valueName: "N"))
-    var groupSize = 128
+    @Option(name: .long, help: ArgumentHelp("Input elements per group, with group granularity (default 128).", valueName: "N"))
+    var groupSize: Int?
 
     @Flag(name: .long, help: "Symmetric integers, zero point 0 (default for int2...int8).")
     var symmetric = false
@@ -70,8 +70,11 @@ struct QuantizeCommand: ParsableCommand {
 
     func validate() throws {
         if dequantize {
-            if scheme != nil || format != nil || granularity != nil || symmetric || asymmetric || llamaCpp {
+            if scheme != nil || format != nil || granularity != nil || groupSize != nil || symmetric || asymmetric || llamaCpp {
                 throw ValidationError("--dequantize takes no quantization options (only -o, --dtype, --shard-size, --report)")
+            }
+            if !common.include.isEmpty || !common.exclude.isEmpty {
+                throw ValidationError("--dequantize decodes every quantized tensor; it takes no --include/--exclude")
             }
             if let dtype, DType(userName: dtype)?.isFloatingPoint != true { throw ValidationError("unknown --dtype '\(dtype)' (use f32, f16 or bf16)") }
             return
@@ -81,7 +84,7 @@ struct QuantizeCommand: ParsableCommand {
         if let format, QuantFormat(rawValue: format) == nil { throw ValidationError("unknown --format '\(format)' (use gguf, compressed-tensors or fake)") }
         if let granularity, !["tensor", "channel", "group"].contains(granularity) { throw ValidationError("unknown --granularity '\(granularity)' (use tensor, channel or group)") }
         if symmetric && asymmetric { throw ValidationError("--symmetric and --asymmetric exclude each other") }
-        if groupSize < 1 { throw ValidationError("--group-size must be at least 1") }
+        if let groupSize, groupSize < 1 { throw ValidationError("--group-size must be at least 1") }
         if dtype != nil { throw ValidationError("--dtype applies to --dequantize") }
         if let shardSize, ByteSize.parse(shardSize) == nil { throw ValidationError("invalid --shard-size '\(shardSize)' (examples: 500MB, 5GB)") }
     }
@@ -102,7 +105,7 @@ struct QuantizeCommand: ParsableCommand {
         switch granularity {
         case "tensor"?: job.granularity = .tensor
         case "channel"?: job.granularity = .channel
-        case "group"?: job.granularity = .group(groupSize)
+        case "group"?: job.granularity = .group(groupSize ?? 128)
         default: break
         }
         job.groupSize = groupSize

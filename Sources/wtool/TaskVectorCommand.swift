@@ -44,7 +44,7 @@ struct TaskVectorCommand: ParsableCommand {
         func run() throws {
             var job = ExtractTaskVectorJob(base: base, finetuned: finetuned, output: output)
             job.dtype = DType(userName: dtype)!
-            job.density = density
+            job.density = density ?? 1
             job.settings = common.settings(report: report, shardSize: shardSize)
             let r = try job.run()
             for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
@@ -60,19 +60,21 @@ struct TaskVectorCommand: ParsableCommand {
             sum: BASE + lambda * sum s_i TV_i, computed in f64 per entry. ties and dare use the merge \
             pipeline (sparsify with --density, weight by the scales, for ties elect signs and divide \
             by the agreeing weights; dare rescales the kept entries, --rescale l1 or inverse_density). \
-            Tensors absent from every task vector are copied from the base; a task-vector tensor the \
-            base lacks, or of another shape, is an error. Output dtype: the base's unless --dtype.
+            Tensors absent from every task vector, or left out by --include/--exclude, are copied from \
+            the base; a task-vector tensor the base lacks, or of another shape, is an error. Output \
+            dtype: the base's unless --dtype. --density and --normalize belong to ties and dare, \
+            --rescale and --seed to dare; given with another method they are refused.
             """)
         @Option(name: .long, help: ArgumentHelp("The base model.", valueName: "BASE")) var base: String
         @Argument(help: ArgumentHelp("Task vectors (or fine-tuned models).", valueName: "TV")) var vectors: [String]
         @Option(name: .short, help: ArgumentHelp("Output: a .safetensors file or a folder.", valueName: "OUT")) var output: String
         @Option(name: .long, help: ArgumentHelp("Scale of each task vector, comma-separated (negative subtracts; default 1).", valueName: "S,...")) var scale: String?
         @Option(name: .long, help: ArgumentHelp("sum (default), ties or dare.", valueName: "METHOD")) var method: String = "sum"
-        @Option(name: .long, help: ArgumentHelp("ties/dare: fraction of each delta kept (default 1).", valueName: "D")) var density: Double = 1
+        @Option(name: .long, help: ArgumentHelp("ties/dare: fraction of each delta kept (default 1).", valueName: "D")) var density: Double?
         @Option(name: .long, help: ArgumentHelp("Scale of the combined delta (default 1).", valueName: "L")) var lambda: Double = 1
         @Option(name: .long, help: ArgumentHelp("ties/dare: divide by the (agreeing) weights: true or false (default: true for ties).", valueName: "BOOL")) var normalize: Bool?
-        @Option(name: .long, help: ArgumentHelp("dare: l1 (default), inverse_density or none.", valueName: "RULE")) var rescale: String = "l1"
-        @Option(name: .long, help: ArgumentHelp("Seed for dare (default 0).", valueName: "N")) var seed: UInt64 = 0
+        @Option(name: .long, help: ArgumentHelp("dare: l1 (default), inverse_density or none.", valueName: "RULE")) var rescale: String?
+        @Option(name: .long, help: ArgumentHelp("Seed for dare (default 0).", valueName: "N")) var seed: UInt64?
         @Option(name: .long, help: ArgumentHelp("task-vector, model or auto (default: by metadata).", valueName: "KIND")) var inputs: String = "auto"
         @Option(name: .long, help: ArgumentHelp("Output dtype (default: the base's).", valueName: "DTYPE")) var dtype: String?
         @Option(name: .long, help: ArgumentHelp("Largest shard (folder output).", valueName: "SIZE")) var shardSize: String?
@@ -82,7 +84,9 @@ struct TaskVectorCommand: ParsableCommand {
         func validate() throws {
             guard ApplyTaskVectorJob.Method(rawValue: method) != nil else { throw ValidationError("--method must be sum, ties or dare") }
             guard TaskVectorSource.Kind(rawValue: inputs) != nil else { throw ValidationError("--inputs must be auto, task-vector or model") }
-            guard ["l1", "inverse_density", "none"].contains(rescale) else { throw ValidationError("--rescale must be l1, inverse_density or none") }
+            if let rescale, !["l1", "inverse_density", "none"].contains(rescale) { throw ValidationError("--rescale must be l1, inverse_density or none") }
+            if method == "sum" && (density != nil || normalize != nil) { throw ValidationError("--density and --normalize belong to --method ties or dare") }
+            if method != "dare" && (rescale != nil || seed != nil) { throw ValidationError("--rescale and --seed belong to --method dare") }
             if let dtype, DType(userName: dtype)?.isFloatingPoint != true { throw ValidationError("unknown --dtype '\(dtype)'") }
             if let shardSize, ByteSize.parse(shardSize) == nil { throw ValidationError("invalid --shard-size '\(shardSize)'") }
             if vectors.isEmpty { throw ValidationError("name at least one task vector") }
@@ -96,11 +100,11 @@ struct TaskVectorCommand: ParsableCommand {
                 job.scales = v.count == 1 ? Array(repeating: v[0]!, count: vectors.count) : v.map { $0! }
             }
             job.method = ApplyTaskVectorJob.Method(rawValue: method)!
-            job.density = density
+            job.density = density ?? 1
             job.lambda = lambda
             job.normalize = normalize
-            job.rescale = rescale == "none" ? nil : RescaleRule(rawValue: rescale)
-            job.seed = seed
+            job.rescale = rescale == "none" ? nil : RescaleRule(rawValue: rescale ?? "l1")
+            job.seed = seed ?? 0
             job.kind = TaskVectorSource.Kind(rawValue: inputs)!
             job.dtype = dtype.flatMap { DType(userName: $0) }
             job.settings = common.settings(report: report, shardSize: shardSize)

@@ -132,8 +132,8 @@ def wanda_inputs(tmp_path, scale=1.0):
 def test_wanda_masks_equal_numpy(tmp_path, scope, nm):
     src, w, stats, path = wanda_inputs(tmp_path)
     out = tmp_path / "out.safetensors"
-    args = ["--nm", "2:4"] if nm else ["--scope", scope]
-    run("prune-sparse", src, "-o", out, "--method", "wanda", "--stats", path, "--sparsity", "0.5", *args, "--quiet")
+    args = ["--nm", "2:4"] if nm else ["--scope", scope, "--sparsity", "0.5"]
+    run("prune-sparse", src, "-o", out, "--method", "wanda", "--stats", path, *args, "--quiet")
     scores = {}
     for k, v in w.items():
         if is_target(k, v.shape):

@@ -280,8 +280,8 @@ def test_tied_embeddings_ignore_lm_head(tmp_path, scheme):
     """The module exists only through tying; the ignore list must still name it, or transformers
     treats it as a quantized Linear."""
     src = tied_model(tmp_path)
-    run("quantize", src, "-o", tmp_path / "ct", "--scheme", scheme, "--group-size", "32", "--quiet",
-        *(["--granularity", "channel"] if scheme == "fp8" else []))
+    run("quantize", src, "-o", tmp_path / "ct", "--scheme", scheme, "--quiet",
+        *(["--granularity", "channel"] if scheme == "fp8" else ["--group-size", "32"]))
     qc = json.load(open(tmp_path / "ct" / "config.json"))["quantization_config"]
     assert "lm_head" in qc["ignore"] and "model.embed_tokens" in qc["ignore"]
     # quantizing lm_head on purpose takes it off the list
@@ -294,7 +294,7 @@ def test_tied_embeddings_ignore_lm_head(tmp_path, scheme):
                                          (["--scheme", "int4"], False), (["--scheme", "int4", "--asymmetric", "--granularity", "tensor"], False)])
 def test_asymmetric_pack_quantized_warns_about_transformers(tmp_path, args, warned):
     src = os.path.join(FIX, "tiny-llama", "ft-bf16")
-    code, _, err = run("quantize", src, "-o", tmp_path / "ct", *args, "--group-size", "32")
+    code, _, err = run("quantize", src, "-o", tmp_path / "ct", *args, *([] if "tensor" in args else ["--group-size", "32"]))
     rep = json.load(open(tmp_path / "ct" / "wtool-report.json"))
     hit = [w for w in rep["warnings"] if "transformers 5" in w]
     assert bool(hit) == warned and (("transformers 5" in err) == warned)
@@ -420,6 +420,11 @@ def test_deterministic_across_threads(tmp_path):
     (["--scheme", "hqq4", "--symmetric"], 2, "int2...int8"),
     (["--scheme", "int4", "--llama-cpp"], 2, "--llama-cpp"),
     (["--dequantize", "--scheme", "q4_0"], 2, "no quantization options"),
+    (["--dequantize", "--group-size", "64"], 2, "no quantization options"),
+    (["--dequantize", "--include", "*"], 2, "no --include/--exclude"),
+    (["--scheme", "q4_0", "--group-size", "64"], 2, "--group-size applies to group granularity"),
+    (["--scheme", "fp8", "--group-size", "64"], 2, "--group-size applies to group granularity"),
+    (["--scheme", "int4", "--granularity", "channel", "--group-size", "64"], 2, "--group-size applies to group granularity"),
 ])
 def test_usage_errors(tmp_path, args, status, needle):
     code, _, err = run("quantize", QUANT, "-o", tmp_path / "o.gguf", *args, check=False)

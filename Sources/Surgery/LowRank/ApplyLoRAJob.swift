@@ -78,13 +78,19 @@ public struct ApplyLoRAJob: Sendable {
         let outputs = b.entries.map { OutputTensor(name: $0.name, dtype: $0.info.dtype, shape: $0.info.shape) }
         timer.lap("plan")
         let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
-        let (d, rep, s) = (deltas, replaced, scale)
+        let (d, rep, s, selection) = (deltas, replaced, scale, settings.selection)
+        warnings += selection.unusedPatterns(in: b.tensorNames).map { "pattern '\($0)' matches no tensor" }
         let biasOf = Dictionary(uniqueKeysWithValues: modules.compactMap { m, mod in mod.bias.map { (m + ".bias", ($0, m)) } })
         let rows: [JSONValue]
         do {
             rows = try Engine.map(count: b.entries.count, threads: settings.threads,
                                   progress: Progress(total: b.entries.count, label: "apply", quiet: settings.quiet)) { i -> JSONValue in
                 let e = b.entries[i]
+                guard selection.selects(e.name) else {
+                    try writer.write(tensor: i, b.bytes(e))
+                    b.release(e)
+                    return .object([("name", .string(e.name)), ("copied", .bool(true)), ("excluded", .bool(true))])
+                }
                 if let src = rep[e.name] {
                     let v = decodeFloats(weights, weights.entry(src)!)
                     try writer.write(floats: v, as: e.info.dtype, tensor: i)
@@ -128,7 +134,8 @@ public struct ApplyLoRAJob: Sendable {
         report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
         report.parameters = [("scale", .double(scale)), ("r", .int(config.r)), ("lora_alpha", .double(config.loraAlpha)),
-                             ("use_rslora", .bool(config.useRSLoRA)), ("fan_in_fan_out", .bool(config.fanInFanOut))]
+                             ("use_rslora", .bool(config.useRSLoRA)), ("fan_in_fan_out", .bool(config.fanInFanOut)),
+                             ("include", .array(selection.include.map { .string($0) })), ("exclude", .array(selection.exclude.map { .string($0) }))]
         report.tensors = rows
         report.summary = [("lora_modules", .int(deltas.count)), ("modules_to_save", .int(replaced.count)), ("tensors", .int(rows.count))]
         report.timing = timer.phases

@@ -8,7 +8,9 @@ public struct MergeJob: Sendable {
     public var recipeText: String
     public var output: String
     public var outDType: DType?
-    public var seed: UInt64 = 0
+    /// DARE's and DELLA's seed (nil: 0); refused for the methods that draw nothing.
+    public var seed: UInt64?
+    static let randomMethods: Set<String> = ["dare_ties", "dare_linear", "della", "della_linear"]
     public var dryRun = false
 
     public init(recipe: MergeRecipe, recipeText: String, output: String) {
@@ -19,6 +21,10 @@ public struct MergeJob: Sendable {
         var timer = PhaseTimer()
         var report = RunReport(command: settings.command)
         let plan = try MergePlan(recipe: recipe, outDType: outDType, selection: settings.selection)
+        if seed != nil && !MergeJob.randomMethods.contains(plan.method.name) {
+            throw UsageError("--seed applies to the methods that drop entries at random (dare_ties, dare_linear, della, della_linear), not \(plan.method.name)")
+        }
+        let seed = self.seed ?? 0
         let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: plan.checkpoints)
         report.warnings = plan.warnings
         report.inputs = plan.checkpoints.map(RunReport.describe)
@@ -45,7 +51,6 @@ public struct MergeJob: Sendable {
         }
         let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
         let rows: [JSONValue]
-        let seed = self.seed
         do {
             rows = try Engine.map(count: plan.items.count, threads: settings.threads,
                                   progress: Progress(total: plan.items.count, label: "merge", quiet: settings.quiet)) { i in

@@ -8,6 +8,8 @@ import SafeTensors
 public enum Granularity: Sendable, Equatable, CustomStringConvertible {
     case tensor, channel, group(Int)
 
+    public var isGroup: Bool { if case .group = self { return true }; return false }
+
     public var description: String {
         switch self { case .tensor: return "tensor"; case .channel: return "channel"; case let .group(g): return "group\(g)" }
     }

@@ -11,7 +11,8 @@ public struct QuantizeJob: Sendable {
     public var format: QuantFormat
     /// nil: the scheme's default (block / group of `groupSize` / tensor / channel).
     public var granularity: Granularity?
-    public var groupSize = 128
+    /// Elements per group for group granularity (nil: 128); refused for any other granularity.
+    public var groupSize: Int?
     /// nil: symmetric for RTN integers.
     public var symmetric: Bool?
     /// GGUF for llama.cpp: its tensor names, hyper-parameters and Q/K row order (LLaMA family).
@@ -49,10 +50,14 @@ public struct QuantizeJob: Sendable {
             throw UsageError("--granularity does not apply to \(scheme.name) (its blocks/scale are fixed by the format)")
         }
         if case .fp8 = scheme, case .group? = granularity { throw UsageError("fp8 takes --granularity tensor or channel") }
-        guard groupSize >= 1 else { throw UsageError("--group-size must be at least 1") }
+        guard (groupSize ?? 1) >= 1 else { throw UsageError("--group-size must be at least 1") }
         if symmetric != nil { if case .integer = scheme {} else { throw UsageError("--symmetric/--asymmetric apply to the int2...int8 schemes only") } }
         if llamaCpp && format != .gguf { throw UsageError("--llama-cpp applies to --format gguf") }
-        let gran = granularity ?? scheme.defaultGranularity(groupSize: groupSize)
+        let gran = granularity ?? scheme.defaultGranularity(groupSize: groupSize ?? 128)
+        if groupSize != nil, !gran.isGroup || !scheme.allowsGranularity {
+            let uses = scheme.allowsGranularity ? "uses \(gran) scales here" : "has blocks fixed by its format"
+            throw UsageError("--group-size applies to group granularity (int and hqq schemes); \(scheme.name) \(uses)")
+        }
         let quantizer = TensorQuantizer(scheme: scheme, format: format, granularity: gran, symmetric: symmetric ?? true)
 
         let source = try Checkpoint(path: input)

@@ -32,6 +32,7 @@ public struct ApplyTaskVectorJob: Sendable {
         let tvs = try vectors.map { try TaskVectorSource(path: $0, kind: kind) }
         let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [b] + tvs.map(\.checkpoint))
         report.warnings = b.warnings + tvs.flatMap(\.checkpoint.warnings)
+            + settings.selection.unusedPatterns(in: b.tensorNames).map { "pattern '\($0)' matches no tensor" }
         // Every task-vector tensor must exist in the base with the same shape.
         for (tv, path) in zip(tvs, vectors) {
             for e in tv.checkpoint.entries {
@@ -73,7 +74,8 @@ public struct ApplyTaskVectorJob: Sendable {
         do {
             rows = try Engine.map(count: b.entries.count, threads: settings.threads, progress: Progress(total: b.entries.count, label: "apply", quiet: settings.quiet)) { i in
                 let e = b.entries[i]
-                let touched = tvs.indices.filter { tvs[$0].checkpoint.entry(e.name) != nil }
+                let selected = settings.selection.selects(e.name)
+                let touched = selected ? tvs.indices.filter { tvs[$0].checkpoint.entry(e.name) != nil } : []
                 guard e.info.dtype.isFloatingPoint, !touched.isEmpty else {
                     // Not in any task vector (or not a float): the base's bytes, unchanged.
                     if outputs[i].dtype == e.info.dtype {
@@ -83,7 +85,7 @@ public struct ApplyTaskVectorJob: Sendable {
                         try writer.write(floats: v, as: outputs[i].dtype, tensor: i)
                     }
                     b.release(e)
-                    return .object([("name", .string(e.name)), ("copied", .bool(true))])
+                    return .object([("name", .string(e.name)), ("copied", .bool(true))] + (selected ? [] : [("excluded", .bool(true))]))
                 }
                 let w = touched.map { scales[$0] }
                 var row: [(String, JSONValue)] = [("name", .string(e.name)), ("vectors", .array(touched.map { .int($0) }))]
@@ -126,7 +128,9 @@ public struct ApplyTaskVectorJob: Sendable {
                                  ("copied", .array(copied.map { .string($0) }))])
         report.parameters = [("method", .string(method.rawValue)), ("scales", .array(scales.map { .double($0) })),
                              ("lambda", .double(lambda)), ("density", .double(density)), ("seed", .uint(seed)),
-                             ("inputs_are", .array(tvs.map { .string($0.isDelta ? "task-vector" : "model") }))]
+                             ("inputs_are", .array(tvs.map { .string($0.isDelta ? "task-vector" : "model") })),
+                             ("include", .array(settings.selection.include.map { .string($0) })),
+                             ("exclude", .array(settings.selection.exclude.map { .string($0) }))]
         report.tensors = rows
         report.summary = [("tensors", .int(rows.count)), ("changed", .int(rows.filter { $0["copied"] == nil }.count))]
         report.timing = timer.phases
