@@ -49,7 +49,10 @@ public enum OutputLayout: Sendable, Equatable {
 /// header padded with spaces to a multiple of 8, so every tensor is naturally aligned.
 public final class CheckpointWriter: @unchecked Sendable {
     public struct ShardFile: Sendable {
+        /// Where the file is renamed to on commit (inside the staging folder of a folder output).
         public let finalPath: String
+        /// The name the file will have once the output is published (reports, messages).
+        public let displayPath: String
         public let tmpPath: String
         public let fd: Int32
         public let dataStart: Int
@@ -66,6 +69,9 @@ public final class CheckpointWriter: @unchecked Sendable {
     private let lock = Mutex()
     private var committed = false
     private var createdFolder = false
+    /// The folder output this writer stages into, if any: names in messages are the published ones.
+    private let transaction: OutputTransaction?
+    private func displayPath(_ p: String) -> String { transaction?.published(p) ?? p }
 
     /// Shard file name as Hugging Face writes it (1-based, 5 digits).
     public static func shardName(_ k: Int, of n: Int) -> String {
@@ -107,18 +113,19 @@ public final class CheckpointWriter: @unchecked Sendable {
 
     /// Lays out and creates the temporary files.
     /// - Parameter metadata: `__metadata__` entries (written with sorted keys).
-    public init(layout: OutputLayout, tensors: [OutputTensor], metadata: [String: String]) throws {
+    public init(layout: OutputLayout, tensors: [OutputTensor], metadata: [String: String], transaction: OutputTransaction? = nil) throws {
         self.layout = layout
+        self.transaction = transaction
         self.tensors = tensors
         self.written = Array(repeating: 0, count: tensors.count)
         var seen = Set<String>()
         for t in tensors {
             guard t.name != "__metadata__" else {
-                throw FormatError(file: layout.path, tensor: t.name, "this name is reserved for the header's metadata")
+                throw FormatError(file: displayPath(layout.path), tensor: t.name, "this name is reserved for the header's metadata")
             }
-            guard seen.insert(t.name).inserted else { throw FormatError(file: layout.path, tensor: t.name, "written twice") }
+            guard seen.insert(t.name).inserted else { throw FormatError(file: displayPath(layout.path), tensor: t.name, "written twice") }
             guard t.dtype.bits * t.count % 8 == 0 else {
-                throw FormatError(file: layout.path, tensor: t.name, "does not end on a byte boundary")
+                throw FormatError(file: displayPath(layout.path), tensor: t.name, "does not end on a byte boundary")
             }
         }
         let files = CheckpointWriter.plannedFiles(layout: layout, tensors: tensors)
@@ -177,25 +184,25 @@ public final class CheckpointWriter: @unchecked Sendable {
         var header = Array(JSONValue.object(members).compact().utf8)
         while header.count % 8 != 0 { header.append(0x20) }
         guard UInt64(header.count) <= Header.maxHeaderSize else {
-            throw FormatError(file: finalPath, "the header would be \(header.count) bytes, over the 100 MB that readers accept: use --shard-size")
+            throw FormatError(file: displayPath(finalPath), "the header would be \(header.count) bytes, over the 100 MB that readers accept: use --shard-size")
         }
         let dataStart = 8 + header.count
         let size = dataStart + offset
-        var tmpl = Array(FileSystem.join(dir, "." + FileSystem.basename(finalPath) + ".tmp.XXXXXX").utf8CString)
+        var tmpl = Array(OutputTransaction.temporaryTemplate(for: FileSystem.join(dir, FileSystem.basename(finalPath))).utf8CString)
         let fd = mkstemp(&tmpl)
-        guard fd >= 0 else { throw FormatError(file: finalPath, "cannot create a temporary file beside it: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw FormatError(file: displayPath(finalPath), "cannot create a temporary file beside it: \(String(cString: strerror(errno)))") }
         let tmpPath = String(decoding: tmpl.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         _ = wt_register_temporary(tmpPath)
-        shards.append(ShardFile(finalPath: finalPath, tmpPath: tmpPath, fd: fd, dataStart: dataStart, size: size,
+        shards.append(ShardFile(finalPath: finalPath, displayPath: displayPath(finalPath), tmpPath: tmpPath, fd: fd, dataStart: dataStart, size: size,
                                 names: order.map { tensors[$0].name }))
         fchmod(fd, 0o644)
         guard ftruncate(fd, off_t(size)) == 0 else {
-            throw FormatError(file: finalPath, "cannot size the output (\(size) bytes): \(String(cString: strerror(errno)))")
+            throw FormatError(file: displayPath(finalPath), "cannot size the output (\(size) bytes): \(String(cString: strerror(errno)))")
         }
         var prefix = [UInt8](repeating: 0, count: 8)
         withUnsafeBytes(of: UInt64(header.count).littleEndian) { for j in 0..<8 { prefix[j] = $0[j] } }
         prefix.append(contentsOf: header)
-        try prefix.withUnsafeBytes { try CheckpointWriter.pwriteAll(fd, $0, at: 0, path: finalPath) }
+        try prefix.withUnsafeBytes { try CheckpointWriter.pwriteAll(fd, $0, at: 0, path: displayPath(finalPath)) }
         for (i, rel) in relative { location[i] = (k, dataStart + rel) }
     }
 
@@ -219,7 +226,7 @@ public final class CheckpointWriter: @unchecked Sendable {
         precondition(offset >= 0 && offset + bytes.count <= t.byteCount, "CheckpointWriter: write past the end of '\(t.name)'")
         guard bytes.count > 0 else { return }
         let loc = location[index]
-        try CheckpointWriter.pwriteAll(shards[loc.shard].fd, bytes, at: loc.offset + offset, path: shards[loc.shard].finalPath)
+        try CheckpointWriter.pwriteAll(shards[loc.shard].fd, bytes, at: loc.offset + offset, path: shards[loc.shard].displayPath)
         lock.withLock { written[index] += bytes.count }
     }
 
@@ -228,11 +235,11 @@ public final class CheckpointWriter: @unchecked Sendable {
     public func commit() throws {
         for (i, t) in tensors.enumerated() where written[i] != t.byteCount {
             abort()
-            throw FormatError(file: layout.path, tensor: t.name, "internal error: \(written[i]) of \(t.byteCount) bytes were written")
+            throw FormatError(file: displayPath(layout.path), tensor: t.name, "internal error: \(written[i]) of \(t.byteCount) bytes were written")
         }
         do {
             for s in shards {
-                guard fsync(s.fd) == 0 else { throw FormatError(file: s.finalPath, "fsync failed: \(String(cString: strerror(errno)))") }
+                guard fsync(s.fd) == 0 else { throw FormatError(file: s.displayPath, "fsync failed: \(String(cString: strerror(errno)))") }
             }
             if case let .folder(dir, _) = layout, shards.count > 1 {
                 try writeIndex(dir: dir)
@@ -240,7 +247,7 @@ public final class CheckpointWriter: @unchecked Sendable {
             for s in shards {
                 close(s.fd)
                 guard rename(s.tmpPath, s.finalPath) == 0 else {
-                    throw FormatError(file: s.finalPath, "cannot rename into place: \(String(cString: strerror(errno)))")
+                    throw FormatError(file: s.displayPath, "cannot rename into place: \(String(cString: strerror(errno)))")
                 }
                 wt_unregister_temporary(s.tmpPath)
             }
@@ -298,7 +305,7 @@ func syncDirectory(_ dir: String) {
 /// Small files (indexes, reports, copied configs): temporary name, fsync, rename.
 public enum AtomicFile {
     public static func write(_ bytes: [UInt8], to path: String) throws {
-        var tmpl = Array(FileSystem.join(FileSystem.dirname(path), "." + FileSystem.basename(path) + ".tmp.XXXXXX").utf8CString)
+        var tmpl = Array(OutputTransaction.temporaryTemplate(for: path).utf8CString)
         let fd = mkstemp(&tmpl)
         guard fd >= 0 else { throw FormatError(file: path, "cannot create a temporary file beside it: \(String(cString: strerror(errno)))") }
         let tmp = String(decoding: tmpl.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)

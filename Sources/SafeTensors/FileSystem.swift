@@ -48,6 +48,17 @@ public enum FileSystem {
     }
 
     /// The canonical absolute path, or nil when it does not exist.
+    /// What tells that a file changed: size, modification time and inode.
+    public struct Stamp: Equatable, Sendable {
+        public let size: Int64, seconds: Int, nanoseconds: Int, inode: UInt64
+    }
+
+    public static func stamp(_ path: String) -> Stamp? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return Stamp(size: Int64(st.st_size), seconds: Int(st.st_mtim.tv_sec), nanoseconds: Int(st.st_mtim.tv_nsec), inode: UInt64(st.st_ino))
+    }
+
     public static func realPath(_ path: String) -> String? {
         guard let p = realpath(path, nil) else { return nil }
         defer { free(p) }

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CSystem
 
 /// A GGUF file (llama.cpp's container, v2/v3), memory-mapped read-only: its metadata, its tensor
 /// table, and each tensor's bytes. Every length and offset is bounds-checked against the file, so a
@@ -48,6 +49,7 @@ public final class GGUFFile: @unchecked Sendable {
             throw FormatError(file: path, "cannot map: \(String(cString: strerror(errno)))")
         }
         base = UnsafeRawPointer(m)
+        wt_register_mapping(m, length, path)
         do {
             var r = Reader(base: base, count: length, path: path)
             guard try r.take(4).elementsEqual("GGUF".utf8) else { throw FormatError(file: path, "not a GGUF file (no GGUF magic)") }
@@ -79,12 +81,16 @@ public final class GGUFFile: @unchecked Sendable {
             metadata = kv
             tensors = ts
         } catch {
+            wt_unregister_mapping(m)
             munmap(m, length)
             throw error
         }
     }
 
-    deinit { munmap(UnsafeMutableRawPointer(mutating: base), length) }
+    deinit {
+        wt_unregister_mapping(base)
+        munmap(UnsafeMutableRawPointer(mutating: base), length)
+    }
 
     public func tensor(_ name: String) -> Tensor? { tensors.first { $0.name == name } }
     public func value(_ key: String) -> GGUFValue? { metadata.first { $0.0 == key }?.1 }

@@ -78,7 +78,7 @@ public final class GGUFWriter: @unchecked Sendable {
         offsets = offsets.map { $0 + dataStart }
         let size = dataStart + offset
 
-        var tmpl = Array(FileSystem.join(FileSystem.dirname(path), "." + FileSystem.basename(path) + ".tmp.XXXXXX").utf8CString)
+        var tmpl = Array(OutputTransaction.temporaryTemplate(for: path).utf8CString)
         let fd = mkstemp(&tmpl)
         guard fd >= 0 else { throw FormatError(file: path, "cannot create a temporary file beside it: \(String(cString: strerror(errno)))") }
         self.fd = fd

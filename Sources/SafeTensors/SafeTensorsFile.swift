@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CSystem
 
 /// One `.safetensors` file, memory-mapped read-only and validated.
 ///
@@ -42,9 +43,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
             }
             base = UnsafeRawPointer(m)
             mappedLength = len
+            wt_register_mapping(m, len, path)
             do {
                 header = try HeaderParser.parse(prefix: UnsafeRawBufferPointer(start: m, count: len), fileSize: fileSize, file: path)
             } catch {
+                wt_unregister_mapping(m)
                 munmap(m, len)
                 throw error
             }
@@ -55,7 +58,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
 
     deinit {
-        if let base { munmap(UnsafeMutableRawPointer(mutating: base), mappedLength) }
+        if let base {
+            wt_unregister_mapping(base)
+            munmap(UnsafeMutableRawPointer(mutating: base), mappedLength)
+        }
     }
 
     public func info(_ name: String) -> TensorInfo? { byName[name].map { header.tensors[$0] } }

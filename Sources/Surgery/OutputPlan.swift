@@ -1,22 +1,65 @@
 import SafeTensors
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// What every writing command shares: where the output goes, that it does not overwrite an
-/// input, the provenance metadata, and the non-weight files copied from the reference input.
-public struct OutputPlan: Sendable {
-    public let layout: OutputLayout
+/// input, the provenance metadata, the non-weight files copied from the reference input, and the
+/// one output transaction. A folder output is built whole under a temporary sibling name and
+/// published by `finish` (see `OutputTransaction`); a file output is written to a temporary name
+/// and renamed by its writer. Nothing appears under the output's name unless the job finishes.
+public final class OutputPlan: @unchecked Sendable {
+    /// The output as the user named it.
+    public let finalLayout: OutputLayout
     /// The recipe recorded in the output's metadata: the command without the options that cannot
     /// change the bytes (threads, output path, report, quiet), so reruns stay byte-identical.
     public let provenance: String
+    private var transaction: OutputTransaction?
+    /// Size and modification time of every input file when the job started.
+    private let inputStamps: [(path: String, stamp: FileSystem.Stamp?)]
 
     public init(path: String, shardSize: UInt64?, provenance: String, inputs: [Checkpoint]) throws {
-        layout = try OutputLayout.from(path: path, shardSize: shardSize)
+        finalLayout = try OutputLayout.from(path: path, shardSize: shardSize)
         self.provenance = provenance
-        try OutputPlan.refuseOverwritingInputs(layout, inputs)
-        if case let .file(p) = layout {
+        try OutputPlan.refuseOverwritingInputs(finalLayout, inputs)
+        if case let .file(p) = finalLayout {
             let dir = FileSystem.dirname(p)
             guard FileSystem.kind(dir) == .directory else { throw FormatError(file: p, "the folder '\(dir)' does not exist") }
         }
+        inputStamps = inputs.flatMap(\.files).map { ($0.path, FileSystem.stamp($0.path)) }
     }
+
+    /// Where writers write: the staging folder of a folder output (created on first use), or the
+    /// output file itself.
+    public func layout() throws -> OutputLayout {
+        switch finalLayout {
+        case .file: return finalLayout
+        case let .folder(p, shardSize): return .folder(try stage(p).staging, shardSize: shardSize)
+        }
+    }
+
+    /// The folder to write extra files into (nil for a file output).
+    public func folder() throws -> String? {
+        if case let .folder(p, _) = finalLayout { return try stage(p).staging }
+        return nil
+    }
+
+    private func stage(_ path: String) throws -> OutputTransaction {
+        if let transaction { return transaction }
+        let t = try OutputTransaction(folder: path)
+        transaction = t
+        return t
+    }
+
+    /// A writer for the output's tensors, staged like everything else.
+    public func writer(tensors: [OutputTensor], metadata: [String: String]? = nil) throws -> CheckpointWriter {
+        try CheckpointWriter(layout: try layout(), tensors: tensors, metadata: metadata ?? self.metadata, transaction: transaction)
+    }
+
+    /// A staged path as it will be named once published.
+    public func published(_ p: String) -> String { transaction?.published(p) ?? p }
 
     /// `__metadata__` of every file written: `format: pt` (transformers requires it) plus provenance.
     public var metadata: [String: String] {
@@ -25,11 +68,29 @@ public struct OutputPlan: Sendable {
 
     /// The default report path: inside an output folder, beside an output file.
     public var defaultReportPath: String {
-        switch layout {
+        switch finalLayout {
         case let .file(p): return String(p.dropLast(".safetensors".count)) + ".report.json"
         case let .folder(p, _): return FileSystem.join(p, "wtool-report.json")
         }
     }
+
+    /// Ends the job: checks that no input changed while it ran, writes the report (inside the
+    /// output folder by default) and publishes the output. A report named elsewhere is written
+    /// once the output is in place.
+    public func finish(_ report: RunReport, reportPath: String?) throws {
+        for (path, before) in inputStamps where FileSystem.stamp(path) != before {
+            transaction?.abort()
+            throw FormatError(file: path, "the file changed while it was being read (rewritten or replaced by another process); nothing was written")
+        }
+        if reportPath == nil, let dir = try folder() {
+            try report.write(to: FileSystem.join(dir, "wtool-report.json"))
+        }
+        try transaction?.commit()
+        if reportPath != nil || transaction == nil { try report.write(to: reportPath ?? defaultReportPath) }
+    }
+
+    /// Gives up: the staging folder and everything in it are removed.
+    public func abort() { transaction?.abort() }
 
     private static func refuseOverwritingInputs(_ layout: OutputLayout, _ inputs: [Checkpoint]) throws {
         let out = layout.path
@@ -51,11 +112,11 @@ public struct OutputPlan: Sendable {
     ]
 
     /// Copies the tokenizer files of another model folder into an output folder.
-    public func copyTokenizerFiles(from folder: String) throws -> [String] {
-        guard case let .folder(out, _) = layout else { return [] }
+    public func copyTokenizerFiles(from source: String) throws -> [String] {
+        guard let out = try folder() else { return [] }
         var copied: [String] = []
-        for name in FileSystem.list(folder) where OutputPlan.tokenizerFiles.contains(name) {
-            let p = FileSystem.join(folder, name)
+        for name in FileSystem.list(source) where OutputPlan.tokenizerFiles.contains(name) {
+            let p = FileSystem.join(source, name)
             guard FileSystem.kind(p) == .file else { continue }
             try AtomicFile.write(try FileSystem.readAll(p), to: FileSystem.join(out, name))
             copied.append(name)
@@ -71,7 +132,7 @@ public struct OutputPlan: Sendable {
     /// byte.
     public func copyAuxiliaryFiles(from source: Checkpoint, skipping: Set<String> = [], weights: [OutputTensor]? = nil,
                                    edit: ((inout ModelConfig) throws -> Void)? = nil) throws -> [String] {
-        guard case let .folder(out, _) = layout, let src = source.folder else { return [] }
+        guard let src = source.folder, let out = try folder() else { return [] }
         let weightSuffixes = [".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack"]
         var copied: [String] = []
         for name in FileSystem.list(src) where !name.hasPrefix(".") && !skipping.contains(name) && name != "wtool-report.json" {

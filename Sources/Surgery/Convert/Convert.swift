@@ -35,7 +35,7 @@ public struct ConvertJob: Sendable {
                              ("exclude", .array(settings.selection.exclude.map { .string($0) })),
                              ("dry_run", .bool(dryRun))]
         if dryRun {
-            let files = CheckpointWriter.plannedFiles(layout: plan.layout, tensors: outputs)
+            let files = CheckpointWriter.plannedFiles(layout: plan.finalLayout, tensors: outputs)
             report.output = .object([("path", .string(output)), ("files", .array(files.map { .string($0.path) }))])
             report.tensors = zip(entries, outputs).map { e, o in
                 .object([("name", .string(e.name)), ("shape", .array(e.info.shape.map { .uint($0) })),
@@ -47,7 +47,7 @@ public struct ConvertJob: Sendable {
             return report
         }
         // ---- compute and write
-        let writer = try CheckpointWriter(layout: plan.layout, tensors: outputs, metadata: plan.metadata)
+        let writer = try plan.writer(tensors: outputs)
         let progress = Progress(total: entries.count, label: "convert", quiet: settings.quiet)
         let rows: [JSONValue]
         do {
@@ -62,12 +62,12 @@ public struct ConvertJob: Sendable {
         let copied = try plan.copyAuxiliaryFiles(from: source, weights: outputs)
         timer.lap("convert")
         // ---- report
-        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
         report.tensors = rows
         report.summary = summary(entries, outputs, source, shards: writer.shards.count)
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? plan.defaultReportPath)
+        try plan.finish(report, reportPath: settings.reportPath)
         return report
     }
 

@@ -77,7 +77,7 @@ public struct ApplyLoRAJob: Sendable {
         }
         let outputs = b.entries.map { OutputTensor(name: $0.name, dtype: $0.info.dtype, shape: $0.info.shape) }
         timer.lap("plan")
-        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let writer = try out.writer(tensors: outputs)
         let (d, rep, s, selection) = (deltas, replaced, scale, settings.selection)
         warnings += selection.unusedPatterns(in: b.tensorNames).map { "pattern '\($0)' matches no tensor" }
         let biasOf = Dictionary(uniqueKeysWithValues: modules.compactMap { m, mod in mod.bias.map { (m + ".bias", ($0, m)) } })
@@ -131,7 +131,7 @@ public struct ApplyLoRAJob: Sendable {
         timer.lap("apply")
         report.warnings = warnings
         report.inputs = [RunReport.describe(b), RunReport.describe(weights)]
-        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
         report.parameters = [("scale", .double(scale)), ("r", .int(config.r)), ("lora_alpha", .double(config.loraAlpha)),
                              ("use_rslora", .bool(config.useRSLoRA)), ("fan_in_fan_out", .bool(config.fanInFanOut)),
@@ -139,7 +139,7 @@ public struct ApplyLoRAJob: Sendable {
         report.tensors = rows
         report.summary = [("lora_modules", .int(deltas.count)), ("modules_to_save", .int(replaced.count)), ("tensors", .int(rows.count))]
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? out.defaultReportPath)
+        try out.finish(report, reportPath: settings.reportPath)
         return report
     }
 }

@@ -38,7 +38,7 @@ public struct CompressJob: Sendable {
         }
         let plan = steps
         timer.lap("plan")
-        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let writer = try out.writer(tensors: outputs)
         let job = self
         let rows: [JSONValue]
         do {
@@ -60,7 +60,7 @@ public struct CompressJob: Sendable {
         let copied = try out.copyAuxiliaryFiles(from: src)
         timer.lap("compress")
         report.inputs = [RunReport.describe(src)]
-        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
         report.parameters = [("policy", .string("\(policy)")), ("factored", .bool(factored))] + svd.parameters
         report.tensors = rows
@@ -69,7 +69,7 @@ public struct CompressJob: Sendable {
                           ("bytes_before", .double(t.compactMap { $0["bytes_before"]?.doubleValue }.reduce(0, +))),
                           ("bytes_after", .double(t.compactMap { $0["bytes_after"]?.doubleValue }.reduce(0, +)))]
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? out.defaultReportPath)
+        try out.finish(report, reportPath: settings.reportPath)
         return report
     }
 

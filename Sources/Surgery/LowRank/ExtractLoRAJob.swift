@@ -28,7 +28,7 @@ public struct ExtractLoRAJob: Sendable {
         var report = RunReport(command: settings.command)
         guard !output.hasSuffix(".safetensors") else { throw UsageError("an adapter is a folder (adapter_config.json + adapter_model.safetensors): give a folder as -o") }
         let b = try Checkpoint(path: base), ft = try Checkpoint(path: finetuned)
-        _ = try OutputPlan(path: output, shardSize: nil, provenance: settings.provenance, inputs: [b, ft])
+        let out = try OutputPlan(path: output, shardSize: nil, provenance: settings.provenance, inputs: [b, ft])
         let linear = Set(LowRankTargets.select(ft, settings.selection).map(\.name))
         // Plan: what each changed tensor becomes.
         var steps: [(Checkpoint.Entry, Kind)] = []
@@ -90,7 +90,7 @@ public struct ExtractLoRAJob: Sendable {
         config.modulesToSave = uniqued(toSave.map { String($0.split(separator: ".").last!) }).sorted()
         config.loraBias = anyBias
         config.baseModel = base
-        try ExtractLoRAJob.writeAdapter(output, config: config, tensors: tensors, provenance: settings.provenance)
+        try ExtractLoRAJob.writeAdapter(try out.folder()!, config: config, tensors: tensors, provenance: settings.provenance)
         timer.lap("write")
         report.inputs = [RunReport.describe(b), RunReport.describe(ft)]
         report.output = .object([("path", .string(output)), ("files", .array([.string(FileSystem.join(output, PEFTAdapterConfig.configName)),
@@ -102,7 +102,7 @@ public struct ExtractLoRAJob: Sendable {
                           ("skipped", .array(skipped.map { .string($0) })),
                           ("adapter_bytes", .int(tensors.reduce(0) { $0 + $1.3.count * $1.1.size! }))]
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? FileSystem.join(output, "wtool-report.json"))
+        try out.finish(report, reportPath: settings.reportPath)
         return report
     }
 

@@ -25,7 +25,7 @@ public struct PiSSAJob: Sendable {
         let targets = Set(LowRankTargets.select(src, settings.selection).map(\.name))
         let outputs = src.entries.map { OutputTensor(name: $0.name, dtype: $0.info.dtype, shape: $0.info.shape) }
         timer.lap("plan")
-        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let writer = try out.writer(tensors: outputs)
         let job = self
         let results: [([(String, DType, [Int], [Float])], (String, Int)?, JSONValue)]
         do {
@@ -54,16 +54,17 @@ public struct PiSSAJob: Sendable {
         config.targetModules = .list(uniqued(ranks.map { String($0.0.split(separator: ".").last!) }).sorted())
         config.baseModel = output
         let adapterDir = FileSystem.join(output, PiSSAJob.adapterFolder)
-        try ExtractLoRAJob.writeAdapter(adapterDir, config: config, tensors: results.flatMap(\.0), provenance: settings.provenance)
+        try ExtractLoRAJob.writeAdapter(FileSystem.join(try out.folder()!, PiSSAJob.adapterFolder), config: config,
+                                        tensors: results.flatMap(\.0), provenance: settings.provenance)
         timer.lap("pissa")
         report.inputs = [RunReport.describe(src)]
-        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("adapter", .string(adapterDir))])
         report.parameters = [("rank", .int(rank))] + svd.parameters
         report.tensors = results.map(\.2)
         report.summary = [("lora_modules", .int(ranks.count)), ("rank", .int(config.r))]
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? out.defaultReportPath)
+        try out.finish(report, reportPath: settings.reportPath)
         return report
     }
 

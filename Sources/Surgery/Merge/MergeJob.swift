@@ -41,7 +41,7 @@ public struct MergeJob: Sendable {
         let outputs = plan.items.map { OutputTensor(name: $0.output, dtype: $0.dtype, shape: $0.shape) }
         timer.lap("plan")
         if dryRun {
-            let files = CheckpointWriter.plannedFiles(layout: out.layout, tensors: outputs)
+            let files = CheckpointWriter.plannedFiles(layout: out.finalLayout, tensors: outputs)
             report.output = .object([("path", .string(output)), ("files", .array(files.map { .string($0.path) }))])
             report.tensors = plan.items.map { MergeJob.describe($0, plan) }
             report.summary = [("tensors", .int(plan.items.count)), ("bytes_out", .int(outputs.reduce(0) { $0 + $1.byteCount })),
@@ -49,7 +49,7 @@ public struct MergeJob: Sendable {
             report.timing = timer.phases
             return report
         }
-        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let writer = try out.writer(tensors: outputs)
         let rows: [JSONValue]
         do {
             rows = try Engine.map(count: plan.items.count, threads: settings.threads,
@@ -63,7 +63,7 @@ public struct MergeJob: Sendable {
         }
         timer.lap("merge")
         var copied: [String] = []
-        if case let .folder(dir, _) = out.layout {
+        if let dir = try out.folder() {
             let ref = plan.checkpoints[plan.reference]
             let tokenizer = plan.tokenizerFolder, layers = plan.layerCount
             copied = try out.copyAuxiliaryFiles(from: ref, skipping: Set(["wtool-recipe.yml"]).union(tokenizer == nil ? [] : OutputPlan.tokenizerFiles),
@@ -71,12 +71,12 @@ public struct MergeJob: Sendable {
             if let tokenizer { copied += try out.copyTokenizerFiles(from: tokenizer) }
             try AtomicFile.write(Array(recipeText.utf8), to: FileSystem.join(dir, "wtool-recipe.yml"))
         }
-        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
         report.tensors = rows
         report.summary = MergeJob.summarize(rows, outputs)
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? out.defaultReportPath)
+        try out.finish(report, reportPath: settings.reportPath)
         return report
     }
 

@@ -93,7 +93,7 @@ public struct PermuteMatchJob: Sendable {
 
         // ---- write B re-indexed
         let outputs = b.entries.map { OutputTensor(name: $0.name, dtype: $0.info.dtype, shape: $0.info.shape) }
-        let writer = try CheckpointWriter(layout: plan.layout, tensors: outputs, metadata: plan.metadata)
+        let writer = try plan.writer(tensors: outputs)
         let progress = Progress(total: outputs.count, label: "permute", quiet: settings.quiet)
         let perms = outcome.perms
         let rows: [JSONValue]
@@ -134,12 +134,12 @@ public struct PermuteMatchJob: Sendable {
         report.inputs = ([a].compactMap { $0 } + [b]).map { RunReport.describe($0) }
         report.parameters = [("mode", .string(apply == nil ? "match" : "apply")), ("spec", .string(specPath ?? apply ?? "auto")),
                              ("seed", .uint(seed)), ("max_sweeps", .int(maxSweeps)), ("verify", .bool(verify))]
-        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("copied", .array(copied.map { .string($0) })), ("permutations", permOut.map { .string($0) } ?? .null)])
         report.tensors = rows
         report.summary = summary
         report.timing = timer.phases + [("cost_s", .double(outcome.costSeconds)), ("lap_s", .double(outcome.lapSeconds))]
-        try report.write(to: settings.reportPath ?? plan.defaultReportPath)
+        try plan.finish(report, reportPath: settings.reportPath)
         return report
     }
 

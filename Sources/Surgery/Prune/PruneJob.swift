@@ -136,7 +136,7 @@ public struct PruneJob: Sendable {
                                  metadata: ["format": "pt", "wtool.kind": "prune_mask"])
         }
         let maskIndex = Dictionary(uniqueKeysWithValues: targets.enumerated().map { ($1.name, $0) })
-        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let writer = try out.writer(tensors: outputs)
         let cut = globalCut
         let rows: [JSONValue]
         do {
@@ -286,7 +286,7 @@ public struct PruneJob: Sendable {
         let copied = try out.copyAuxiliaryFiles(from: ckpt)
         timer.lap("prune")
         report.inputs = inputs.map(RunReport.describe)
-        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("masks", maskOut.map { .string($0) } ?? .null), ("copied", .array(copied.map { .string($0) }))])
         report.parameters = [("method", .string(method.rawValue)), ("sparsity", .double(sparsity)), ("scope", .string(scope.rawValue)),
                              ("nm", nm.map { .string("\($0.n):\($0.m)") } ?? .null), ("rank", rank.map { .int($0) } ?? .null),
@@ -300,7 +300,7 @@ public struct PruneJob: Sendable {
                           ("achieved_sparsity", .double(targetElements > 0 ? prunedTotal / Double(targetElements) : 0)),
                           ("bytes", .uint(ckpt.totalBytes))]
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? out.defaultReportPath)
+        try out.finish(report, reportPath: settings.reportPath)
         return report
     }
 }

@@ -41,7 +41,7 @@ public struct StructuredPruneJob: Sendable {
         var inputs = [ckpt]
         if let c = stats?.checkpoint { inputs.append(c) }
         let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: inputs)
-        guard case .folder = out.layout else { throw UsageError("structured pruning writes a folder (it rewrites config.json): give a folder as -o") }
+        guard case .folder = out.finalLayout else { throw UsageError("structured pruning writes a folder (it rewrites config.json): give a folder as -o") }
 
         let layers = uniqued(ckpt.entries.compactMap { e -> String? in
             guard let l = LayerName(e.name) else { return nil }
@@ -129,7 +129,7 @@ public struct StructuredPruneJob: Sendable {
                         ("head_dim", headDim)]  // no longer hidden_size / num_attention_heads
         }
         timer.lap("plan")
-        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let writer = try out.writer(tensors: outputs)
         let g = gathers
         do {
             _ = try Engine.map(count: ckpt.entries.count, threads: settings.threads, progress: Progress(total: outputs.count, label: "prune", quiet: settings.quiet)) { i in
@@ -167,7 +167,7 @@ public struct StructuredPruneJob: Sendable {
         let copied = try out.copyAuxiliaryFiles(from: ckpt, edit: { c in for (k, v) in sizes { c.set(k, .int(v)) } })
         timer.lap("prune")
         report.inputs = inputs.map(RunReport.describe)
-        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
         report.parameters = [("method", .string("structured")), ("target", .string(target.rawValue)), ("sparsity", .double(sparsity)),
                              ("stats", statsPath.map { .string($0) } ?? .null)]
@@ -176,7 +176,7 @@ public struct StructuredPruneJob: Sendable {
         report.summary = [("layers", .int(layers.count)), ("units", .int(units)), ("removed_per_layer", .int(remove)),
                           ("bytes_in", .uint(before)), ("bytes_out", .uint(after))]
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? out.defaultReportPath)
+        try out.finish(report, reportPath: settings.reportPath)
         return report
     }
 }

@@ -41,7 +41,7 @@ public struct DequantizeJob: Sendable {
             throw FormatError(file: output, "is an input of this command; choose another output")
         }
         timer.lap("plan")
-        let writer = try CheckpointWriter(layout: plan.layout, tensors: items.map(\.tensor), metadata: plan.metadata)
+        let writer = try plan.writer(tensors: items.map(\.tensor))
         let progress = Progress(total: items.count, label: "dequantize", quiet: settings.quiet)
         do {
             _ = try Engine.map(count: items.count, threads: settings.threads, progress: progress) { i in
@@ -58,13 +58,13 @@ public struct DequantizeJob: Sendable {
             copied = try plan.copyAuxiliaryFiles(from: source, weights: items.map(\.tensor), edit: { $0.remove("quantization_config") })
         }
         timer.lap("dequantize")
-        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
         report.tensors = items.map { .object([("name", .string($0.tensor.name)), ("dtype", .string($0.tensor.dtype.rawValue)),
                                               ("shape", .array($0.tensor.shape.map { .uint($0) })), ("dequantized", .bool($0.dequantized))]) }
         report.summary = [("tensors", .int(items.count)), ("dequantized", .int(items.filter(\.dequantized).count))]
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? plan.defaultReportPath)
+        try plan.finish(report, reportPath: settings.reportPath)
         return report
     }
 

@@ -164,7 +164,7 @@ public struct QuantizeJob: Sendable {
             plan = p
             var meta = p.metadata
             if format == .compressedTensors { meta["quantization_config"] = ctConfig(tasks, gran: gran).compact() }
-            sink = .safetensors(try CheckpointWriter(layout: p.layout, tensors: stOutputs, metadata: meta))
+            sink = .safetensors(try p.writer(tensors: stOutputs, metadata: meta))
         }
         let progress = Progress(total: tasks.count, label: "quantize", quiet: settings.quiet)
         let plannedTasks = tasks
@@ -183,7 +183,7 @@ public struct QuantizeJob: Sendable {
             let quantization: JSONValue? = format == .compressedTensors ? ctConfig(tasks, gran: gran) : nil
             copied = try plan.copyAuxiliaryFiles(from: source, weights: format == .fake ? stOutputs : nil,
                                                  edit: { c in if let quantization { c.set("quantization_config", quantization) } })
-            if format == .compressedTensors, case .folder = plan.layout, !hasConfig {
+            if format == .compressedTensors, case .folder = plan.finalLayout, !hasConfig {
                 report.warnings.append("the input has no config.json: vLLM needs one with this quantization_config (kept in the safetensors metadata)")
             }
         }
@@ -201,7 +201,7 @@ public struct QuantizeJob: Sendable {
         let files: [String]
         switch sink {
         case .gguf: files = [output]
-        case let .safetensors(w): files = w.shards.map(\.finalPath)
+        case let .safetensors(w): files = w.shards.map(\.displayPath)
         }
         report.output = .object([("path", .string(output)), ("files", .array(files.map { .string($0) })),
                                  ("copied", .array(copied.map { .string($0) }))])
@@ -218,7 +218,11 @@ public struct QuantizeJob: Sendable {
         summary += metric("throughput_mb_s", throughput)
         report.summary = summary
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? plan?.defaultReportPath ?? String(output.dropLast(".gguf".count)) + ".report.json")
+        if let plan {
+            try plan.finish(report, reportPath: settings.reportPath)
+        } else {
+            try report.write(to: settings.reportPath ?? String(output.dropLast(".gguf".count)) + ".report.json")
+        }
         return report
     }
 

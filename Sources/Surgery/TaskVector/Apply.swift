@@ -68,7 +68,7 @@ public struct ApplyTaskVectorJob: Sendable {
             OutputTensor(name: e.name, dtype: e.info.dtype.isFloatingPoint ? (dtype ?? e.info.dtype) : e.info.dtype, shape: e.info.shape)
         }
         timer.lap("plan")
-        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: out.metadata)
+        let writer = try out.writer(tensors: outputs)
         let (density, seed, lambda) = (self.density, self.seed, self.lambda)
         let rows: [JSONValue]
         do {
@@ -124,7 +124,7 @@ public struct ApplyTaskVectorJob: Sendable {
         let copied = try out.copyAuxiliaryFiles(from: b, weights: outputs)
         timer.lap("apply")
         report.inputs = [RunReport.describe(b)] + tvs.map { RunReport.describe($0.checkpoint) }
-        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) })),
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
         report.parameters = [("method", .string(method.rawValue)), ("scales", .array(scales.map { .double($0) })),
                              ("lambda", .double(lambda)), ("density", .double(density)), ("seed", .uint(seed)),
@@ -134,7 +134,7 @@ public struct ApplyTaskVectorJob: Sendable {
         report.tensors = rows
         report.summary = [("tensors", .int(rows.count)), ("changed", .int(rows.filter { $0["copied"] == nil }.count))]
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? out.defaultReportPath)
+        try out.finish(report, reportPath: settings.reportPath)
         return report
     }
 }

@@ -47,7 +47,7 @@ public struct ExtractTaskVectorJob: Sendable {
         meta[TaskVectorMetadata.base] = base
         meta[TaskVectorMetadata.baseChecksums] = JSONValue.object(zip(names, sums).map { ($0, .string($1)) }).compact()
         timer.lap("plan")
-        let writer = try CheckpointWriter(layout: out.layout, tensors: outputs, metadata: meta)
+        let writer = try out.writer(tensors: outputs, metadata: meta)
         let density = self.density
         let rows: [JSONValue]
         do {
@@ -99,14 +99,14 @@ public struct ExtractTaskVectorJob: Sendable {
         }
         timer.lap("extract")
         report.inputs = [RunReport.describe(b), RunReport.describe(ft)]
-        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.finalPath) }))])
+        report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) }))])
         report.parameters = [("dtype", .string(dtype.rawValue)), ("density", density.map { .double($0) } ?? .null)]
         report.tensors = rows
         report.summary = [("tensors", .int(rows.count)), ("skipped_not_float", .array(skipped.map { .string($0) })),
                           ("only_in_base", .array(notInFT.map { .string($0) })),
                           ("bytes_out", .int(outputs.reduce(0) { $0 + $1.byteCount }))]
         report.timing = timer.phases
-        try report.write(to: settings.reportPath ?? out.defaultReportPath)
+        try out.finish(report, reportPath: settings.reportPath)
         return report
     }
 }
