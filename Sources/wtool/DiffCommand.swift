@@ -55,12 +55,12 @@ struct DiffCommand: ParsableCommand {
             print(result.report.json.pretty())
         } else {
             for c in result.comparisons where !c.withinTolerance(atol) {
-                if c.shapeMismatch { print("\(c.name): shape differs"); continue }
-                if !c.comparable { print("\(c.name): bytes differ (\(c.dtypeMismatch ? "dtype differs, " : "")not numeric)"); continue }
+                if c.shapeMismatch { print(escapedForTerminal("\(c.name): shape differs")); continue }
+                if !c.comparable { print(escapedForTerminal(c.name) + ": bytes differ (\(c.dtypeMismatch ? "dtype differs, " : "")not numeric)"); continue }
                 var line = "\(c.name): max_abs \(Float(c.maxAbs)) rel \(Float(c.relative)) cos \(Float(c.cosine))"
                 if c.dtypeMismatch { line += " (dtype differs)" }
                 if c.nanMismatch > 0 { line += " nan_mismatch \(c.nanMismatch)" }
-                print(line)
+                print(escapedForTerminal(line))
             }
             for n in result.onlyInA { print("only in A: \(n)") }
             for n in result.onlyInB { print("only in B: \(n)") }

@@ -45,7 +45,7 @@ struct InspectCommand: ParsableCommand {
         let width = min(60, r.rows.map(\.entry.name.count).max() ?? 4)
         var header = pad("name", width) + "  " + pad("dtype", 11) + "  " + pad("shape", 18) + "  " + pad("bytes", 12)
         if stats { header += "  " + ["min", "max", "mean", "std", "l2", "nan", "inf", "zeros"].map { pad($0, 10) }.joined(separator: " ") }
-        print(header)
+        print(escapedForTerminal(header))
         for row in r.rows {
             let e = row.entry.info
             var line = pad(e.name, width) + "  " + pad(e.dtype.rawValue, 11) + "  "
@@ -56,14 +56,14 @@ struct InspectCommand: ParsableCommand {
                 line += "  " + vals.map { pad(short($0), 10) }.joined(separator: " ")
                 line += " " + pad(String(s.nan), 10) + " " + pad(String(s.inf), 10) + " " + pad(formatFixed(s.zeroFraction, 4), 10)
             }
-            print(line)
+            print(escapedForTerminal(line))
         }
         let c = r.checkpoint
         print("\(r.rows.count) tensors, \(r.rows.reduce(0) { $0 + $1.entry.info.count }) parameters, "
               + "\(ByteSize.describe(UInt64(r.rows.reduce(0) { $0 + $1.entry.info.byteCount }))) in \(c.files.count) file(s)")
         if let m = c.metadata, !m.isEmpty {
             print("metadata:")
-            for (k, v) in m { print("  \(k): \(v)") }
+            for (k, v) in m { print(escapedForTerminal("  \(k): \(v)")) }
         }
         for w in r.report.warnings { note("warning: \(w)", quiet: common.quiet) }
     }

@@ -35,7 +35,7 @@ do {
 
 func fail(_ message: String, status: Int32) -> Never {
     fflush(nil)
-    writeStderr("wtool: error: \(message)\n")
+    writeStderr("wtool: error: \(escapedForTerminal(message))\n")
     exit(status)
 }
 
