@@ -13,7 +13,7 @@ DEBUG_BIN := .build/debug/wtool
 RELEASE_BIN := .build/release/wtool
 DEMO_OUT := /tmp/wtool-demo
 
-.PHONY: all deps venv clients-venv build release test test-swift test-interop test-clients demo install bench fixtures clean
+.PHONY: all deps venv clients-venv build release test test-swift test-interop test-clients test-sanitize test-memory fuzz demo install bench fixtures clean
 
 all: build
 
@@ -65,6 +65,24 @@ test-interop:
 ## test-clients: transformers, PEFT, compressed-tensors and llama.cpp load what wtool writes.
 test-clients: build clients-venv
 	WTOOL=$(abspath $(DEBUG_BIN)) $(CLIENTS_PY) -m pytest -q -p no:cacheprovider Tests/clients
+
+## test-sanitize: swift test under AddressSanitizer, then under ThreadSanitizer (two builds of
+## their own, minutes each; not in CI).
+test-sanitize: deps
+	$(SWIFT) build --scratch-path .build-asan --sanitize=address
+	WTOOL_BIN=$(abspath .build-asan/debug/wtool) $(SWIFT) test --scratch-path .build-asan --sanitize=address --disable-swift-testing
+	$(SWIFT) build --scratch-path .build-tsan --sanitize=thread
+	WTOOL_BIN=$(abspath .build-tsan/debug/wtool) TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --scratch-path .build-tsan --sanitize=thread --disable-swift-testing
+
+## test-memory: every writing subcommand on a generated ~6 GB checkpoint inside a 1.5 GB memory
+## cgroup (root; skipped otherwise), printing each one's peak RSS. Writes ~12 GB under /tmp; minutes.
+test-memory: release
+	WTOOL=$(abspath $(RELEASE_BIN)) $(VPY) -m pytest -q -s -p no:cacheprovider Tests/memory
+
+## fuzz: libFuzzer on every parser of strangers' input (FUZZ_RUNS executions each, default 100000;
+## minutes; not in CI). Reproducers of failures land in Tests/fuzz/crashes/.
+fuzz: build
+	WTOOL=$(abspath $(DEBUG_BIN)) Tests/fuzz/run.sh
 
 ## demo: real jobs on the fixtures: inspect; convert to sharded bf16 and diff against the original;
 ## a mergekit TIES recipe, compared with mergekit's own output; the digits MLPs aligned (Git Re-Basin)

@@ -6,6 +6,8 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "wtool", targets: ["wtool"]),
+        // The libraries, for the fuzzing package in Tests/fuzz (built with -sanitize=fuzzer).
+        .library(name: "WtoolLibraries", targets: ["SafeTensors", "Surgery"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -33,7 +33,14 @@ public final class OutputTransaction: @unchecked Sendable {
     static let modelFiles: Set<String> = ["model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
                                           "adapter_config.json", "wtool-report.json", "config.json"]
 
-    public init(folder path: String) throws {
+    public init(folder given: String) throws {
+        // `out/` names the folder `out`: the staging sibling and the rename need the bare name.
+        var path = given
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        let base = FileSystem.basename(path)
+        guard !path.isEmpty, path != "/", base != ".", base != ".." else {
+            throw FormatError(file: given, "name the output folder (wtool builds it beside its final name, so not '.', '..' or '/')")
+        }
         finalPath = path
         let parent = FileSystem.dirname(path)
         guard FileSystem.kind(parent) == .directory else { throw FormatError(file: path, "the folder '\(parent)' does not exist") }

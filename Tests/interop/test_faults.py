@@ -225,3 +225,14 @@ def test_outputs_and_reports_are_identical_for_any_thread_count(tmp_path, job):
         outs.append(({os.path.relpath(p, o): open(p, "rb").read() for p in files}, reports_without_timing(o / "wtool-report.json")))
     assert outs[0][0] == outs[1][0]
     assert json.dumps(outs[0][1], sort_keys=True) == json.dumps(outs[1][1], sort_keys=True).replace(str(tmp_path / "t2"), str(tmp_path / "t1"))
+
+
+def test_folder_named_with_a_trailing_slash_or_as_dot(tmp_path):
+    """`-o out/` is the same folder as `-o out`; `-o .` cannot be built beside itself."""
+    run("convert", TL + "/base", "-o", str(tmp_path / "out") + "/", "--quiet")
+    assert (tmp_path / "out" / "model.safetensors").exists()
+    run("convert", TL + "/base", "-o", str(tmp_path / "out") + "//", "--dtype", "f16", "--quiet")
+    assert load_file(str(tmp_path / "out" / "model.safetensors"))["lm_head.weight"].dtype == np.float16
+    r = subprocess.run([WTOOL, "convert", TL + "/base", "-o", "."], cwd=tmp_path / "out", capture_output=True, text=True)
+    assert r.returncode == 1 and "name the output folder" in r.stderr
+    assert temporaries(tmp_path) == [] and temporaries(tmp_path / "out") == []

@@ -70,3 +70,21 @@ def test_control_characters_in_names_are_escaped(tmp_path):
     write_header(tmp_path / "ok.safetensors", h + b" " * (-len(h) % 8), b"\0" * 8)
     r = subprocess.run([WTOOL, "inspect", tmp_path / "ok.safetensors"], capture_output=True, text=True)
     assert r.returncode == 0 and "\x1b" not in r.stdout and "\\u{1B}" in r.stdout, repr(r.stdout)
+
+
+# Found by `make fuzz` (recipe harness): Yams' constructor traps on a mapping key that is a list.
+FUZZ_RECIPE_NONSCALAR_KEY = (b"merge_method: slerp\nbase_model: models/ft3\nslices:mre_tghoClosedRand: ties\n"
+                             b"base_erge_methmodel: models/base\nmodels:\n   - {model:0.    param,  [0, 2]}\n")
+YAML_BOMB = b"".join([b"a: &a [x, x, x, x, x, x, x, x, x]\n"] +
+                     [b"%c: &%c [%s]\n" % (c, c, b", ".join([b"*%c" % (c - 1)] * 9)) for c in range(ord("b"), ord("i"))] +
+                     [b"merge_method: linear\n"])
+
+
+@pytest.mark.parametrize("text,needle", [(FUZZ_RECIPE_NONSCALAR_KEY, "mapping key must be a plain name"),
+                                         (YAML_BOMB, "more than a million YAML nodes"),
+                                         (b"merge_method: linear\nmodels: " + b"[" * 5000 + b"]" * 5000 + b"\n", "")])
+def test_hostile_recipes_are_usage_errors(tmp_path, text, needle):
+    (tmp_path / "r.yml").write_bytes(text)
+    code, err, secs, _ = timed("merge", "--config", tmp_path / "r.yml", "-o", tmp_path / "out", limit_s=60)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and secs < 30, err
+    assert not (tmp_path / "out").exists()

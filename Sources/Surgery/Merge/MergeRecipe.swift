@@ -44,7 +44,15 @@ public struct MergeRecipe: Sendable {
     /// Parses a YAML recipe. Structural errors are usage errors naming the key.
     public static func load(yaml text: String, path: String) throws -> MergeRecipe {
         let any: Any?
-        do { any = try Yams.load(yaml: text) } catch {
+        do {
+            // Composed first and checked, so that Yams' constructor (which traps on a mapping key
+            // that is not a scalar) and alias expansion (a "billion laughs" file) see only sane trees.
+            let node = try Yams.compose(yaml: text)
+            if let node { try checkShape(node, path: path) }
+            any = node.map { Constructor.default.any(from: $0) }
+        } catch let e as UsageError {
+            throw e
+        } catch {
             throw UsageError("\(path): invalid YAML: \(error)")
         }
         guard let top = any as? [String: Any] else { throw UsageError("\(path): the recipe must be a YAML mapping") }
@@ -104,6 +112,27 @@ public struct MergeRecipe: Sendable {
             throw UsageError("\(path): tokenizer_source: union is not supported (it re-indexes the embeddings); use base or a model path")
         }
         return s
+    }
+
+    /// Mapping keys must be scalars, and the tree (aliases expanded) at most a million nodes.
+    static func checkShape(_ root: Node, path: String) throws {
+        var budget = 1_000_000
+        func walk(_ n: Node, depth: Int) throws {
+            budget -= 1
+            guard budget > 0 else { throw UsageError("\(path): the recipe expands to more than a million YAML nodes") }
+            guard depth < 256 else { throw UsageError("\(path): YAML nested too deep") }
+            switch n {
+            case .scalar: break
+            case let .sequence(seq): for v in seq { try walk(v, depth: depth + 1) }
+            case let .mapping(map):
+                for (k, v) in map {
+                    guard k.scalar != nil else { throw UsageError("\(path): a mapping key must be a plain name, not a list or a mapping") }
+                    try walk(v, depth: depth + 1)
+                }
+            case .alias: break   // compose resolves aliases to the nodes they name
+            }
+        }
+        try walk(root, depth: 0)
     }
 
     private static func modelRef(_ any: Any?, _ where_: String) throws -> String? {
