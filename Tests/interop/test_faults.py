@@ -113,9 +113,9 @@ def test_disk_full_names_the_output_and_leaves_nothing(tmp_path, target):
         subprocess.run(["umount", str(mnt)])
 
 
-def test_input_truncated_underneath_is_a_clean_error(tmp_path):
-    """SIGBUS on a mapped input becomes one line naming the file, exit 1, nothing written."""
-    src = big_input(tmp_path, mb=64, tensors=16)
+def change_while_converting(tmp_path, src, change):
+    """Runs a conversion and applies `change` to its input mid-run, later each attempt, until a
+    change lands inside the run; returns (input, output, status, stderr)."""
     for attempt in range(10):
         victim = tmp_path / f"v{attempt}.safetensors"
         shutil.copy(src, victim)
@@ -123,38 +123,32 @@ def test_input_truncated_underneath_is_a_clean_error(tmp_path):
         p = subprocess.Popen([WTOOL, "convert", victim, "-o", out, "--dtype", "f32", "--threads", "1"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(0.05 + 0.03 * attempt)
-        os.truncate(victim, 4096)
+        change(victim)
         _, err = p.communicate()
-        if p.returncode == 0:
-            continue   # it finished before the truncation: try again later in the run
-        assert p.returncode == 1, (p.returncode, err)
-        # the SIGBUS handler's message (the stamp check after the run says "rewritten")
-        assert err.strip().splitlines() == [err.strip()] and str(victim) in err and "truncated" in err, err
-        assert not out.exists() and temporaries(tmp_path) == []
-        return
-    pytest.fail("the truncation never landed inside the run")
+        if p.returncode != 0:
+            return victim, out, p.returncode, err
+    pytest.fail("the change never landed inside the run")
+
+
+def test_input_truncated_underneath_is_a_clean_error(tmp_path):
+    """SIGBUS on a mapped input becomes one line naming the file, exit 1, nothing written."""
+    victim, out, code, err = change_while_converting(tmp_path, big_input(tmp_path, mb=64, tensors=16),
+                                                     lambda v: os.truncate(v, 4096))
+    assert code == 1, (code, err)
+    # the SIGBUS handler's message (the stamp check after the run says "rewritten")
+    assert err.strip().splitlines() == [err.strip()] and str(victim) in err and "truncated" in err, err
+    assert not out.exists() and temporaries(tmp_path) == []
 
 
 def test_input_rewritten_in_place_is_detected(tmp_path):
     """Same size, other bytes (no SIGBUS): the inputs' stamps are checked before publishing."""
-    src = big_input(tmp_path, mb=48, tensors=12)
-    for attempt in range(10):
-        victim = tmp_path / f"v{attempt}.safetensors"
-        shutil.copy(src, victim)
-        out = tmp_path / f"o{attempt}"
-        p = subprocess.Popen([WTOOL, "convert", victim, "-o", out, "--dtype", "f32", "--threads", "1"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.05 + 0.03 * attempt)
-        with open(victim, "r+b") as f:
+    def rewrite(v):
+        with open(v, "r+b") as f:
             f.seek(-8, 2)
             f.write(b"\0" * 8)
-        _, err = p.communicate()
-        if p.returncode == 0:
-            continue
-        assert p.returncode == 1 and str(victim) in err and "changed while it was being read" in err, err
-        assert not out.exists()
-        return
-    pytest.fail("the rewrite never landed inside the run")
+    victim, out, code, err = change_while_converting(tmp_path, big_input(tmp_path, mb=48, tensors=12), rewrite)
+    assert code == 1 and str(victim) in err and "changed while it was being read" in err, err
+    assert not out.exists()
 
 
 def test_concurrent_writers_leave_one_complete_result(tmp_path):
