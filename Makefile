@@ -70,7 +70,8 @@ test-clients: build clients-venv
 ## their own, minutes each; not in CI).
 test-sanitize: deps
 	$(SWIFT) build --scratch-path .build-asan --sanitize=address
-	WTOOL_BIN=$(abspath .build-asan/debug/wtool) $(SWIFT) test --scratch-path .build-asan --sanitize=address --disable-swift-testing
+	WTOOL_BIN=$(abspath .build-asan/debug/wtool) LSAN_OPTIONS=suppressions=$(abspath Tests/sanitize/lsan.supp) \
+	  $(SWIFT) test --scratch-path .build-asan --sanitize=address --disable-swift-testing
 	$(SWIFT) build --scratch-path .build-tsan --sanitize=thread
 	WTOOL_BIN=$(abspath .build-tsan/debug/wtool) TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --scratch-path .build-tsan --sanitize=thread --disable-swift-testing
 

@@ -65,9 +65,14 @@ static void f32_to_f16_f16c(const float *s, uint8_t *d, size_t n) {
 }
 
 static int has_f16c(void) {
+    /* Atomic: worker threads ask concurrently (ThreadSanitizer flagged the plain int). */
     static int cached = -1;
-    if (cached < 0) cached = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
-    return cached;
+    int c = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (c < 0) {
+        c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+        __atomic_store_n(&cached, c, __ATOMIC_RELAXED);
+    }
+    return c;
 }
 #else
 static int has_f16c(void) { return 0; }
