@@ -27,6 +27,7 @@ public final class OutputPlan: @unchecked Sendable {
         if case let .file(p) = finalLayout {
             let dir = FileSystem.dirname(p)
             guard FileSystem.kind(dir) == .directory else { throw FormatError(file: p, "the folder '\(dir)' does not exist") }
+            OutputTransaction.removeStaleTemporaries(in: dir)
         }
         inputStamps = inputs.flatMap(\.files).map { ($0.path, FileSystem.stamp($0.path)) }
     }

@@ -230,3 +230,17 @@ def test_folder_named_with_a_trailing_slash_or_as_dot(tmp_path):
     r = subprocess.run([WTOOL, "convert", TL + "/base", "-o", "."], cwd=tmp_path / "out", capture_output=True, text=True)
     assert r.returncode == 1 and "name the output folder" in r.stderr
     assert temporaries(tmp_path) == [] and temporaries(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("out", ["o.safetensors", "o.gguf"])
+def test_file_outputs_remove_what_a_killed_run_left(tmp_path, out):
+    """A temporary of a process that no longer runs is removed by the next run into that folder;
+    one of a live process (this test's) is left alone."""
+    p = subprocess.Popen(["true"]); p.wait()   # a PID that has exited
+    stale = tmp_path / f".{out}.wtool-tmp.{p.pid}.abcdef"
+    stale.write_bytes(b"partial")
+    alive = tmp_path / f".{out}.wtool-tmp.{os.getpid()}.ghijkl"
+    alive.write_bytes(b"someone else's")
+    args = ["quantize", TL + "/base", "-o", tmp_path / out, "--scheme", "q8_0"] if out.endswith(".gguf") else ["convert", TL + "/base", "-o", tmp_path / out]
+    run(*args, "--quiet")
+    assert not stale.exists() and alive.exists()

@@ -156,6 +156,7 @@ public struct QuantizeJob: Sendable {
         if format == .gguf {
             guard output.hasSuffix(".gguf") else { throw UsageError("--format gguf writes one file: give -o NAME.gguf") }
             try QuantizeJob.refuseOverwriting(output, source)
+            OutputTransaction.removeStaleTemporaries(in: FileSystem.dirname(output))
             let metadata = ggufMetadata(source: source, configPath: hasConfig ? configPath : nil, llama: llama, anyQuantized: quantizedCount > 0)
             sink = .gguf(try GGUFWriter(path: output, metadata: metadata, tensors: ggufOutputs))
         } else {
