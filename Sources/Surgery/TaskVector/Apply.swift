@@ -89,9 +89,9 @@ public struct ApplyTaskVectorJob: Sendable {
                 }
                 let w = touched.map { scales[$0] }
                 var row: [(String, JSONValue)] = [("name", .string(e.name)), ("vectors", .array(touched.map { .int($0) }))]
-                var result = [Float](repeating: 0, count: e.info.count)
                 if let pipeline {
                     let bv = decodeFloats(b, e)
+                    var result = [Float](repeating: 0, count: e.info.count)
                     var deltas = touched.map { tvs[$0].delta(e.name, base: bv)! }
                     let r = try pipeline.run(deltas: &deltas, shape: e.info.shapeInts, weights: w,
                                              densities: Array(repeating: density, count: w.count), gammas: Array(repeating: 0, count: w.count),
@@ -99,21 +99,14 @@ public struct ApplyTaskVectorJob: Sendable {
                     for k in 0..<bv.count { result[k] = Float(Double(bv[k]) + Double(r.mixed[k])) }
                     row.append(("kept_fraction", .array(r.kept.map { .double($0) })))
                     if let sc = r.signConflicts { row.append(("sign_conflict_fraction", .double(sc))) }
+                    try writer.write(floats: result, as: outputs[i].dtype, tensor: i)
+                    let bn = VectorMath.norm(bv)
+                    row += metric("relative_change", bn > 0 ? VectorMath.distance(result, bv) / bn : .nan)
                 } else {
-                    // Plain task arithmetic in f64 per element: base + Σ λ s_i τ_i (exact for F64
-                    // task vectors, so extract + apply rebuilds an f32 fine-tune bit for bit).
-                    let bd = decodeDoubles(b, e)
-                    let deltas = touched.map { tvs[$0].exactDelta(e.name, base: bd)! }
-                    for k in 0..<bd.count {
-                        var s = bd[k]
-                        for m in 0..<deltas.count { s += lambda * w[m] * deltas[m][k] }
-                        result[k] = Float(s)
-                    }
+                    let (change, baseNorm) = try ApplyTaskVectorJob.streamSum(e, base: b, vectors: touched.map { tvs[$0] }, weights: w.map { lambda * $0 },
+                                                                             as: outputs[i].dtype, writer: writer, index: i)
+                    row += metric("relative_change", baseNorm > 0 ? change / baseNorm : .nan)
                 }
-                try writer.write(floats: result, as: outputs[i].dtype, tensor: i)
-                let bv = decodeFloats(b, e)
-                let bn = VectorMath.norm(bv)
-                row += metric("relative_change", bn > 0 ? VectorMath.distance(result, bv) / bn : .nan)
                 return .object(row)
             }
             try writer.commit()
@@ -136,5 +129,51 @@ public struct ApplyTaskVectorJob: Sendable {
         report.timing = timer.phases
         try out.finish(report, reportPath: settings.reportPath)
         return report
+    }
+
+    /// Plain task arithmetic, BASE + Σ c_i τ_i in f64 per entry, streamed in pieces of 2^18 entries
+    /// so memory stays a few MB per tensor whatever its size (exact for F64 task vectors, so extract +
+    /// apply rebuilds an f32 fine-tune bit for bit). Returns ||out - base|| and ||base|| (f64,
+    /// over the f32 values as written).
+    static func streamSum(_ e: Checkpoint.Entry, base b: Checkpoint, vectors: [TaskVectorSource], weights: [Double],
+                          as dtype: DType, writer: CheckpointWriter, index: Int) throws -> (Double, Double) {
+        let n = e.info.count, piece = 1 << 18
+        let entries = vectors.map { $0.checkpoint.entry(e.name)! }
+        let bd = UnsafeMutablePointer<Double>.allocate(capacity: piece), td = UnsafeMutablePointer<Double>.allocate(capacity: piece)
+        let acc = UnsafeMutablePointer<Double>.allocate(capacity: piece), out = UnsafeMutablePointer<Float>.allocate(capacity: piece)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: piece * dtype.size!, alignment: 64)
+        defer { bd.deallocate(); td.deallocate(); acc.deallocate(); out.deallocate(); raw.deallocate() }
+        b.willNeed(e)
+        for (v, te) in zip(vectors, entries) { v.checkpoint.willNeed(te) }
+        let baseBytes = b.bytes(e), inSize = e.info.dtype.size!
+        var changeSq = 0.0, baseSq = 0.0
+        var start = 0
+        while start < n {
+            let m = min(piece, n - start)
+            Codec.decode(e.info.dtype, baseBytes.baseAddress! + start * inSize, count: m, into: bd)
+            for k in 0..<m { acc[k] = bd[k] }
+            for (j, (v, te)) in zip(vectors, entries).enumerated() {
+                let tb = v.checkpoint.bytes(te)
+                Codec.decode(te.info.dtype, tb.baseAddress! + start * te.info.dtype.size!, count: m, into: td)
+                let c = weights[j]
+                if v.isDelta {
+                    for k in 0..<m { acc[k] += c * td[k] }
+                } else {
+                    for k in 0..<m { acc[k] += c * (td[k] - bd[k]) }
+                }
+            }
+            for k in 0..<m {
+                out[k] = Float(acc[k])
+                let bf = Double(Float(bd[k])), d = Double(out[k]) - bf
+                changeSq += d * d
+                baseSq += bf * bf
+            }
+            Codec.encode(out, count: m, as: dtype, into: raw)
+            try writer.write(tensor: index, at: start * dtype.size!, UnsafeRawBufferPointer(start: raw, count: m * dtype.size!))
+            start += m
+        }
+        b.release(e)
+        for (v, te) in zip(vectors, entries) { v.checkpoint.release(te) }
+        return (changeSq.squareRoot(), baseSq.squareRoot())
     }
 }

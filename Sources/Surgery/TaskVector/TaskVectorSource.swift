@@ -56,12 +56,4 @@ public struct TaskVectorSource: Sendable {
         guard !isDelta, let base else { return v }
         return zip(v, base).map { Float(Double($0) - Double($1)) }
     }
-
-    /// The delta in f64: exact for F64 task vectors and for deltas computed from a fine-tune.
-    public func exactDelta(_ name: String, base: [Double]?) -> [Double]? {
-        guard let e = checkpoint.entry(name), e.info.dtype.isFloatingPoint else { return nil }
-        let v = decodeDoubles(checkpoint, e)
-        guard !isDelta, let base else { return v }
-        return zip(v, base).map { $0 - $1 }
-    }
 }
