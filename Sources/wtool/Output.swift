@@ -13,6 +13,9 @@ func note(_ line: String, quiet: Bool) {
 /// escape sequences that would rewrite the terminal, or newlines that would split a one-line
 /// error. They are shown escaped, \u{1B} style; everything else is kept as it is.
 func escapedForTerminal(_ s: String) -> String {
+    // Fast path: no byte that can start a control character (C0, DEL, the C1 lead byte 0xC2, the
+    // U+2028/2029 lead byte 0xE2) means nothing to escape.
+    if !s.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F || $0 == 0xC2 || $0 == 0xE2 }) { return s }
     var out = ""
     for u in s.unicodeScalars {
         if u.value < 0x20 || (0x7F...0x9F).contains(u.value) || u.value == 0x2028 || u.value == 0x2029 {
