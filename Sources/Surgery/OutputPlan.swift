@@ -17,7 +17,7 @@ public final class OutputPlan: @unchecked Sendable {
     /// change the bytes (threads, output path, report, quiet), so reruns stay byte-identical.
     public let provenance: String
     private var transaction: OutputTransaction?
-    /// Size and modification time of every input file when the job started.
+    /// Size, modification time and inode of every input file when the job started.
     private let inputStamps: [(path: String, stamp: FileSystem.Stamp?)]
 
     public init(path: String, shardSize: UInt64?, provenance: String, inputs: [Checkpoint]) throws {
