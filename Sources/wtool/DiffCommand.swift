@@ -26,6 +26,9 @@ struct DiffCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Treat differences up to this absolute value as equal.", valueName: "X"))
     var atol: Double = 0
 
+    @Flag(name: .long, help: "One line per module group (a projection across layers, or a tensor) instead of per tensor: which layers changed and by how much.")
+    var summary = false
+
     @Flag(name: .long, help: "Print the JSON report on stdout.")
     var json = false
 
@@ -53,6 +56,15 @@ struct DiffCommand: ParsableCommand {
         }
         if json {
             print(result.report.json.pretty())
+        } else if summary {
+            for g in DiffSummary(result.comparisons, atol: atol).groups {
+                var line = "\(g.name): " + (g.changed == 0 ? "unchanged" : "\(g.changed) of \(g.tensors) changed")
+                if g.changed > 0 && !g.changedLayers.isEmpty { line += " (layers \(DiffSummary.ranges(g.changedLayers)))" }
+                if g.changed > 0 { line += ", relative change \(Float(g.relative)), max_abs \(Float(g.maxAbs))" }
+                print(escapedForTerminal(line))
+            }
+            for n in result.onlyInA { print(escapedForTerminal("only in A: \(n)")) }
+            for n in result.onlyInB { print(escapedForTerminal("only in B: \(n)")) }
         } else {
             for c in result.comparisons where !c.withinTolerance(atol) {
                 if c.shapeMismatch { print(escapedForTerminal("\(c.name): shape differs")); continue }
@@ -62,8 +74,8 @@ struct DiffCommand: ParsableCommand {
                 if c.nanMismatch > 0 { line += " nan_mismatch \(c.nanMismatch)" }
                 print(escapedForTerminal(line))
             }
-            for n in result.onlyInA { print("only in A: \(n)") }
-            for n in result.onlyInB { print("only in B: \(n)") }
+            for n in result.onlyInA { print(escapedForTerminal("only in A: \(n)")) }
+            for n in result.onlyInB { print(escapedForTerminal("only in B: \(n)")) }
             let differ = result.comparisons.filter { !$0.withinTolerance(atol) }.count
             note(result.same ? (atol > 0 ? "equal within atol \(atol): " : "identical: ") + "\(result.comparisons.count) tensors"
                  : "different: \(differ) of \(result.comparisons.count) tensors, \(result.onlyInA.count) only in A, \(result.onlyInB.count) only in B",

@@ -147,3 +147,27 @@ def test_malformed_input_exits_1_with_one_line_and_no_output(tmp_path, name):
     if os.path.isfile(src) and name not in STRICTER:
         with pytest.raises(Exception):
             deserialize(open(src, "rb").read())
+
+
+def test_diff_summary_groups_layers_and_measures_like_numpy(tmp_path):
+    """diff --summary: one group per projection across layers; changed layers listed; the group's
+    relative change is sqrt(sum ||b-a||^2) / sqrt(sum ||a||^2) over its tensors (numpy, f64)."""
+    import json as _json
+    from safetensors.numpy import load_file as _load, save_file as _save
+    base = _load(os.path.join(FIX, "tiny-llama", "base", "model.safetensors"))
+    ft = {k: v.copy() for k, v in base.items()}
+    ft["model.layers.1.mlp.up_proj.weight"] += 0.5
+    ft["model.norm.weight"] *= 2
+    _save(base, str(tmp_path / "a.safetensors")); _save(ft, str(tmp_path / "b.safetensors"))
+    code, out, _ = run("diff", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--summary", check=False)
+    assert code == 1
+    lines = {l.split(":")[0]: l for l in out.strip().splitlines()}
+    assert "(layers 1)" in lines["model.layers.*.mlp.up_proj.weight"] and "1 of 2 changed" in lines["model.layers.*.mlp.up_proj.weight"]
+    assert lines["model.layers.*.self_attn.q_proj.weight"].endswith("unchanged")
+    code, js, _ = run("diff", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--json", check=False)
+    groups = {g["group"]: g for g in _json.loads(js)["summary"]["groups"]}
+    g = groups["model.layers.*.mlp.up_proj.weight"]
+    a0, a1 = (base[f"model.layers.{i}.mlp.up_proj.weight"].astype(np.float64) for i in (0, 1))
+    want = np.sqrt(((ft["model.layers.1.mlp.up_proj.weight"] - a1.astype(np.float32)).astype(np.float64) ** 2).sum() / ((a0 ** 2).sum() + (a1 ** 2).sum()))
+    assert g["changed_layers"] == [1] and g["relative_change"] == pytest.approx(want, rel=1e-7)
+    assert groups["model.norm.weight"]["relative_change"] == pytest.approx(1.0, rel=1e-7)

@@ -19,6 +19,8 @@ public struct DiffJob: Sendable {
         public var cosine = Double.nan
         public var nanMismatch = 0          // positions where exactly one side is NaN
         public var comparable = true        // values could be decoded and compared
+        public var normSqA = 0.0            // ||a||², for group summaries
+        public var diffSq = 0.0             // ||b - a||²
         /// Equal within `atol` (identical bytes always are).
         public func withinTolerance(_ atol: Double) -> Bool {
             identical || (comparable && !shapeMismatch && nanMismatch == 0 && maxAbs <= atol)
@@ -74,7 +76,8 @@ public struct DiffJob: Sendable {
                           ("different", .int(comps.filter { !$0.withinTolerance(tol) }.count)),
                           ("only_in_a", .array(onlyA.map { .string($0) })),
                           ("only_in_b", .array(onlyB.map { .string($0) })),
-                          ("max_abs_diff", .double(comps.filter { $0.comparable && !$0.shapeMismatch }.map(\.maxAbs).max() ?? 0))]
+                          ("max_abs_diff", .double(comps.filter { $0.comparable && !$0.shapeMismatch }.map(\.maxAbs).max() ?? 0)),
+                          ("groups", DiffSummary(comps, atol: tol).json)]
         report.timing = timer.phases
         return Result(comparisons: comps, onlyInA: onlyA, onlyInB: onlyB, report: report, same: same)
     }
@@ -87,6 +90,19 @@ public struct DiffJob: Sendable {
             c.identical = true
             c.cosine = 1
             c.comparable = ia.dtype.isNumeric
+            if c.comparable {
+                // ||a||² still counts in a group's relative change.
+                let n = ia.count, block = 1 << 16
+                let x = UnsafeMutablePointer<Double>.allocate(capacity: max(1, min(block, n)))
+                defer { x.deallocate() }
+                var i = 0
+                while i < n {
+                    let k = min(block, n - i)
+                    Codec.decode(ia.dtype, ba.baseAddress! + i * ia.dtype.size!, count: k, into: x)
+                    for j in 0..<k where x[j].isFinite { c.normSqA += x[j] * x[j] }
+                    i += k
+                }
+            }
             return c
         }
         guard !c.shapeMismatch else { return c }
@@ -115,6 +131,8 @@ public struct DiffJob: Sendable {
             i += k
         }
         c.maxAbs = maxAbs
+        c.normSqA = na
+        c.diffSq = nd
         c.relative = na > 0 ? (nd / na).squareRoot() : (nd > 0 ? .infinity : 0)
         c.cosine = na > 0 && nb > 0 ? dot / (na.squareRoot() * nb.squareRoot()) : .nan
         return c
