@@ -44,6 +44,7 @@ struct DiffCommand: ParsableCommand {
     func run() throws {
         var job = DiffJob(a: a, b: b)
         job.atol = atol
+        job.groups = summary
         job.settings = common.settings()
         let result: DiffJob.Result
         do {
@@ -55,7 +56,7 @@ struct DiffCommand: ParsableCommand {
             throw CommandExit(status: 2)
         }
         if json {
-            print(result.report.json.pretty())
+            print(result.report.json.pretty())   // with --summary it carries summary.groups
         } else if summary {
             for g in DiffSummary(result.comparisons, atol: atol).groups {
                 var line = "\(g.name): " + (g.changed == 0 ? "unchanged" : "\(g.changed) of \(g.tensors) changed")

@@ -165,6 +165,8 @@ def test_diff_summary_groups_layers_and_measures_like_numpy(tmp_path):
     assert "(layers 1)" in lines["model.layers.*.mlp.up_proj.weight"] and "1 of 2 changed" in lines["model.layers.*.mlp.up_proj.weight"]
     assert lines["model.layers.*.self_attn.q_proj.weight"].endswith("unchanged")
     code, js, _ = run("diff", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--json", check=False)
+    assert "groups" not in _json.loads(js)["summary"]   # a plain diff stays a byte comparison for identical tensors
+    code, js, _ = run("diff", tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--json", "--summary", check=False)
     groups = {g["group"]: g for g in _json.loads(js)["summary"]["groups"]}
     g = groups["model.layers.*.mlp.up_proj.weight"]
     a0, a1 = (base[f"model.layers.{i}.mlp.up_proj.weight"].astype(np.float64) for i in (0, 1))

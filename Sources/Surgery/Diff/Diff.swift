@@ -6,6 +6,9 @@ public struct DiffJob: Sendable {
     public var a: String
     public var b: String
     public var atol = 0.0
+    /// Per module group summaries (`--summary`): identical tensors are then decoded too, since
+    /// their norm counts in their group's relative change; otherwise a byte comparison suffices.
+    public var groups = false
 
     public init(a: String, b: String) { self.a = a; self.b = b }
 
@@ -50,7 +53,7 @@ public struct DiffJob: Sendable {
                                    progress: Progress(total: common.count, label: "diff", quiet: settings.quiet)) { i in
             let ea = ca.entry(common[i])!, eb = cb.entry(common[i])!
             defer { ca.release(ea); cb.release(eb) }
-            return DiffJob.compare(ea.info, ca.bytes(ea), eb.info, cb.bytes(eb))
+            return DiffJob.compare(ea.info, ca.bytes(ea), eb.info, cb.bytes(eb), normOfIdentical: groups)
         }
         timer.lap("compare")
         let tol = atol
@@ -76,13 +79,14 @@ public struct DiffJob: Sendable {
                           ("different", .int(comps.filter { !$0.withinTolerance(tol) }.count)),
                           ("only_in_a", .array(onlyA.map { .string($0) })),
                           ("only_in_b", .array(onlyB.map { .string($0) })),
-                          ("max_abs_diff", .double(comps.filter { $0.comparable && !$0.shapeMismatch }.map(\.maxAbs).max() ?? 0)),
-                          ("groups", DiffSummary(comps, atol: tol).json)]
+                          ("max_abs_diff", .double(comps.filter { $0.comparable && !$0.shapeMismatch }.map(\.maxAbs).max() ?? 0))]
+        if groups { report.summary.append(("groups", DiffSummary(comps, atol: tol).json)) }
         report.timing = timer.phases
         return Result(comparisons: comps, onlyInA: onlyA, onlyInB: onlyB, report: report, same: same)
     }
 
-    static func compare(_ ia: TensorInfo, _ ba: UnsafeRawBufferPointer, _ ib: TensorInfo, _ bb: UnsafeRawBufferPointer) -> Comparison {
+    static func compare(_ ia: TensorInfo, _ ba: UnsafeRawBufferPointer, _ ib: TensorInfo, _ bb: UnsafeRawBufferPointer,
+                        normOfIdentical: Bool = false) -> Comparison {
         var c = Comparison(name: ia.name)
         c.dtypeMismatch = ia.dtype != ib.dtype
         c.shapeMismatch = ia.shape != ib.shape
@@ -90,7 +94,7 @@ public struct DiffJob: Sendable {
             c.identical = true
             c.cosine = 1
             c.comparable = ia.dtype.isNumeric
-            if c.comparable {
+            if c.comparable && normOfIdentical {
                 // ||a||² still counts in a group's relative change.
                 let n = ia.count, block = 1 << 16
                 let x = UnsafeMutablePointer<Double>.allocate(capacity: max(1, min(block, n)))
