@@ -105,9 +105,6 @@ public struct ModelConfig: Sendable {
         if !hasOld && !hasNew { set(isTransformers5 ? "dtype" : "torch_dtype", .string(name)) }
     }
 
-    /// The dtype the config declares (either key), if any.
-    public var declaredDType: String? { string("dtype") ?? string("torch_dtype") }
-
     static let torchNames: [DType: String] = [.F32: "float32", .F16: "float16", .BF16: "bfloat16", .F64: "float64",
                                               .F8_E4M3: "float8_e4m3fn", .F8_E5M2: "float8_e5m2"]
 

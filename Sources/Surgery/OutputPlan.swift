@@ -59,16 +59,13 @@ public final class OutputPlan: @unchecked Sendable {
         try CheckpointWriter(layout: try layout(), tensors: tensors, metadata: metadata ?? self.metadata, transaction: transaction)
     }
 
-    /// A staged path as it will be named once published.
-    public func published(_ p: String) -> String { transaction?.published(p) ?? p }
-
     /// `__metadata__` of every file written: `format: pt` (transformers requires it) plus provenance.
     public var metadata: [String: String] {
         ["format": "pt", "wtool.version": wtoolVersion, "wtool.command": provenance]
     }
 
     /// The default report path: inside an output folder, beside an output file.
-    public var defaultReportPath: String {
+    var defaultReportPath: String {
         switch finalLayout {
         case let .file(p): return String(p.dropLast(".safetensors".count)) + ".report.json"
         case let .folder(p, _): return FileSystem.join(p, "wtool-report.json")
@@ -89,9 +86,6 @@ public final class OutputPlan: @unchecked Sendable {
         try transaction?.commit()
         if reportPath != nil || transaction == nil { try report.write(to: reportPath ?? defaultReportPath) }
     }
-
-    /// Gives up: the staging folder and everything in it are removed.
-    public func abort() { transaction?.abort() }
 
     private static func refuseOverwritingInputs(_ layout: OutputLayout, _ inputs: [Checkpoint]) throws {
         let out = layout.path

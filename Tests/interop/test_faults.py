@@ -244,3 +244,10 @@ def test_file_outputs_remove_what_a_killed_run_left(tmp_path, out):
     args = ["quantize", TL + "/base", "-o", tmp_path / out, "--scheme", "q8_0"] if out.endswith(".gguf") else ["convert", TL + "/base", "-o", tmp_path / out]
     run(*args, "--quiet")
     assert not stale.exists() and alive.exists()
+
+
+def test_an_output_name_held_by_a_file_is_refused(tmp_path):
+    (tmp_path / "out").write_bytes(b"not a folder")
+    code, _, err = run("convert", TL + "/base", "-o", tmp_path / "out", check=False)
+    assert code == 1 and "exists and is not a folder" in err
+    assert (tmp_path / "out").read_bytes() == b"not a folder" and temporaries(tmp_path) == []

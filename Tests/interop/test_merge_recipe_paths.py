@@ -98,7 +98,8 @@ def test_tokenizer_source(tmp_path):
     assert json.load(open(root / "out/tokenizer_config.json")) == {"model_max_length": 77}
     assert (root / "out/special_tokens_map.json").exists()
     assert json.load(open(root / "out/config.json"))["model_type"] == "llama"   # config from the models
-    for bad, needle in (("union", "union is not supported"), ("nowhere", "no such local file")):
+    (root / "afile").write_text("x")
+    for bad, needle in (("union", "union is not supported"), ("nowhere", "no such local file"), ("afile", "is not a model folder")):
         (root / "configs" / "u.yml").write_text(LINEAR.format(a="models/ft1", b="models/ft2") + f"tokenizer_source: {bad}\n")
         r = wtool(root, "merge", "--config", "configs/u.yml", "-o", "out2")
         assert r.returncode == 2 and needle in r.stderr, r.stderr

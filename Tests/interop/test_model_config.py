@@ -102,9 +102,30 @@ def test_llama_cpp_linear_rope_scaling(tmp_path, layout):
     ({"rms_norm_eps": None}, "needs 'rms_norm_eps'"),
     ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope scaling 'llama3' is not supported"),
     ({"num_hidden_layers": 2.5}, "'num_hidden_layers' must be a non-negative integer"),
+    ({"rms_norm_eps": "small"}, "'rms_norm_eps' must be a number"),
+    ({"rope_theta": None, "rope_parameters": {"rope_theta": "big"}}, "'rope_parameters.rope_theta' must be a number"),
 ])
 def test_llama_cpp_refuses_missing_values_instead_of_defaulting(tmp_path, changes, needle):
     src = folder(tmp_path, 4, **changes)
     code, _, err = run("quantize", src, "-o", tmp_path / "m.gguf", "--scheme", "q8_0", "--llama-cpp", check=False)
     assert code == 1 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "m.gguf").exists()
+
+
+@pytest.mark.parametrize("text,needle", [("{not json", "invalid JSON"), ("[1, 2]", "not a JSON object")])
+def test_a_broken_config_json_is_one_line_naming_it(tmp_path, text, needle):
+    src = folder(tmp_path, 4)
+    (src / "config.json").write_text(text)
+    for args in (["quantize", src, "-o", tmp_path / "m.gguf", "--scheme", "q8_0", "--llama-cpp"],
+                 ["convert", src, "-o", tmp_path / "c", "--dtype", "f16"],
+                 ["prune-sparse", src, "-o", tmp_path / "p", "--method", "structured"]):
+        code, _, err = run(*args, check=False)
+        assert code == 1 and "config.json" in err and needle in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert not any(n in os.listdir(tmp_path) for n in ("m.gguf", "c", "p"))
+
+
+def test_structured_pruning_names_a_missing_size(tmp_path):
+    src = folder(tmp_path, 5, intermediate_size=None)
+    code, _, err = run("prune-sparse", src, "-o", tmp_path / "p", "--method", "structured", check=False)
+    assert code == 1 and "needs 'intermediate_size'" in err
+    assert not (tmp_path / "p").exists()
