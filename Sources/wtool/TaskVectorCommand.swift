@@ -63,7 +63,8 @@ struct TaskVectorCommand: ParsableCommand {
             Tensors absent from every task vector, or left out by --include/--exclude, are copied from \
             the base; a task-vector tensor the base lacks, or of another shape, is an error. Output \
             dtype: the base's unless --dtype. --density and --normalize belong to ties and dare, \
-            --rescale and --seed to dare; given with another method they are refused.
+            --rescale and --seed to dare; given with another method they are refused. ties and dare \
+            stream a tensor above 2^24 entries (WTOOL_BLOCK_ABOVE) in row blocks, with the same bytes.
             """)
         @Option(name: .long, help: ArgumentHelp("The base model.", valueName: "BASE")) var base: String
         @Argument(help: ArgumentHelp("Task vectors (or fine-tuned models).", valueName: "TV")) var vectors: [String]

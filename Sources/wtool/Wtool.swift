@@ -1,4 +1,7 @@
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
 import Surgery
 
 struct Wtool: ParsableCommand {
@@ -46,11 +49,21 @@ struct CommonOptions: ParsableArguments {
         s.reportPath = report
         s.shardSize = shardSize.flatMap { ByteSize.parse($0) }
         s.selection = selection
+        if let n = blockAboveOverride { s.blockAbove = n }
         return s
+    }
+
+    /// WTOOL_BLOCK_ABOVE: tensors with more entries are merged in row blocks (see JobSettings).
+    var blockAboveOverride: Int? {
+        guard let v = getenv("WTOOL_BLOCK_ABOVE") else { return nil }
+        return Int(String(cString: v))
     }
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if getenv("WTOOL_BLOCK_ABOVE") != nil, (blockAboveOverride ?? 0) < 1 {
+            throw ValidationError("WTOOL_BLOCK_ABOVE must be a positive number of tensor entries")
+        }
     }
 }
 

@@ -136,3 +136,52 @@ def test_job_completes_within_the_memory_limit(models, job, tmp_path_factory):
         cg.close()
         for p in (out, out + ".gguf"):
             shutil.rmtree(p, ignore_errors=True) if os.path.isdir(p) else (os.path.exists(p) and os.remove(p))
+
+
+# One tensor larger than the limit once decoded: a 128256 x 4096 bf16 embedding is 1 GiB per file and
+# 2 GiB per input in f32, so a method that decodes whole inputs cannot finish in 1.5 GB; the
+# task-arithmetic family streams it in row blocks.
+V = int(os.environ.get("WTOOL_MEMTEST_VOCAB", "128256"))
+EMBEDDING_JOBS = {
+    "merge ties (embedding)": lambda b, f, g, o: ["merge", "--method", "ties", "--base", b, f, g, "--weight", "1", "--density", "0.5", "-o", o],
+    "merge dare_ties (embedding)": lambda b, f, g, o: ["merge", "--method", "dare_ties", "--base", b, f, g, "--weight", "1", "--density", "0.5", "-o", o],
+    "merge della (embedding)": lambda b, f, g, o: ["merge", "--method", "della", "--base", b, f, "--weight", "1", "--density", "0.5", "-o", o],
+    "merge breadcrumbs (embedding)": lambda b, f, g, o: ["merge", "--method", "breadcrumbs", "--base", b, f, "--weight", "1", "--density", "0.5", "-o", o],
+    "task-vector apply ties (embedding)": lambda b, f, g, o: ["task-vector", "apply", "--base", b, f, g, "--inputs", "model", "--method", "ties",
+                                                              "--density", "0.5", "-o", o],
+}
+
+
+@pytest.fixture(scope="module")
+def embeddings():
+    paths = []
+    os.makedirs(DATA, exist_ok=True)
+    for seed in (11, 12, 13):
+        p = os.path.join(DATA, f"embedding-{seed}.safetensors")
+        if not os.path.exists(p):
+            a = random_bf16(np.random.default_rng(seed), (V, D))
+            h = json.dumps({"model.embed_tokens.weight": {"dtype": "BF16", "shape": [V, D], "data_offsets": [0, a.nbytes]}}).encode()
+            h += b" " * (-len(h) % 8)
+            with open(p + ".tmp", "wb") as f:
+                f.write(len(h).to_bytes(8, "little")); f.write(h); f.write(a.tobytes())
+            os.rename(p + ".tmp", p)
+        paths.append(p)
+    return paths
+
+
+@pytest.mark.parametrize("job", list(EMBEDDING_JOBS))
+def test_embedding_larger_than_memory(embeddings, job):
+    out = os.path.join(DATA, "out-embedding.safetensors")
+    cg = Cgroup(LIMIT)
+    try:
+        t = time.time()
+        code, err, rss, peak = cg.run([WTOOL, *EMBEDDING_JOBS[job](*embeddings, out), "--quiet"])
+        print(f"\n{job}: exit {code}, {time.time() - t:.1f} s, peak RSS {rss:.0f} MiB, cgroup peak {peak:.0f} MiB (limit {LIMIT >> 20} MiB)")
+        assert code == 0, err[-2000:]
+        assert rss < LIMIT / (1 << 20)
+        report = json.load(open(os.path.join(DATA, "out-embedding.report.json")))
+        assert report["tensors"][0].get("blocked") is True
+    finally:
+        cg.close()
+        for p in (out, os.path.join(DATA, "out-embedding.report.json")):
+            if os.path.exists(p): os.remove(p)

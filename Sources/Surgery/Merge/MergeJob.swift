@@ -54,7 +54,7 @@ public struct MergeJob: Sendable {
         do {
             rows = try Engine.map(count: plan.items.count, threads: settings.threads,
                                   progress: Progress(total: plan.items.count, label: "merge", quiet: settings.quiet)) { i in
-                try MergeJob.mergeTensor(plan.items[i], plan: plan, seed: seed, writer: writer, index: i)
+                try MergeJob.mergeTensor(plan.items[i], plan: plan, seed: seed, writer: writer, index: i, blockAbove: settings.blockAbove)
             }
             try writer.commit()
         } catch {
@@ -81,7 +81,8 @@ public struct MergeJob: Sendable {
     }
 
     /// One tensor: decode the inputs to f32, merge, encode, write; measure deltas and the change.
-    static func mergeTensor(_ item: MergePlan.Item, plan: MergePlan, seed: UInt64, writer: CheckpointWriter, index: Int) throws -> JSONValue {
+    static func mergeTensor(_ item: MergePlan.Item, plan: MergePlan, seed: UInt64, writer: CheckpointWriter, index: Int,
+                            blockAbove: Int) throws -> JSONValue {
         let cps = plan.checkpoints
         func entry(_ i: MergePlan.Input) -> Checkpoint.Entry { cps[i.model].entry(i.tensor)! }
         guard item.merge else {
@@ -94,6 +95,9 @@ public struct MergeJob: Sendable {
         }
         if let coeffs = plan.method.linearCoefficients(global: item.global, perModel: item.perModel) {
             return try streamLinear(item, coeffs: coeffs, plan: plan, writer: writer, index: index)
+        }
+        if let method = plan.method as? TaskArithmeticMerge, item.shape.reduce(1, *) > UInt64(blockAbove) {
+            return try streamTaskArithmetic(item, method: method, plan: plan, seed: seed, writer: writer, index: index, blockEntries: blockAbove)
         }
         func load(_ i: MergePlan.Input) -> [Float] { decodeFloats(cps[i.model], entry(i)) }
         let base = item.base.map(load)
@@ -110,12 +114,7 @@ public struct MergeJob: Sendable {
         }
         try writer.write(floats: result.values, as: item.dtype, tensor: index)
 
-        var row: [(String, JSONValue)] = [("name", .string(item.output)), ("shape", .array(item.shape.map { .uint($0) })),
-                                          ("dtype", .string(item.dtype.rawValue)), ("t", .double(item.t))]
-        if item.models.contains(where: { $0.tensor != item.output }) {
-            row.append(("inputs", .array(item.models.map { .string($0.tensor) })))
-        }
-        row.append(("parameters", parameterJSON(item)))
+        var row = rowHeader(item)
         if let base, let g = geometry {
             row.append(("delta_norms", .array(g.norms.map { .double($0) })))
             let M = g.norms.count
@@ -187,26 +186,76 @@ public struct MergeJob: Sendable {
             start += len
         }
         for (inp, e) in zip(inputs, entries) { cps[inp.model].release(e) }
+        var row = rowHeader(item)
+        if hasBase { row += geometryMetrics(squares: squares, dots: dots, change: change, baseSquares: baseSq) }
+        row.append(("coefficients", .array(coeffs.map { .double($0) })))
+        return .object(row)
+    }
+
+    /// A task-arithmetic merge of a tensor above `blockEntries` entries, in row blocks (the same
+    /// bits as the whole-tensor merge, a few blocks of memory per input).
+    static func streamTaskArithmetic(_ item: MergePlan.Item, method: TaskArithmeticMerge, plan: MergePlan, seed: UInt64,
+                                     writer: CheckpointWriter, index: Int, blockEntries: Int) throws -> JSONValue {
+        let cps = plan.checkpoints
+        guard let baseInput = item.base else { throw MergeError("\(method.name) needs a base model") }
+        func reader(_ i: MergePlan.Input) -> StreamedTaskArithmetic.Reader {
+            let e = cps[i.model].entry(i.tensor)!, cp = cps[i.model]
+            cp.willNeed(e)
+            let bytes = cp.bytes(e).baseAddress!, size = e.info.dtype.size!, dtype = e.info.dtype
+            return { start, count, dst in Codec.decode(dtype, bytes + start * size, count: count, into: dst) }
+        }
+        let p = try method.parameters(global: item.global, perModel: item.perModel)
+        let tasks = item.models.indices.map { m in
+            StreamedTaskArithmetic.Task(read: reader(item.models[m]), isDelta: false, weight: p.weights[m], density: p.densities[m],
+                                        gamma: p.gammas[m], epsilon: p.epsilons[m])
+        }
+        let job = StreamedTaskArithmetic(pipeline: p.pipeline, shape: item.shape.map { Int(clamping: $0) }, base: reader(baseInput), tasks: tasks,
+                                         seed: seed, tensor: item.output, blockEntries: StreamedTaskArithmetic.blockEntries(threshold: blockEntries))
+        let outSize = item.dtype.size!
+        let enc = UnsafeMutableRawPointer.allocate(byteCount: max(1, job.blockLength) * outSize, alignment: 64)
+        defer { enc.deallocate() }
+        let totals: StreamedTaskArithmetic.Totals
+        do {
+            totals = try job.run { start, values in
+                Codec.encode(values.baseAddress!, count: values.count, as: item.dtype, into: enc)
+                try writer.write(tensor: index, at: start * outSize, UnsafeRawBufferPointer(start: enc, count: values.count * outSize))
+            }
+        } catch let e as MergeError {
+            throw FormatError(file: cps[item.models[0].model].path, tensor: item.output, e.description)
+        }
+        for i in [baseInput] + item.models { cps[i.model].release(cps[i.model].entry(i.tensor)!) }
+        var row = rowHeader(item)
+        row += geometryMetrics(squares: totals.deltaSquares, dots: totals.deltaDots, change: totals.changeSquares, baseSquares: totals.baseSquares)
+        if method.sparsifier != nil { row.append(("kept_fraction", .array(totals.kept.map { .double($0) }))) }
+        if let sc = totals.signConflicts { row.append(("sign_conflict_fraction", .double(sc))) }
+        row.append(("blocked", .bool(true)))
+        return .object(row)
+    }
+
+    /// The report row's opening fields, the same for every merge path.
+    static func rowHeader(_ item: MergePlan.Item) -> [(String, JSONValue)] {
         var row: [(String, JSONValue)] = [("name", .string(item.output)), ("shape", .array(item.shape.map { .uint($0) })),
                                           ("dtype", .string(item.dtype.rawValue)), ("t", .double(item.t))]
         if item.models.contains(where: { $0.tensor != item.output }) {
             row.append(("inputs", .array(item.models.map { .string($0.tensor) })))
         }
         row.append(("parameters", parameterJSON(item)))
-        if hasBase {
-            row.append(("delta_norms", .array(squares.map { .double($0.squareRoot()) })))
-            if M > 1 {
-                var cos: [JSONValue] = [], k = 0
-                for i in 0..<M { for j in (i + 1)..<M {
-                    let den = (squares[i] * squares[j]).squareRoot()
-                    cos.append(.double(den > 0 ? dots[k] / den : .nan)); k += 1
-                } }
-                row.append(("delta_cosines", .array(cos)))
-            }
-            row += metric("relative_change", baseSq > 0 ? (change / baseSq).squareRoot() : .nan)
+        return row
+    }
+
+    /// delta_norms, delta_cosines and relative_change from streamed sums of squares.
+    static func geometryMetrics(squares: [Double], dots: [Double], change: Double, baseSquares: Double) -> [(String, JSONValue)] {
+        var row: [(String, JSONValue)] = [("delta_norms", .array(squares.map { .double($0.squareRoot()) }))]
+        let M = squares.count
+        if M > 1 {
+            var cos: [JSONValue] = [], k = 0
+            for i in 0..<M { for j in (i + 1)..<M {
+                let den = (squares[i] * squares[j]).squareRoot()
+                cos.append(.double(den > 0 ? dots[k] / den : .nan)); k += 1
+            } }
+            row.append(("delta_cosines", .array(cos)))
         }
-        row.append(("coefficients", .array(coeffs.map { .double($0) })))
-        return .object(row)
+        return row + metric("relative_change", baseSquares > 0 ? (change / baseSquares).squareRoot() : .nan)
     }
 
     static func parameterJSON(_ item: MergePlan.Item) -> JSONValue {

@@ -24,95 +24,23 @@ public enum Sparsifier: Sendable {
     ///   - epsilon: DELLA's spread of keep probabilities around the density.
     ///   - rescale: for the random sparsifiers, nil for none.
     ///   - rng: seeded per tensor and model by the caller.
+    /// The whole delta is one block of `BlockSparsifier`, which does the work.
     func apply(_ delta: inout [Float], shape: [Int], density: Double, gamma: Double, epsilon: Double, rescale: RescaleRule?,
-               rng: inout SeededRNG, tensor: String) throws -> Int {
+               rng: SeededRNG, tensor: String) throws -> Int {
         let n = delta.count
-        if density >= 1 { return n }
-        let l1 = rescale == .l1 ? VectorMath.sumAbs(delta) : 0
-        switch self {
-        case .magnitude:
-            let k = Int(density * Double(n))
-            Sparsifier.keepTopK(&delta, k)
-            return k
-        case .magnitudeOutliers:
-            // Keep the middle of the |delta| order: drop the gamma*N largest and the rest of the
-            // (1 - density) from the smallest. mergekit's slice [bot:-top] is empty when top = 0
-            // and zeroes the whole delta; here top = 0 keeps everything above the bottom.
-            let keepN = Int(density * Double(n))
-            var top = Int(gamma * Double(n))
-            var bot = n - keepN - top
-            if bot < 0 { top += bot; bot = 0 }
-            let order = Sparsifier.ascendingMagnitudeOrder(delta)
-            for r in 0..<bot { delta[order[r]] = 0 }
-            for r in (n - top)..<n { delta[order[r]] = 0 }
-            return n - top - bot
-        case .random:
-            guard density > 0 else { Sparsifier.zero(&delta); return 0 }
-            var kept = 0
-            let scale = rescale == .inverseDensity ? Float(1 / density) : 1
-            for i in 0..<n {
-                if Double(rng.nextUnitFloat()) < density { delta[i] *= scale; kept += 1 } else { delta[i] = 0 }
+        return try delta.withUnsafeMutableBufferPointer { d in
+            let whole = UnsafeBufferPointer(d)
+            var s = try BlockSparsifier(self, count: n, rowLength: BlockSparsifier.rowLength(shape, count: n), density: density, gamma: gamma,
+                                        epsilon: epsilon, rescale: rescale, rng: rng, tensor: tensor) { body in body(whole) }
+            guard n > 0 else { return 0 }
+            var before = VectorMath.AbsSum(count: n), after = before
+            if s.rescalesL1 { before.add(d.baseAddress!, count: n, at: 0) }
+            let kept = s.apply(d.baseAddress!, count: n)
+            if s.rescalesL1 {
+                after.add(d.baseAddress!, count: n, at: 0)
+                if let f = BlockSparsifier.l1Factor(original: before.total, kept: after.total) { for i in 0..<n { d[i] *= f } }
             }
-            if rescale == .l1 { Sparsifier.rescaleL1(&delta, originalL1: l1) }
             return kept
-        case .dellaMagprune:
-            guard density > 0 else { Sparsifier.zero(&delta); return 0 }
-            guard density - epsilon > 0, density + epsilon < 1 else {
-                throw UsageError("della: needs 0 < density - epsilon and density + epsilon < 1 (density \(density), epsilon \(epsilon)) for '\(tensor)'")
-            }
-            // Per row (a 1-D tensor is one row): keep probability linear in the magnitude rank.
-            let cols = shape.count >= 2 && shape[0] > 0 ? n / shape[0] : max(1, n)
-            var kept = 0
-            var lo = 0
-            while lo < n {
-                let hi = min(n, lo + cols)
-                let order = Sparsifier.ascendingMagnitudeOrder(Array(delta[lo..<hi]))
-                var p = [Double](repeating: density, count: hi - lo)
-                if p.count > 1 {
-                    for (rank, idx) in order.enumerated() {
-                        p[idx] = min(1, max(0, (density - epsilon) + 2 * epsilon * Double(rank) / Double(p.count - 1)))
-                    }
-                }
-                for j in 0..<p.count {
-                    if Double(rng.nextUnitFloat()) < p[j] {
-                        if rescale == .inverseDensity { delta[lo + j] = Float(Double(delta[lo + j]) / p[j]) }
-                        kept += 1
-                    } else {
-                        delta[lo + j] = 0
-                    }
-                }
-                lo = hi
-            }
-            if rescale == .l1 { Sparsifier.rescaleL1(&delta, originalL1: l1) }
-            return kept
-        }
-    }
-
-    static func zero(_ x: inout [Float]) { x.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
-
-    /// m * (Σ|original| / Σ|m|), unless either sum is below 1e-7 (mergekit's guard).
-    static func rescaleL1(_ m: inout [Float], originalL1 b: Double) {
-        let a = VectorMath.sumAbs(m)
-        guard b >= 1e-7, a >= 1e-7 else { return }
-        let s = Float(b / a)
-        for i in m.indices { m[i] *= s }
-    }
-
-    /// Zeroes all but the k entries of largest magnitude, in place (ties: lower index first).
-    static func keepTopK(_ x: inout [Float], _ k: Int) {
-        let n = x.count
-        guard k < n else { return }
-        x.withUnsafeMutableBufferPointer { p in
-            guard k > 0 else { for i in 0..<n { p[i] = 0 }; return }
-            let raw = UnsafeMutableRawPointer(p.baseAddress!)
-            forEachKept(UnsafeBufferPointer(p), k) { i, keep in
-                if i + 8 <= n {
-                    let v = raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self)
-                    raw.storeBytes(of: v.replacing(with: 0, where: .!keep), toByteOffset: 4 * i, as: SIMD8<UInt32>.self)
-                } else {
-                    for l in 0..<(n - i) where !keep[l] { p[i + l] = 0 }
-                }
-            }
         }
     }
 
@@ -173,30 +101,45 @@ public enum Sparsifier: Sendable {
     /// The same with a caller's 2048-entry histogram, for many small selections (rows).
     static func kthLargestMagnitude(_ x: UnsafeBufferPointer<Float>, _ k: Int, scratch hist: inout [Int]) -> Float {
         precondition(k >= 1 && k <= x.count && hist.count >= 2048)
-        let raw = UnsafeRawPointer(x.baseAddress!)
-        @inline(__always) func bits(_ i: Int) -> UInt32 { raw.load(fromByteOffset: 4 * i, as: UInt32.self) & 0x7FFF_FFFF }
+        return selectMagnitude(k, scratch: &hist) { body in body(x) }.value
+    }
+
+    /// The k-th largest |x| (k >= 1) of data that arrives in blocks: `blocks` calls its argument
+    /// once per block, in order, and is called once per radix pass (three), so a tensor too large
+    /// to hold decoded can be decoded block by block each time. Also returns how many magnitudes
+    /// are greater than the value and how many equal it (bit patterns: +0 and -0 are equal).
+    static func selectMagnitude(_ k: Int, scratch hist: inout [Int],
+                                blocks: ((UnsafeBufferPointer<Float>) -> Void) -> Void) -> (value: Float, greater: Int, equal: Int) {
+        precondition(k >= 1 && hist.count >= 2048)
         var remaining = k
         var prefix: UInt32 = 0
+        var equal = 0
         for (shift, width) in [(UInt32(20), UInt32(11)), (10, 10), (0, 10)] {
             let buckets = 1 << Int(width)
             let mask = UInt32(buckets - 1)
             let fixedShift = shift + width
             hist.withUnsafeMutableBufferPointer { h in
                 h.baseAddress!.update(repeating: 0, count: buckets)
-                if fixedShift >= 31 {
-                    for i in 0..<x.count { h[Int((bits(i) >> shift) & mask)] += 1 }
-                } else {
-                    for i in 0..<x.count {
-                        let b = bits(i)
-                        if b >> fixedShift == prefix { h[Int((b >> shift) & mask)] += 1 }
+                blocks { x in
+                    guard let base = x.baseAddress else { return }
+                    let raw = UnsafeRawPointer(base)
+                    @inline(__always) func bits(_ i: Int) -> UInt32 { raw.load(fromByteOffset: 4 * i, as: UInt32.self) & 0x7FFF_FFFF }
+                    if fixedShift >= 31 {
+                        for i in 0..<x.count { h[Int((bits(i) >> shift) & mask)] += 1 }
+                    } else {
+                        for i in 0..<x.count {
+                            let b = bits(i)
+                            if b >> fixedShift == prefix { h[Int((b >> shift) & mask)] += 1 }
+                        }
                     }
                 }
             }
             var digit = Int(mask)
             while hist[digit] < remaining { remaining -= hist[digit]; digit -= 1 }
             prefix = prefix << width | UInt32(digit)
+            equal = hist[digit]   // after the last pass: every bit fixed, the count of exact equals
         }
-        return Float(bitPattern: prefix)
+        return (Float(bitPattern: prefix), k - remaining, equal)
     }
 
     /// Indices sorted by |x| ascending, ties by index (a stable order).

@@ -30,9 +30,9 @@ public struct TaskArithmeticPipeline: Sendable {
         if let sparsifier {
             for m in ds.indices {
                 // One stream per (seed, tensor, model position): independent of threads and order.
-                var rng = SeededRNG(seed: seed, stream: tensor, block: UInt64(m))
+                let rng = SeededRNG(seed: seed, stream: tensor, block: UInt64(m))
                 let k = try sparsifier.apply(&ds[m], shape: shape, density: densities[m], gamma: gammas[m], epsilon: epsilons[m],
-                                             rescale: rescale, rng: &rng, tensor: tensor)
+                                             rescale: rescale, rng: rng, tensor: tensor)
                 kept[m] = n > 0 ? Double(k) / Double(n) : 1
             }
         }
@@ -191,6 +191,15 @@ public struct TaskArithmeticMerge: MergeMethod {
         return [1 - scale * total] + w.map { scale * $0 }
     }
 
+    /// One tensor's pipeline and per-model parameters, from its resolved parameters.
+    func parameters(global: [String: ParamValue], perModel: [[String: ParamValue]])
+        throws -> (pipeline: TaskArithmeticPipeline, weights: [Double], densities: [Double], gammas: [Double], epsilons: [Double]) {
+        let pipeline = TaskArithmeticPipeline(sparsifier: sparsifier, electSign: electSign, normalize: (global["normalize"]?.double ?? 0) != 0,
+                                              lambda: global["lambda"]?.double ?? .nan, rescale: try rescaleRule(global["rescale"]))
+        return (pipeline, perModel.map { $0["weight"]?.double ?? .nan }, perModel.map { $0["density"]?.double ?? .nan },
+                perModel.map { $0["gamma"]?.double ?? 0.01 }, perModel.map { $0["epsilon"]?.double ?? 0.15 })
+    }
+
     public func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         guard let base = c.base else { throw MergeError("\(name) needs a base model") }
         // Deltas in place, in the decoded arrays (the context is consumed: no copies).
@@ -199,13 +208,9 @@ public struct TaskArithmeticMerge: MergeMethod {
         for m in deltas.indices {
             deltas[m].withUnsafeMutableBufferPointer { d in base.withUnsafeBufferPointer { b in for i in 0..<d.count { d[i] -= b[i] } } }
         }
-        let pipeline = TaskArithmeticPipeline(sparsifier: sparsifier, electSign: electSign, normalize: c.flag("normalize"),
-                                              lambda: c.number("lambda"), rescale: try rescaleRule(c.global["rescale"]))
-        let ix = deltas.indices
-        var r = try pipeline.run(deltas: &deltas, shape: c.shape, weights: ix.map { c.modelNumber($0, "weight") },
-                                 densities: ix.map { c.modelNumber($0, "density") },
-                                 gammas: ix.map { c.perModel[$0]["gamma"]?.double ?? 0.01 },
-                                 epsilons: ix.map { c.perModel[$0]["epsilon"]?.double ?? 0.15 }, seed: c.seed, tensor: c.tensor)
+        let p = try parameters(global: c.global, perModel: c.perModel)
+        var r = try p.pipeline.run(deltas: &deltas, shape: c.shape, weights: p.weights, densities: p.densities, gammas: p.gammas,
+                                   epsilons: p.epsilons, seed: c.seed, tensor: c.tensor)
         r.mixed.withUnsafeMutableBufferPointer { m in base.withUnsafeBufferPointer { b in for i in 0..<m.count { m[i] += b[i] } } }
         let out = r.mixed
         var metrics: [(String, JSONValue)] = []

@@ -23,19 +23,37 @@ enum VectorMath {
 
     static func norm(_ a: [Float]) -> Double { dot(a, a).squareRoot() }
     static func sumAbs(_ a: [Float]) -> Double {
-        a.withUnsafeBufferPointer { p in
-            let r = UnsafeRawPointer(p.baseAddress!)
-            var s = SIMD4<Double>()
+        var s = AbsSum(count: a.count)
+        a.withUnsafeBufferPointer { if let p = $0.baseAddress { s.add(p, count: a.count, at: 0) } }
+        return s.total
+    }
+
+    /// Σ|x| over a vector of `count` entries that arrives in blocks, with the association of a
+    /// one-piece sum: entry i goes to f64 lane i mod 4 below the last multiple of 4, the rest is
+    /// added one by one after the lanes. A tensor summed block by block gives the same bits as
+    /// summed whole, wherever the blocks start.
+    struct AbsSum {
+        private var lanes = SIMD4<Double>()
+        private var tail: [Double] = []
+        private let body: Int
+        init(count: Int) { body = count & ~3 }
+
+        mutating func add(_ p: UnsafePointer<Float>, count: Int, at start: Int) {
             var i = 0
-            while i + 4 <= p.count {
+            while i < count && (start + i) & 3 != 0 && start + i < body { lanes[(start + i) & 3] += Double(abs(p[i])); i += 1 }
+            let r = UnsafeRawPointer(p)
+            while i + 4 <= count && start + i + 4 <= body {
                 let v = SIMD4<Double>(r.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
-                s += v.replacing(with: -v, where: v .< 0)
+                lanes += v.replacing(with: -v, where: v .< 0)
                 i += 4
             }
-            var t = s.sum()
-            while i < p.count { t += Double(abs(p[i])); i += 1 }
-            return t
+            while i < count {
+                if start + i < body { lanes[(start + i) & 3] += Double(abs(p[i])) } else { tail.append(Double(abs(p[i]))) }
+                i += 1
+            }
         }
+
+        var total: Double { tail.reduce(lanes.sum(), +) }
     }
 
     /// a - b

@@ -89,7 +89,14 @@ public struct ApplyTaskVectorJob: Sendable {
                 }
                 let w = touched.map { scales[$0] }
                 var row: [(String, JSONValue)] = [("name", .string(e.name)), ("vectors", .array(touched.map { .int($0) }))]
-                if let pipeline {
+                if let pipeline, e.info.count > settings.blockAbove {
+                    let t = try ApplyTaskVectorJob.streamPipeline(pipeline, e, base: b, vectors: touched.map { tvs[$0] }, weights: w, density: density,
+                                                                  seed: seed, blockEntries: settings.blockAbove, as: outputs[i].dtype, writer: writer, index: i)
+                    row.append(("kept_fraction", .array(t.kept.map { .double($0) })))
+                    if let sc = t.signConflicts { row.append(("sign_conflict_fraction", .double(sc))) }
+                    row += metric("relative_change", t.baseSquares > 0 ? (t.changeSquares / t.baseSquares).squareRoot() : .nan)
+                    row.append(("blocked", .bool(true)))
+                } else if let pipeline {
                     let bv = decodeFloats(b, e)
                     var result = [Float](repeating: 0, count: e.info.count)
                     var deltas = touched.map { tvs[$0].delta(e.name, base: bv)! }
@@ -129,6 +136,35 @@ public struct ApplyTaskVectorJob: Sendable {
         report.timing = timer.phases
         try out.finish(report, reportPath: settings.reportPath)
         return report
+    }
+
+    /// TIES or DARE over a tensor above `blockEntries` entries, in row blocks: the bits of the
+    /// whole-tensor pipeline, a few blocks of memory per input.
+    static func streamPipeline(_ pipeline: TaskArithmeticPipeline, _ e: Checkpoint.Entry, base b: Checkpoint, vectors: [TaskVectorSource],
+                               weights: [Double], density: Double, seed: UInt64, blockEntries: Int, as dtype: DType,
+                               writer: CheckpointWriter, index: Int) throws -> StreamedTaskArithmetic.Totals {
+        func reader(_ c: Checkpoint, _ e: Checkpoint.Entry) -> StreamedTaskArithmetic.Reader {
+            c.willNeed(e)
+            let bytes = c.bytes(e).baseAddress!, size = e.info.dtype.size!, t = e.info.dtype
+            return { start, count, dst in Codec.decode(t, bytes + start * size, count: count, into: dst) }
+        }
+        let entries = vectors.map { $0.checkpoint.entry(e.name)! }
+        let tasks = vectors.indices.map { j in
+            StreamedTaskArithmetic.Task(read: reader(vectors[j].checkpoint, entries[j]), isDelta: vectors[j].isDelta, weight: weights[j],
+                                        density: density, gamma: 0, epsilon: 0)
+        }
+        let job = StreamedTaskArithmetic(pipeline: pipeline, shape: e.info.shapeInts, base: reader(b, e), tasks: tasks, seed: seed,
+                                         tensor: e.name, blockEntries: StreamedTaskArithmetic.blockEntries(threshold: blockEntries))
+        let size = dtype.size!
+        let enc = UnsafeMutableRawPointer.allocate(byteCount: max(1, job.blockLength) * size, alignment: 64)
+        defer { enc.deallocate() }
+        let totals = try job.run { start, values in
+            Codec.encode(values.baseAddress!, count: values.count, as: dtype, into: enc)
+            try writer.write(tensor: index, at: start * size, UnsafeRawBufferPointer(start: enc, count: values.count * size))
+        }
+        b.release(e)
+        for (v, te) in zip(vectors, entries) { v.checkpoint.release(te) }
+        return totals
     }
 
     /// Plain task arithmetic, BASE + Σ c_i τ_i in f64 per entry, streamed in pieces of 2^18 entries

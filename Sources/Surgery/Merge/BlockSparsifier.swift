@@ -1,0 +1,174 @@
+import Linalg
+
+/// One delta's sparsifier, decided once for the whole tensor and then applied block by block, in
+/// index order: TIES's top-k becomes a magnitude threshold plus how many entries equal to it are
+/// still kept; breadcrumbs' middle slice of the magnitude order becomes two rank cut-offs; DARE and
+/// DELLA carry their random stream from block to block. So a tensor too large to hold decoded
+/// gives, block by block, the bits the whole-tensor pipeline gives.
+struct BlockSparsifier {
+    /// The entries equal to a cut-off magnitude take consecutive ranks in index order
+    /// (`below` + how many of them came before).
+    struct Cut {
+        let bits: UInt32
+        let below: Int
+        var seen = 0
+    }
+
+    enum Rule {
+        case keepAll
+        case dropAll
+        /// Keep magnitudes above `threshold`, and the first `ties` equal to it.
+        case topK(threshold: UInt32, ties: Int)
+        /// Drop ranks (ascending magnitude, ties by index) below `bottomRank` and from `topRank` on.
+        case middle(bottom: Cut?, bottomRank: Int, top: Cut?, topRank: Int)
+        case random(density: Double, scale: Float)
+        case della(density: Double, epsilon: Double, inverse: Bool, rowLength: Int)
+    }
+
+    private(set) var rule: Rule
+    private var rng: SeededRNG
+    /// mergekit's L1 rescale: the caller sums |delta| before and after and applies `l1Factor`.
+    let rescalesL1: Bool
+
+    /// DELLA's row length for a tensor of `shape`: the first dimension indexes rows; 1-D is one row.
+    static func rowLength(_ shape: [Int], count n: Int) -> Int {
+        shape.count >= 2 && shape[0] > 0 ? n / shape[0] : max(1, n)
+    }
+
+    /// - Parameter blocks: calls its argument with the delta's blocks in order; called once per
+    ///   selection pass (three for TIES, six for breadcrumbs, none for the random sparsifiers).
+    init(_ kind: Sparsifier, count n: Int, rowLength: Int, density: Double, gamma: Double, epsilon: Double, rescale: RescaleRule?,
+         rng: SeededRNG, tensor: String, blocks: ((UnsafeBufferPointer<Float>) -> Void) -> Void) throws {
+        self.rng = rng
+        var scratch = [Int](repeating: 0, count: 2048)
+        func cut(rank r: Int) -> Cut {   // the magnitude at ascending rank r (0 <= r < n)
+            let s = Sparsifier.selectMagnitude(n - r, scratch: &scratch, blocks: blocks)
+            return Cut(bits: s.value.bitPattern, below: n - s.greater - s.equal)
+        }
+        rescalesL1 = density < 1 && rescale == .l1 && (kind == .random || kind == .dellaMagprune)
+        if density >= 1 || n == 0 { rule = .keepAll; return }
+        switch kind {
+        case .magnitude:
+            let k = Int(density * Double(n))
+            if k >= n { rule = .keepAll } else if k <= 0 { rule = .dropAll } else {
+                let s = Sparsifier.selectMagnitude(k, scratch: &scratch, blocks: blocks)
+                rule = .topK(threshold: s.value.bitPattern, ties: k - s.greater)
+            }
+        case .magnitudeOutliers:
+            // Keep the middle of the |delta| order: drop the gamma*N largest and the rest of the
+            // (1 - density) from the smallest. mergekit's slice [bot:-top] is empty when top = 0
+            // and zeroes the whole delta; here top = 0 keeps everything above the bottom.
+            let keepN = Int(density * Double(n))
+            var top = Int(gamma * Double(n))
+            var bot = n - keepN - top
+            if bot < 0 { top += bot; bot = 0 }
+            if bot >= n || top >= n { rule = .dropAll; return }
+            rule = .middle(bottom: bot > 0 ? cut(rank: bot) : nil, bottomRank: bot, top: top > 0 ? cut(rank: n - top) : nil, topRank: n - top)
+        case .random:
+            rule = density > 0 ? .random(density: density, scale: rescale == .inverseDensity ? Float(1 / density) : 1) : .dropAll
+        case .dellaMagprune:
+            guard density > 0 else { rule = .dropAll; return }
+            guard density - epsilon > 0, density + epsilon < 1 else {
+                throw UsageError("della: needs 0 < density - epsilon and density + epsilon < 1 (density \(density), epsilon \(epsilon)) for '\(tensor)'")
+            }
+            rule = .della(density: density, epsilon: epsilon, inverse: rescale == .inverseDensity, rowLength: rowLength)
+        }
+    }
+
+    /// mergekit's L1 rescale factor (Σ|original| / Σ|kept|), unless either sum is below 1e-7.
+    static func l1Factor(original b: Double, kept a: Double) -> Float? {
+        b >= 1e-7 && a >= 1e-7 ? Float(b / a) : nil
+    }
+
+    /// Sparsifies the next block (blocks come in index order; DELLA's hold whole rows) in place and
+    /// returns how many of its entries were kept.
+    mutating func apply(_ p: UnsafeMutablePointer<Float>, count: Int) -> Int {
+        switch rule {
+        case .keepAll:
+            return count
+        case .dropAll:
+            p.update(repeating: 0, count: count)
+            return 0
+        case let .topK(t, ties):
+            var left = ties
+            let kept = BlockSparsifier.keepAbove(p, count: count, threshold: t, ties: &left)
+            rule = .topK(threshold: t, ties: left)
+            return kept
+        case .middle(var bottom, let bottomRank, var top, let topRank):
+            var kept = 0
+            for i in 0..<count {
+                let b = p[i].bitPattern & 0x7FFF_FFFF
+                var drop = false
+                if var c = bottom {
+                    if b < c.bits { drop = true } else if b == c.bits { drop = c.below + c.seen < bottomRank; c.seen += 1; bottom = c }
+                }
+                if var c = top {
+                    if b > c.bits { drop = true } else if b == c.bits { drop = drop || c.below + c.seen >= topRank; c.seen += 1; top = c }
+                }
+                if drop { p[i] = 0 } else { kept += 1 }
+            }
+            rule = .middle(bottom: bottom, bottomRank: bottomRank, top: top, topRank: topRank)
+            return kept
+        case let .random(density, scale):
+            var kept = 0
+            for i in 0..<count {
+                if Double(rng.nextUnitFloat()) < density { p[i] *= scale; kept += 1 } else { p[i] = 0 }
+            }
+            return kept
+        case let .della(density, epsilon, inverse, cols):
+            var kept = 0
+            var lo = 0
+            while lo < count {
+                let hi = min(count, lo + cols)
+                let order = Sparsifier.ascendingMagnitudeOrder(Array(UnsafeBufferPointer(start: p + lo, count: hi - lo)))
+                // Keep probability linear in the magnitude rank within the row.
+                var prob = [Double](repeating: density, count: hi - lo)
+                if prob.count > 1 {
+                    for (rank, idx) in order.enumerated() {
+                        prob[idx] = min(1, max(0, (density - epsilon) + 2 * epsilon * Double(rank) / Double(prob.count - 1)))
+                    }
+                }
+                for j in 0..<prob.count {
+                    if Double(rng.nextUnitFloat()) < prob[j] {
+                        if inverse { p[lo + j] = Float(Double(p[lo + j]) / prob[j]) }
+                        kept += 1
+                    } else {
+                        p[lo + j] = 0
+                    }
+                }
+                lo = hi
+            }
+            return kept
+        }
+    }
+
+    /// Zeroes magnitudes at or below `t` except the first `ties` equal to it (counted down), eight
+    /// lanes at a time on the bit patterns (real deltas make every scalar branch a coin flip).
+    private static func keepAbove(_ p: UnsafeMutablePointer<Float>, count n: Int, threshold t: UInt32, ties: inout Int) -> Int {
+        let raw = UnsafeMutableRawPointer(p)
+        let tv = SIMD8<UInt32>(repeating: t), signOff = SIMD8<UInt32>(repeating: 0x7FFF_FFFF)
+        var kept = 0
+        var i = 0
+        while i + 8 <= n {
+            let v = raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self)
+            let m = v & signOff
+            var keep = m .> tv
+            let eq = m .== tv
+            if any(eq) { for l in 0..<8 where eq[l] && ties > 0 { keep[l] = true; ties -= 1 } }
+            kept &+= Int(SIMD8<Int32>(repeating: 0).replacing(with: 1, where: keep).wrappedSum())
+            raw.storeBytes(of: v.replacing(with: 0, where: .!keep), toByteOffset: 4 * i, as: SIMD8<UInt32>.self)
+            i += 8
+        }
+        while i < n {
+            let m = p[i].bitPattern & 0x7FFF_FFFF
+            if m > t || (m == t && ties > 0) {
+                if m == t { ties -= 1 }
+                kept += 1
+            } else {
+                p[i] = 0
+            }
+            i += 1
+        }
+        return kept
+    }
+}

@@ -1,0 +1,157 @@
+import Linalg
+
+/// The task-arithmetic pipeline over a tensor too large to hold decoded (a 128k x 8k embedding is
+/// 4 GB of f32 per input): the inputs are decoded in blocks of whole rows, each sparsifier's
+/// global decision is made by passes over the blocks first (`BlockSparsifier`; for mergekit's L1
+/// rescale one more pass that sums the delta before and after dropping), then one pass
+/// sparsifies, elects signs, sums and hands the result to the writer. Memory is a few blocks per
+/// input; the output is bit for bit the whole-tensor pipeline's (`TaskArithmeticPipeline.run`).
+struct StreamedTaskArithmetic {
+    /// Decodes entries [start, start + count) of one input to f32.
+    typealias Reader = (_ start: Int, _ count: Int, _ into: UnsafeMutablePointer<Float>) -> Void
+
+    struct Task {
+        let read: Reader
+        /// Values already deltas (a task vector), else a model from which the base is subtracted.
+        let isDelta: Bool
+        let weight, density, gamma, epsilon: Double
+    }
+
+    let pipeline: TaskArithmeticPipeline
+    let shape: [Int]
+    let base: Reader
+    let tasks: [Task]
+    let seed: UInt64
+    let tensor: String
+    /// Entries per block at most (rounded down to whole rows, at least one row).
+    let blockEntries: Int
+
+    /// Blocks of 2^18 entries (1 MiB of f32 per input: they stay in cache between the passes), or
+    /// smaller when the caller's threshold is smaller (tests use that to cut rows into blocks).
+    static func blockEntries(threshold: Int) -> Int { min(threshold, 1 << 18) }
+
+    /// What the pass measured: the pipeline's figures, the geometry of the models' deltas (models
+    /// only, as `VectorMath.deltaSums` pairs them) and ||out - base||², ||base||².
+    struct Totals {
+        var kept: [Double]
+        var signConflicts: Double?
+        var deltaSquares: [Double]
+        var deltaDots: [Double]
+        var changeSquares = 0.0
+        var baseSquares = 0.0
+    }
+
+    var count: Int { shape.reduce(1, *) }
+    /// Entries per block: whole rows, at most `blockEntries` unless one row is longer.
+    var blockLength: Int {
+        let rowLength = BlockSparsifier.rowLength(shape, count: count)
+        return min(count, max(1, blockEntries / rowLength) * rowLength)
+    }
+
+    /// Runs the pipeline; `write` receives base + combined delta, block by block in order.
+    func run(write: (_ start: Int, _ values: UnsafeBufferPointer<Float>) throws -> Void) throws -> Totals {
+        let n = count, M = tasks.count
+        let rowLength = BlockSparsifier.rowLength(shape, count: n)
+        let block = max(1, blockLength)
+        let buf = UnsafeMutablePointer<Float>.allocate(capacity: block * (M + 3))
+        defer { buf.deallocate() }
+        let baseBuf = buf, outBuf = buf + block, rawBuf = buf + 2 * block
+        func deltas(_ m: Int) -> UnsafeMutablePointer<Float> { buf + (3 + m) * block }
+
+        /// Task m's delta for [start, start + len) into `dst`; the base block must be in `baseBuf`.
+        func readDelta(_ m: Int, _ start: Int, _ len: Int, into dst: UnsafeMutablePointer<Float>) {
+            tasks[m].read(start, len, dst)
+            if !tasks[m].isDelta { for j in 0..<len { dst[j] -= baseBuf[j] } }
+        }
+        /// Calls `body` with task m's delta, block by block (one selection pass).
+        func forEachDeltaBlock(_ m: Int, _ body: (UnsafeBufferPointer<Float>) -> Void) {
+            var start = 0
+            while start < n {
+                let len = min(block, n - start)
+                base(start, len, baseBuf)
+                readDelta(m, start, len, into: rawBuf)
+                body(UnsafeBufferPointer(start: rawBuf, count: len))
+                start += len
+            }
+        }
+
+        var sparsifiers: [BlockSparsifier?] = []
+        var l1Factors = [Float?](repeating: nil, count: M)
+        for m in 0..<M {
+            guard let kind = pipeline.sparsifier else { sparsifiers.append(nil); continue }
+            let t = tasks[m]
+            let rng = SeededRNG(seed: seed, stream: tensor, block: UInt64(m))
+            let s = try BlockSparsifier(kind, count: n, rowLength: rowLength, density: t.density, gamma: t.gamma, epsilon: t.epsilon,
+                                        rescale: pipeline.rescale, rng: rng, tensor: tensor) { forEachDeltaBlock(m, $0) }
+            if s.rescalesL1 {
+                var probe = s, before = VectorMath.AbsSum(count: n), after = before
+                var start = 0
+                forEachDeltaBlock(m) { d in
+                    let p = UnsafeMutablePointer(mutating: d.baseAddress!)
+                    before.add(p, count: d.count, at: start)
+                    _ = probe.apply(p, count: d.count)
+                    after.add(p, count: d.count, at: start)
+                    start += d.count
+                }
+                l1Factors[m] = BlockSparsifier.l1Factor(original: before.total, kept: after.total)
+            }
+            sparsifiers.append(s)
+        }
+
+        let models = tasks.indices.filter { !tasks[$0].isDelta }
+        var totals = Totals(kept: Array(repeating: 0, count: M), signConflicts: nil,
+                            deltaSquares: Array(repeating: 0, count: models.count), deltaDots: Array(repeating: 0, count: models.count * (models.count - 1) / 2))
+        var conflicts = 0
+        let w = tasks.map(\.weight)
+        let total = w.reduce(0, +)
+        if !pipeline.electSign && pipeline.normalize && abs(total) < 1e-8 {
+            throw MergeError("the weights sum to \(total): normalize would divide by zero")
+        }
+        let scale = (pipeline.normalize ? 1 / total : 1) * pipeline.lambda   // as TaskArithmeticPipeline.run associates it
+        let scaled = w.map { $0 * scale }
+        var start = 0
+        while start < n {
+            let len = min(block, n - start)
+            base(start, len, baseBuf)
+            for m in 0..<M {
+                let d = deltas(m)
+                tasks[m].read(start, len, d)
+            }
+            if !models.isEmpty {
+                let g = VectorMath.deltaSums(models.map { UnsafePointer(deltas($0)) }, base: baseBuf, count: len)
+                for i in g.squares.indices { totals.deltaSquares[i] += g.squares[i] }
+                for i in g.dots.indices { totals.deltaDots[i] += g.dots[i] }
+            }
+            for m in 0..<M {
+                let d = deltas(m)
+                if !tasks[m].isDelta { for j in 0..<len { d[j] -= baseBuf[j] } }
+                if var s = sparsifiers[m] {
+                    totals.kept[m] += Double(s.apply(d, count: len))
+                    sparsifiers[m] = s
+                    if let f = l1Factors[m] { for j in 0..<len { d[j] *= f } }
+                } else {
+                    totals.kept[m] += Double(len)
+                }
+            }
+            let ptrs = (0..<M).map { UnsafePointer(deltas($0)) }
+            if pipeline.electSign {
+                conflicts += TaskArithmeticPipeline.electAndSum(ptrs, weights: w, into: outBuf, count: len,
+                                                                normalize: pipeline.normalize, lambda: pipeline.lambda)
+            } else {
+                for j in 0..<len {
+                    var s = 0.0
+                    for m in 0..<M { s += scaled[m] * Double(ptrs[m][j]) }
+                    outBuf[j] = Float(s)
+                }
+            }
+            for j in 0..<len { outBuf[j] += baseBuf[j] }
+            totals.changeSquares += VectorMath.deltaSums([UnsafePointer(outBuf)], base: baseBuf, count: len).squares[0]
+            totals.baseSquares += VectorMath.dot(baseBuf, baseBuf, len)
+            try write(start, UnsafeBufferPointer(start: outBuf, count: len))
+            start += len
+        }
+        totals.kept = totals.kept.map { n > 0 ? $0 / Double(n) : 1 }
+        if pipeline.electSign { totals.signConflicts = n > 0 ? Double(conflicts) / Double(n) : nil }
+        return totals
+    }
+}
