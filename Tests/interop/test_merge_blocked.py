@@ -105,3 +105,21 @@ def test_block_above_must_be_positive(models, tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "WTOOL_BLOCK_ABOVE" in r.stderr
     assert not (tmp_path / "o.safetensors").exists()
+
+
+@pytest.mark.parametrize("method,param", [("slerp", "t=0.3"), ("nearswap", "t=0.05")])
+@pytest.mark.parametrize("block_above", [1, 100, 1000])
+def test_blocked_two_model_methods_equal_whole(models, tmp_path, method, param, block_above):
+    d = models
+    args = ["merge", "--method", method, "--base", d / "base.safetensors", d / "ft1.safetensors", "--param", param, "--quiet"]
+    wtool(args + ["-o", tmp_path / "whole.safetensors"])
+    wtool(args + ["-o", tmp_path / "blocked.safetensors"], block_above=block_above)
+    a, b = load_file(tmp_path / "whole.safetensors"), load_file(tmp_path / "blocked.safetensors")
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), (method, block_above, k)
+    rows = {r["name"]: r for r in json.load(open(tmp_path / "blocked.report.json"))["tensors"]}
+    whole = {r["name"]: r for r in json.load(open(tmp_path / "whole.report.json"))["tensors"]}
+    for k in a:
+        assert bool(rows[k].get("blocked")) == (a[k].size > block_above), k
+        if method == "slerp":
+            assert rows[k]["cosine"] == whole[k]["cosine"]

@@ -96,8 +96,9 @@ public struct MergeJob: Sendable {
         if let coeffs = plan.method.linearCoefficients(global: item.global, perModel: item.perModel) {
             return try streamLinear(item, coeffs: coeffs, plan: plan, writer: writer, index: index)
         }
-        if let method = plan.method as? TaskArithmeticMerge, item.shape.reduce(1, *) > UInt64(blockAbove) {
-            return try streamTaskArithmetic(item, method: method, plan: plan, seed: seed, writer: writer, index: index, blockEntries: blockAbove)
+        if item.shape.reduce(1, *) > UInt64(blockAbove), let row = try streamBlocks(item, plan: plan, seed: seed, writer: writer, index: index,
+                                                                                  blockAbove: blockAbove) {
+            return row
         }
         func load(_ i: MergePlan.Input) -> [Float] { decodeFloats(cps[i.model], entry(i)) }
         let base = item.base.map(load)
@@ -139,7 +140,8 @@ public struct MergeJob: Sendable {
     /// A linear combination, streamed in blocks of 64k entries: decode each input block, combine in
     /// f64, encode, write. Memory stays a few blocks whatever the tensor size, and the report's
     /// delta geometry is accumulated on the way.
-    static func streamLinear(_ item: MergePlan.Item, coeffs: [Double], plan: MergePlan, writer: CheckpointWriter, index: Int) throws -> JSONValue {
+    static func streamLinear(_ item: MergePlan.Item, coeffs: [Double], plan: MergePlan, writer: CheckpointWriter, index: Int,
+                             metrics: [(String, JSONValue)] = []) throws -> JSONValue {
         let cps = plan.checkpoints
         let inputs = (item.base.map { [$0] } ?? []) + item.models
         precondition(inputs.count == coeffs.count, "linearCoefficients: one per input")
@@ -189,47 +191,7 @@ public struct MergeJob: Sendable {
         var row = rowHeader(item)
         if hasBase { row += geometryMetrics(squares: squares, dots: dots, change: change, baseSquares: baseSq) }
         row.append(("coefficients", .array(coeffs.map { .double($0) })))
-        return .object(row)
-    }
-
-    /// A task-arithmetic merge of a tensor above `blockEntries` entries, in row blocks (the same
-    /// bits as the whole-tensor merge, a few blocks of memory per input).
-    static func streamTaskArithmetic(_ item: MergePlan.Item, method: TaskArithmeticMerge, plan: MergePlan, seed: UInt64,
-                                     writer: CheckpointWriter, index: Int, blockEntries: Int) throws -> JSONValue {
-        let cps = plan.checkpoints
-        guard let baseInput = item.base else { throw MergeError("\(method.name) needs a base model") }
-        func reader(_ i: MergePlan.Input) -> StreamedTaskArithmetic.Reader {
-            let e = cps[i.model].entry(i.tensor)!, cp = cps[i.model]
-            cp.willNeed(e)
-            let bytes = cp.bytes(e).baseAddress!, size = e.info.dtype.size!, dtype = e.info.dtype
-            return { start, count, dst in Codec.decode(dtype, bytes + start * size, count: count, into: dst) }
-        }
-        let p = try method.parameters(global: item.global, perModel: item.perModel)
-        let tasks = item.models.indices.map { m in
-            StreamedTaskArithmetic.Task(read: reader(item.models[m]), isDelta: false, weight: p.weights[m], density: p.densities[m],
-                                        gamma: p.gammas[m], epsilon: p.epsilons[m])
-        }
-        let job = StreamedTaskArithmetic(pipeline: p.pipeline, shape: item.shape.map { Int(clamping: $0) }, base: reader(baseInput), tasks: tasks,
-                                         seed: seed, tensor: item.output, blockEntries: StreamedTaskArithmetic.blockEntries(threshold: blockEntries))
-        let outSize = item.dtype.size!
-        let enc = UnsafeMutableRawPointer.allocate(byteCount: max(1, job.blockLength) * outSize, alignment: 64)
-        defer { enc.deallocate() }
-        let totals: StreamedTaskArithmetic.Totals
-        do {
-            totals = try job.run { start, values in
-                Codec.encode(values.baseAddress!, count: values.count, as: item.dtype, into: enc)
-                try writer.write(tensor: index, at: start * outSize, UnsafeRawBufferPointer(start: enc, count: values.count * outSize))
-            }
-        } catch let e as MergeError {
-            throw FormatError(file: cps[item.models[0].model].path, tensor: item.output, e.description)
-        }
-        for i in [baseInput] + item.models { cps[i.model].release(cps[i.model].entry(i.tensor)!) }
-        var row = rowHeader(item)
-        row += geometryMetrics(squares: totals.deltaSquares, dots: totals.deltaDots, change: totals.changeSquares, baseSquares: totals.baseSquares)
-        if method.sparsifier != nil { row.append(("kept_fraction", .array(totals.kept.map { .double($0) }))) }
-        if let sc = totals.signConflicts { row.append(("sign_conflict_fraction", .double(sc))) }
-        row.append(("blocked", .bool(true)))
-        return .object(row)
+        return .object(row + metrics)
     }
 
     /// The report row's opening fields, the same for every merge path.

@@ -28,32 +28,57 @@ enum VectorMath {
         return s.total
     }
 
-    /// Σ|x| over a vector of `count` entries that arrives in blocks, with the association of a
-    /// one-piece sum: entry i goes to f64 lane i mod 4 below the last multiple of 4, the rest is
-    /// added one by one after the lanes. A tensor summed block by block gives the same bits as
-    /// summed whole, wherever the blocks start.
-    struct AbsSum {
+    /// A sum over a vector of `count` entries that arrives in blocks, with the association of the
+    /// one-piece reductions here (`dot`, `sumAbs`): entry i goes to f64 lane i mod 4 below the last
+    /// multiple of 4, the rest is added one by one after the lanes. So a tensor reduced block by
+    /// block gives the same bits as reduced whole, wherever the blocks start.
+    struct LaneSum {
         private var lanes = SIMD4<Double>()
         private var tail: [Double] = []
         private let body: Int
         init(count: Int) { body = count & ~3 }
 
-        mutating func add(_ p: UnsafePointer<Float>, count: Int, at start: Int) {
+        /// Adds terms `start ..< start + count`: `four(i)` gives the block's terms i ..< i + 4, `one(i)` term i.
+        @inline(__always)
+        mutating func add(count: Int, at start: Int, four: (Int) -> SIMD4<Double>, one: (Int) -> Double) {
             var i = 0
-            while i < count && (start + i) & 3 != 0 && start + i < body { lanes[(start + i) & 3] += Double(abs(p[i])); i += 1 }
-            let r = UnsafeRawPointer(p)
-            while i + 4 <= count && start + i + 4 <= body {
-                let v = SIMD4<Double>(r.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
-                lanes += v.replacing(with: -v, where: v .< 0)
-                i += 4
-            }
+            while i < count && (start + i) & 3 != 0 && start + i < body { lanes[(start + i) & 3] += one(i); i += 1 }
+            while i + 4 <= count && start + i + 4 <= body { lanes += four(i); i += 4 }
             while i < count {
-                if start + i < body { lanes[(start + i) & 3] += Double(abs(p[i])) } else { tail.append(Double(abs(p[i]))) }
+                if start + i < body { lanes[(start + i) & 3] += one(i) } else { tail.append(one(i)) }
                 i += 1
             }
         }
 
         var total: Double { tail.reduce(lanes.sum(), +) }
+    }
+
+    /// Σ|x| block by block (see LaneSum).
+    struct AbsSum {
+        private var sum: LaneSum
+        init(count: Int) { sum = LaneSum(count: count) }
+        mutating func add(_ p: UnsafePointer<Float>, count: Int, at start: Int) {
+            let r = UnsafeRawPointer(p)
+            sum.add(count: count, at: start, four: { i in
+                let v = SIMD4<Double>(r.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
+                return v.replacing(with: -v, where: v .< 0)
+            }, one: { Double(abs(p[$0])) })
+        }
+        var total: Double { sum.total }
+    }
+
+    /// Σ a·b block by block (see LaneSum): the bits of `dot` over the whole vectors.
+    struct DotSum {
+        private var sum: LaneSum
+        init(count: Int) { sum = LaneSum(count: count) }
+        mutating func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int, at start: Int) {
+            let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
+            sum.add(count: count, at: start, four: { i in
+                SIMD4<Double>(ra.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
+                    * SIMD4<Double>(rb.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
+            }, one: { Double(a[$0]) * Double(b[$0]) })
+        }
+        var total: Double { sum.total }
     }
 
     /// a - b

@@ -9,11 +9,20 @@ struct NearSwapMerge: MergeMethod {
 
     func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         let a = c.base!, b = c.models[0], t = c.number("t")
-        var out = [Float](repeating: 0, count: c.count)
-        for i in out.indices {
+        let out = [Float](unsafeUninitializedCapacity: c.count) { o, done in
+            a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in
+                NearSwapMerge.swap(pa.baseAddress!, pb.baseAddress!, count: c.count, t: t, into: o.baseAddress!)
+            } }
+            done = c.count
+        }
+        return MergeOutput(values: out)
+    }
+
+    /// Entry by entry (so blocks of a tensor can be merged alone).
+    static func swap(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int, t: Double, into out: UnsafeMutablePointer<Float>) {
+        for i in 0..<count {
             let w = min(1, max(0, t / max(abs(Double(a[i]) - Double(b[i])), 1e-6)))
             out[i] = Float(w * Double(b[i]) + (1 - w) * Double(a[i]))
         }
-        return MergeOutput(values: out)
     }
 }

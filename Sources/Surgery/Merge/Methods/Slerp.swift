@@ -11,18 +11,19 @@ struct SlerpMerge: MergeMethod {
 
     func merge(_ c: consuming MergeContext) throws -> MergeOutput {
         let v0 = c.base!, v1 = c.models[0]
-        let t = c.number("t")
-        let n0 = VectorMath.norm(v0), n1 = VectorMath.norm(v1)
+        let k = SlerpMerge.coefficients(squares0: VectorMath.dot(v0, v0), squares1: VectorMath.dot(v1, v1), dot: VectorMath.dot(v0, v1), t: c.number("t"))
+        return MergeOutput(values: VectorMath.combine([v0, v1], [k.a, k.b], count: c.count), metrics: [("cosine", .double(k.cosine))])
+    }
+
+    /// The coefficients of the base and the other model from ||v0||², ||v1||² and <v0, v1>: the
+    /// output is a v0 + b v1 (so a tensor too large to hold decoded takes two streamed passes).
+    static func coefficients(squares0: Double, squares1: Double, dot raw: Double, t: Double) -> (a: Double, b: Double, cosine: Double) {
+        let n0 = squares0.squareRoot(), n1 = squares1.squareRoot()
         // Normalised copies only for the angle; the coefficients apply to the raw tensors.
         let s0n = n0 > 1e-8 ? 1 / n0 : 1, s1n = n1 > 1e-8 ? 1 / n1 : 1
-        let dot = VectorMath.dot(v0, v1) * s0n * s1n
-        let (a, b): (Double, Double)
-        if abs(dot) > 0.9995 {
-            (a, b) = (1 - t, t)
-        } else {
-            let theta = acos(dot), s = sin(theta)
-            (a, b) = (sin((1 - t) * theta) / s, sin(t * theta) / s)
-        }
-        return MergeOutput(values: VectorMath.combine([v0, v1], [a, b], count: c.count), metrics: [("cosine", .double(dot))])
+        let dot = raw * s0n * s1n
+        if abs(dot) > 0.9995 { return (1 - t, t, dot) }
+        let theta = acos(dot), s = sin(theta)
+        return (sin((1 - t) * theta) / s, sin(t * theta) / s, dot)
     }
 }
