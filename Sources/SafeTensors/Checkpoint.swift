@@ -125,6 +125,8 @@ public final class Checkpoint: @unchecked Sendable {
     public func file(of e: Entry) -> SafeTensorsFile { files[e.fileIndex] }
     public func bytes(_ e: Entry) -> UnsafeRawBufferPointer { files[e.fileIndex].bytes(e.info) }
     public func release(_ e: Entry) { files[e.fileIndex].release(e.info) }
+    /// Releases bytes `range` of the tensor (see SafeTensorsFile.release(_:bytes:)).
+    public func release(_ e: Entry, bytes range: Range<Int>) { files[e.fileIndex].release(e.info, bytes: range) }
     public func willNeed(_ e: Entry) { files[e.fileIndex].willNeed(e.info) }
     /// The file a tensor is stored in (for error messages).
     public func filePath(of e: Entry) -> String { files[e.fileIndex].path }

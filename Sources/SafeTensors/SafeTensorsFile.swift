@@ -83,11 +83,18 @@ public final class SafeTensorsFile: @unchecked Sendable {
         pageRange(t, inner: true) { madvise($0, $1, MADV_DONTNEED) }
     }
 
-    private func pageRange(_ t: TensorInfo, inner: Bool, _ body: (UnsafeMutableRawPointer, Int) -> Int32) {
+    /// The same for bytes `range` of the tensor, which a reader streaming the tensor in blocks has
+    /// consumed: resident memory stays a few blocks even when one tensor is larger than memory.
+    public func release(_ t: TensorInfo, bytes range: Range<Int>) {
+        pageRange(t, inner: true, range: range) { madvise($0, $1, MADV_DONTNEED) }
+    }
+
+    private func pageRange(_ t: TensorInfo, inner: Bool, range: Range<Int>? = nil, _ body: (UnsafeMutableRawPointer, Int) -> Int32) {
         guard let base, t.byteCount > 0 else { return }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = Int(header.dataStart) + Int(t.begin)
-        let end = start + t.byteCount
+        let r = (range ?? 0..<t.byteCount).clamped(to: 0..<t.byteCount)
+        let start = Int(header.dataStart) + Int(t.begin) + r.lowerBound
+        let end = start + r.count
         let lo = inner ? (start + page - 1) / page * page : start / page * page
         let hi = inner ? end / page * page : min(mappedLength, (end + page - 1) / page * page)
         guard hi > lo else { return }

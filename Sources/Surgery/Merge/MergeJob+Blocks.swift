@@ -110,7 +110,10 @@ extension MergeJob {
         let cp = plan.checkpoints[i.model], e = cp.entry(i.tensor)!
         cp.willNeed(e)
         let bytes = cp.bytes(e).baseAddress!, size = e.info.dtype.size!, dtype = e.info.dtype
-        return { start, count, dst in Codec.decode(dtype, bytes + start * size, count: count, into: dst) }
+        return { start, count, dst in
+            Codec.decode(dtype, bytes + start * size, count: count, into: dst)
+            cp.release(e, bytes: start * size ..< (start + count) * size)   // read again from the page cache if needed
+        }
     }
 
     static func release(_ plan: MergePlan, _ inputs: [MergePlan.Input]) {

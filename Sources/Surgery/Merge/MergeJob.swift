@@ -163,6 +163,7 @@ public struct MergeJob: Sendable {
             for (k, (inp, e)) in zip(inputs, entries).enumerated() {
                 let dst = scratch + k * block
                 Codec.decode(e.info.dtype, cps[inp.model].bytes(e).baseAddress! + start * e.info.dtype.size!, count: len, into: dst)
+                cps[inp.model].release(e, bytes: start * e.info.dtype.size! ..< (start + len) * e.info.dtype.size!)
                 ptrs.append(UnsafePointer(dst))
             }
             let out = scratch + K * block

@@ -146,7 +146,10 @@ public struct ApplyTaskVectorJob: Sendable {
         func reader(_ c: Checkpoint, _ e: Checkpoint.Entry) -> StreamedTaskArithmetic.Reader {
             c.willNeed(e)
             let bytes = c.bytes(e).baseAddress!, size = e.info.dtype.size!, t = e.info.dtype
-            return { start, count, dst in Codec.decode(t, bytes + start * size, count: count, into: dst) }
+            return { start, count, dst in
+                Codec.decode(t, bytes + start * size, count: count, into: dst)
+                c.release(e, bytes: start * size ..< (start + count) * size)
+            }
         }
         let entries = vectors.map { $0.checkpoint.entry(e.name)! }
         let tasks = vectors.indices.map { j in
