@@ -8,7 +8,8 @@ struct QuantizeCommand: ParsableCommand {
         abstract: "Calibration-free quantization to GGUF (llama.cpp), compressed-tensors (vLLM) or fake-quantized safetensors.",
         discussion: """
         Schemes: q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0 q4_k q6_k (llama.cpp blocks, bit-exact with \
-        ggml's reference encoders; --format gguf or fake), int2...int8 (round to nearest, \
+        ggml's reference encoders; --format gguf or fake), f32 f16 bf16 (a float GGUF: every \
+        matrix, embeddings and head included, in that type, what llama-quantize takes), int2...int8 (round to nearest, \
         compressed-tensors conventions), hqq2...hqq8 (HQQ's zero points, then optimised under the \
         format's integer zero points; fake output is what compressed-tensors decodes), ternary and \
         ternary-median (BitNet b1.58 absmean / median scale), fp8 (E4M3); the last four write \
@@ -17,6 +18,14 @@ struct QuantizeCommand: ParsableCommand {
         By default the 2-D weight matrices are quantized; embeddings, lm_head, norms and biases are \
         kept (--include replaces that set, --exclude removes from it). A matrix whose input \
         dimension does not divide into blocks/groups is kept and listed in the report.
+
+        --llama-cpp writes what convert_hf_to_gguf writes for llama/mistral/qwen2/qwen3 folders: \
+        llama.cpp names, hyper-parameters from either config layout (a missing one is an error), \
+        RoPE scaling (linear, yarn, longrope keys; llama3's rope_freqs tensor), the Q/K row order, \
+        norms and vectors in F32, and the tokenizer: SentencePiece from tokenizer.model, else \
+        byte-level BPE from tokenizer.json with its pre-tokenizer recognised by structure (gpt-2, \
+        starcoder/smollm, llama-bpe/dbrx, qwen2, tekken, gpt-4o, deepseek-v3, falcon; another is an \
+        error), special ids, add_bos/add_eos and the chat template. --tokenizer none omits it.
 
         --dequantize IN -o OUT turns a GGUF or compressed-tensors checkpoint written by wtool back \
         into float safetensors. The report gives per tensor: bits per weight including scales, \
@@ -51,8 +60,11 @@ struct QuantizeCommand: ParsableCommand {
     @Flag(name: .long, help: "Asymmetric integers with a zero point per group.")
     var asymmetric = false
 
-    @Flag(name: .long, help: "GGUF for llama.cpp: its tensor names, hyper-parameters and Q/K order (llama, mistral, qwen2 folders).")
+    @Flag(name: .long, help: "GGUF for llama.cpp, as convert_hf_to_gguf writes it: tensor names, hyper-parameters, Q/K order, tokenizer and chat template (llama, mistral, qwen2, qwen3 folders).")
     var llamaCpp = false
+
+    @Option(name: .long, help: ArgumentHelp("With --llama-cpp: auto (the folder's tokenizer.model or tokenizer.json, default) or none (a GGUF that runs on token ids only).", valueName: "SOURCE"))
+    var tokenizer: String?
 
     @Flag(name: .long, help: "Turn a GGUF or compressed-tensors checkpoint back into float safetensors.")
     var dequantize = false
@@ -70,7 +82,7 @@ struct QuantizeCommand: ParsableCommand {
 
     func validate() throws {
         if dequantize {
-            if scheme != nil || format != nil || granularity != nil || groupSize != nil || symmetric || asymmetric || llamaCpp {
+            if scheme != nil || format != nil || granularity != nil || groupSize != nil || symmetric || asymmetric || llamaCpp || tokenizer != nil {
                 throw ValidationError("--dequantize takes no quantization options (only -o, --dtype, --shard-size, --report)")
             }
             if !common.include.isEmpty || !common.exclude.isEmpty {
@@ -86,6 +98,10 @@ struct QuantizeCommand: ParsableCommand {
         if symmetric && asymmetric { throw ValidationError("--symmetric and --asymmetric exclude each other") }
         if let groupSize, groupSize < 1 { throw ValidationError("--group-size must be at least 1") }
         if dtype != nil { throw ValidationError("--dtype applies to --dequantize") }
+        if let tokenizer {
+            guard ["auto", "none"].contains(tokenizer) else { throw ValidationError("unknown --tokenizer '\(tokenizer)' (use auto or none)") }
+            if !llamaCpp { throw ValidationError("--tokenizer applies to --llama-cpp") }
+        }
         if let shardSize, ByteSize.parse(shardSize) == nil { throw ValidationError("invalid --shard-size '\(shardSize)' (examples: 500MB, 5GB)") }
     }
 
@@ -111,6 +127,7 @@ struct QuantizeCommand: ParsableCommand {
         job.groupSize = groupSize
         job.symmetric = symmetric ? true : (asymmetric ? false : nil)
         job.llamaCpp = llamaCpp
+        job.withTokenizer = tokenizer != "none"
         job.settings = common.settings(report: report, shardSize: shardSize)
         let r = try job.run()
         for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }

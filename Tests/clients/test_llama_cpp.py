@@ -18,7 +18,7 @@ def llama_cpp_logits(path, tokens=TOKENS):
 
 @pytest.mark.parametrize("scheme", ["q8_0", "q4_0", "q5_1", "q6_k", "q4_k"])
 def test_gguf_runs_in_llama_cpp_like_the_fake_model_in_transformers(tmp_path, scheme):
-    wtool("quantize", BASE, "-o", tmp_path / "m.gguf", "--scheme", scheme, "--llama-cpp", "--quiet")
+    wtool("quantize", BASE, "-o", tmp_path / "m.gguf", "--scheme", scheme, "--llama-cpp", "--tokenizer", "none", "--quiet")
     wtool("quantize", BASE, "-o", tmp_path / "fake", "--scheme", scheme, "--format", "fake", "--quiet")
     got, want = llama_cpp_logits(tmp_path / "m.gguf"), hf_logits(tmp_path / "fake")
     # llama.cpp keeps K and V in f16 and quantizes activations to 8 bits for its quantized dot

@@ -81,7 +81,7 @@ def test_llama_cpp_reads_rope_theta_from_either_layout(tmp_path, layout):
         src = folder(tmp_path, 5, rope_parameters={"rope_theta": 100000.0, "rope_type": "default"})
     else:
         src = folder(tmp_path, 4, rope_theta=100000.0)
-    run("quantize", src, "-o", tmp_path / "m.gguf", "--scheme", "q8_0", "--llama-cpp", "--quiet")
+    run("quantize", src, "-o", tmp_path / "m.gguf", "--scheme", "q8_0", "--llama-cpp", "--tokenizer", "none", "--quiet")
     assert float(gguf_value(tmp_path / "m.gguf", "llama.rope.freq_base")) == 100000.0
 
 
@@ -92,7 +92,7 @@ def test_llama_cpp_linear_rope_scaling(tmp_path, layout):
         src = folder(tmp_path, 5, rope_parameters={"rope_theta": 10000.0, **scaling})
     else:
         src = folder(tmp_path, 4, rope_scaling={"type": "linear", "factor": 4.0})
-    run("quantize", src, "-o", tmp_path / "m.gguf", "--scheme", "q8_0", "--llama-cpp", "--quiet")
+    run("quantize", src, "-o", tmp_path / "m.gguf", "--scheme", "q8_0", "--llama-cpp", "--tokenizer", "none", "--quiet")
     assert gguf_value(tmp_path / "m.gguf", "llama.rope.scaling.type") == "linear"
     assert float(gguf_value(tmp_path / "m.gguf", "llama.rope.scaling.factor")) == 4.0
 
@@ -100,14 +100,14 @@ def test_llama_cpp_linear_rope_scaling(tmp_path, layout):
 @pytest.mark.parametrize("changes,needle", [
     ({"rope_theta": None}, "needs 'rope_theta' (or 'rope_parameters.rope_theta')"),
     ({"rms_norm_eps": None}, "needs 'rms_norm_eps'"),
-    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope scaling 'llama3' is not supported"),
+    ({"rope_scaling": {"rope_type": "fancy", "factor": 8.0}}, "rope scaling 'fancy' is not one --llama-cpp converts"),
     ({"num_hidden_layers": 2.5}, "'num_hidden_layers' must be a non-negative integer"),
     ({"rms_norm_eps": "small"}, "'rms_norm_eps' must be a number"),
     ({"rope_theta": None, "rope_parameters": {"rope_theta": "big"}}, "'rope_parameters.rope_theta' must be a number"),
 ])
 def test_llama_cpp_refuses_missing_values_instead_of_defaulting(tmp_path, changes, needle):
     src = folder(tmp_path, 4, **changes)
-    code, _, err = run("quantize", src, "-o", tmp_path / "m.gguf", "--scheme", "q8_0", "--llama-cpp", check=False)
+    code, _, err = run("quantize", src, "-o", tmp_path / "m.gguf", "--scheme", "q8_0", "--llama-cpp", "--tokenizer", "none", check=False)
     assert code == 1 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "m.gguf").exists()
 

@@ -132,7 +132,7 @@ def llama_permute(w, heads):
 def test_llama_cpp_export(tmp_path):
     base = os.path.join(FIX, "tiny-llama", "base")
     out = tmp_path / "llama.gguf"
-    run("quantize", base, "-o", out, "--scheme", "q8_0", "--llama-cpp", "--quiet")
+    run("quantize", base, "-o", out, "--scheme", "q8_0", "--llama-cpp", "--tokenizer", "none", "--quiet")
     r = gguf.GGUFReader(str(out))
     f = r.fields
     val = lambda k: f[k].parts[-1][0] if f[k].types[0] != gguf.GGUFValueType.STRING else bytes(f[k].parts[-1]).decode()

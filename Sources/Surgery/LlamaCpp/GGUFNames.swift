@@ -1,9 +1,10 @@
-/// llama.cpp's tensor names for the LLaMA family (llama, mistral, qwen2), from Hugging Face's.
+/// llama.cpp's tensor names for the LLaMA family (llama, mistral, qwen2, qwen3), from Hugging Face's.
 public enum GGUFNames {
     static let layerParts: [(String, String)] = [
         ("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"),
         ("self_attn.o_proj", "attn_output"), ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"),
         ("mlp.down_proj", "ffn_down"), ("input_layernorm", "attn_norm"), ("post_attention_layernorm", "ffn_norm"),
+        ("self_attn.q_norm", "attn_q_norm"), ("self_attn.k_norm", "attn_k_norm"),
     ]
 
     public static func gguf(forHF name: String) -> String? {

@@ -1,16 +1,21 @@
 import SafeTensors
+import Foundation
 
-/// What llama.cpp needs beyond the tensors to load a LLaMA-family GGUF (llama, mistral, qwen2):
-/// its tensor names, the architecture's hyper-parameters, and for llama/mistral the Q/K row
-/// order of `convert_hf_to_gguf.py` (`LlamaModel.permute`: rotary pairs interleaved, rows
-/// reshaped (heads, 2, head_dim/2) -> (heads, head_dim/2, 2)). The tokenizer is not converted:
-/// the file declares `tokenizer.ggml.model = "none"` and the vocabulary size, which llama.cpp
-/// accepts (it then runs on token ids).
+/// What llama.cpp needs beyond the tensors to load a LLaMA-family GGUF (llama, mistral, qwen2,
+/// qwen3), as convert_hf_to_gguf writes it: its tensor names, the architecture's hyper-parameters,
+/// RoPE scaling (keys, or llama3's `rope_freqs` tensor), and for llama/mistral the Q/K row order
+/// (`LlamaModel.permute`: rotary pairs interleaved, rows reshaped (heads, 2, head_dim/2) ->
+/// (heads, head_dim/2, 2)). The tokenizer keys come from `GGUFTokenizer`.
 public struct LlamaCppExport: Sendable {
     public let arch: String
     let heads: Int
     let kvHeads: Int
+    public let vocabularySize: Int?
     public let metadata: [(String, GGUFValue)]
+    /// llama3 RoPE scaling: the per-frequency divisors convert writes as `rope_freqs.weight` (F32).
+    public let ropeFrequencyFactors: [Float]?
+    /// config.json's tie_word_embeddings (llama.cpp then uses token_embd as the output projection).
+    public let tiedEmbeddings: Bool
 
     /// Reads the hyper-parameters from config.json in either transformers layout; a value
     /// llama.cpp needs that the config does not give is an error naming the key, never a default.
@@ -20,7 +25,8 @@ public struct LlamaCppExport: Sendable {
         switch modelType {
         case "llama", "mistral": arch = "llama"
         case "qwen2": arch = "qwen2"
-        default: throw FormatError(file: config.path, "model_type '\(modelType)' is not one --llama-cpp maps (llama, mistral, qwen2)")
+        case "qwen3": arch = "qwen3"
+        default: throw FormatError(file: config.path, "model_type '\(modelType)' is not one --llama-cpp maps (llama, mistral, qwen2, qwen3)")
         }
         heads = try config.requiredInt("num_attention_heads", for: need)
         kvHeads = try config.int("num_key_value_heads") ?? heads
@@ -31,35 +37,75 @@ public struct LlamaCppExport: Sendable {
         guard let theta = try config.ropeTheta() else {
             throw FormatError(file: config.path, "needs 'rope_theta' (or 'rope_parameters.rope_theta') \(need)")
         }
+        vocabularySize = try config.int("vocab_size")
+        tiedEmbeddings = config["tie_word_embeddings"] == .bool(true)
         var kv: [(String, GGUFValue)] = [
+            ("\(arch).block_count", .uint32(UInt32(try config.requiredInt("num_hidden_layers", for: need)))),
             ("\(arch).context_length", .uint32(UInt32(try config.requiredInt("max_position_embeddings", for: need)))),
             ("\(arch).embedding_length", .uint32(UInt32(hidden))),
-            ("\(arch).block_count", .uint32(UInt32(try config.requiredInt("num_hidden_layers", for: need)))),
             ("\(arch).feed_forward_length", .uint32(UInt32(try config.requiredInt("intermediate_size", for: need)))),
             ("\(arch).attention.head_count", .uint32(UInt32(heads))),
             ("\(arch).attention.head_count_kv", .uint32(UInt32(kvHeads))),
-            ("\(arch).attention.layer_norm_rms_epsilon", .float32(Float(eps))),
             ("\(arch).rope.freq_base", .float32(Float(theta))),
-            ("\(arch).rope.dimension_count", .uint32(UInt32(headDim))),
-            ("\(arch).vocab_size", .uint32(UInt32(try config.requiredInt("vocab_size", for: need)))),
-            ("tokenizer.ggml.model", .string("none")),
+            ("\(arch).attention.layer_norm_rms_epsilon", .float32(Float(eps))),
         ]
-        if let scaling = config.ropeScaling {
-            // convert_hf_to_gguf writes linear scaling as two keys; the other types need tensors
-            // (llama3's rope_freqs) or keys wtool does not write yet: refused, never dropped.
-            let fields = Dictionary(scaling, uniquingKeysWith: { _, b in b })
-            let type = (fields["rope_type"] ?? fields["type"])?.stringValue ?? ""
-            guard type == "linear", let factor = fields["factor"]?.doubleValue else {
-                throw FormatError(file: config.path, "rope scaling '\(type)' is not supported by --llama-cpp (only linear); the GGUF would rotate long prompts wrongly")
-            }
-            kv.append(("\(arch).rope.scaling.type", .string("linear")))
-            kv.append(("\(arch).rope.scaling.factor", .float32(Float(factor))))
-        }
         if let k = try config.int("head_dim") {
             kv.append(("\(arch).attention.key_length", .uint32(UInt32(k))))
             kv.append(("\(arch).attention.value_length", .uint32(UInt32(k))))
         }
+        if arch == "llama" {   // convert writes these two for the llama architecture only
+            guard let v = vocabularySize else { throw FormatError(file: config.path, "needs 'vocab_size' \(need)") }
+            kv.append(("llama.vocab_size", .uint32(UInt32(v))))
+            kv.append(("llama.rope.dimension_count", .uint32(UInt32(headDim))))
+        }
+        var factors: [Float]? = nil
+        if let scaling = config.ropeScaling {
+            let fields = Dictionary(scaling, uniquingKeysWith: { _, b in b })
+            let type = (fields["rope_type"] ?? fields["type"])?.stringValue ?? ""
+            func number(_ k: String) -> Double? { fields[k]?.doubleValue }
+            switch type {
+            case "linear":
+                guard let f = number("factor") else { throw FormatError(file: config.path, "linear rope scaling needs 'factor'") }
+                kv += [("\(arch).rope.scaling.type", .string("linear")), ("\(arch).rope.scaling.factor", .float32(Float(f)))]
+            case "yarn":
+                guard let f = number("factor") else { throw FormatError(file: config.path, "yarn rope scaling needs 'factor'") }
+                kv += [("\(arch).rope.scaling.type", .string("yarn")), ("\(arch).rope.scaling.factor", .float32(Float(f)))]
+                guard let original = fields["original_max_position_embeddings"]?.uint64Value else {
+                    throw FormatError(file: config.path, "yarn rope scaling needs 'original_max_position_embeddings'")
+                }
+                kv.append(("\(arch).rope.scaling.original_context_length", .uint32(UInt32(original))))
+                for (key, names) in [("yarn_ext_factor", ["extrapolation_factor"]), ("yarn_attn_factor", ["attention_factor", "attn_factor"]),
+                                     ("yarn_beta_fast", ["beta_fast"]), ("yarn_beta_slow", ["beta_slow"])] {
+                    if let v = names.lazy.compactMap(number).first { kv.append(("\(arch).rope.scaling.\(key)", .float32(Float(v)))) }
+                }
+            case "su", "longrope":
+                kv.append(("\(arch).rope.scaling.type", .string("longrope")))
+            case "llama3":
+                factors = LlamaCppExport.llama3Factors(theta: theta, headDim: headDim, factor: number("factor") ?? 8,
+                                                       low: number("low_freq_factor") ?? 1, high: number("high_freq_factor") ?? 4,
+                                                       original: try config.double("original_max_position_embeddings") ?? 8192)
+            case "dynamic":
+                break   // convert writes nothing for it either
+            default:
+                throw FormatError(file: config.path, "rope scaling '\(type)' is not one --llama-cpp converts (linear, yarn, longrope, llama3)")
+            }
+        }
+        ropeFrequencyFactors = factors
         metadata = kv
+    }
+
+    /// llama3 RoPE: for each rotary frequency f = theta^(-i/d), i = 0, 2, ..., d-2, with wavelength
+    /// λ = 2π/f: 1 below L/high, `factor` above L/low, and in between 1 / ((1 - s)/factor + s)
+    /// with s = (L/λ - low)/(high - low); L is the top-level original_max_position_embeddings
+    /// (convert's reading, default 8192). In f64, rounded to f32.
+    static func llama3Factors(theta: Double, headDim d: Int, factor: Double, low: Double, high: Double, original L: Double) -> [Float] {
+        stride(from: 0, to: d, by: 2).map { i in
+            let f = 1 / pow(theta, Double(i) / Double(d)), wavelength = 2 * Double.pi / f
+            if wavelength < L / high { return 1 }
+            if wavelength > L / low { return Float(factor) }
+            let s = (L / wavelength - low) / (high - low)
+            return Float(1 / ((1 - s) / factor + s))
+        }
     }
 
     /// llama.cpp's name for a Hugging Face tensor (nil: none known).

@@ -23,7 +23,7 @@ public enum QuantScheme: Sendable, Equatable {
 
     public static func parse(_ s: String) -> QuantScheme? {
         let s = s.lowercased()
-        if let t = GGMLType.named(s), t.isQuantized { return .ggml(t) }
+        if let t = GGMLType.named(s) { return .ggml(t) }   // f32/f16/bf16 too: a float GGUF
         switch s {
         case "ternary", "ternary-absmean": return .ternary(.absmean)
         case "ternary-median": return .ternary(.median)
@@ -78,5 +78,5 @@ public enum QuantScheme: Sendable, Equatable {
         }
     }
 
-    public static let names = GGMLType.quantized.map(\.name) + ["int8", "int4", "int3", "int2", "hqq4", "hqq3", "hqq2", "ternary", "ternary-median", "fp8"]
+    public static let names = GGMLType.quantized.map(\.name) + ["f32", "f16", "bf16"] + ["int8", "int4", "int3", "int2", "hqq4", "hqq3", "hqq2", "ternary", "ternary-median", "fp8"]
 }

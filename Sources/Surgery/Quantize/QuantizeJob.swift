@@ -17,6 +17,8 @@ public struct QuantizeJob: Sendable {
     public var symmetric: Bool?
     /// GGUF for llama.cpp: its tensor names, hyper-parameters and Q/K row order (LLaMA family).
     public var llamaCpp = false
+    /// With llamaCpp: the folder's tokenizer into the GGUF (true), or none (token ids only).
+    public var withTokenizer = true
 
     public init(input: String, output: String, scheme: QuantScheme, format: QuantFormat) {
         self.input = input; self.output = output; self.scheme = scheme; self.format = format
@@ -65,13 +67,26 @@ public struct QuantizeJob: Sendable {
         report.warnings += settings.selection.unusedPatterns(in: source.tensorNames).map { "pattern '\($0)' matches no tensor" }
         let configPath = source.folder.map { FileSystem.join($0, "config.json") }
         let hasConfig = configPath.map { FileSystem.kind($0) == .file } ?? false
+        if !withTokenizer && !llamaCpp { throw UsageError("--tokenizer applies to --llama-cpp") }
         let llama: LlamaCppExport? = llamaCpp ? try {
             guard hasConfig, let configPath else { throw FormatError(file: input, "--llama-cpp needs a model folder with config.json") }
             return try LlamaCppExport(config: try ModelConfig(path: configPath))
         }() : nil
+        let vocabulary: GGUFTokenizer? = try llama.flatMap { l in
+            guard withTokenizer, let folder = source.folder, let configPath else { return nil }
+            return try GGUFTokenizer(folder: folder, arch: l.arch, config: try JSONParser.parse(try FileSystem.readAll(configPath)),
+                                     vocabularySize: l.vocabularySize)
+        }
+        if let vocabulary, let embedding = source.entries.first(where: { $0.name == "model.embed_tokens.weight" }),
+           let rows = embedding.info.shape.first, rows != UInt64(vocabulary.tokenCount) {
+            throw FormatError(file: source.filePath(of: embedding), tensor: embedding.name,
+                              "has \(rows) rows but the tokenizer \(vocabulary.tokenCount) tokens; llama.cpp needs one row per token")
+        }
+        let floatScheme: Bool = { if case let .ggml(t) = scheme { return !t.isQuantized }; return false }()
 
         // ---- plan every tensor
-        let targets = QuantizeTargets(selection: settings.selection)
+        // A float GGUF (f32/f16/bf16) converts every matrix, embeddings and head included, as convert_hf_to_gguf does.
+        let targets = QuantizeTargets(selection: settings.selection, allMatrices: floatScheme)
         var tasks: [Task] = []
         var stOutputs: [OutputTensor] = []
         var ggufOutputs: [GGUFTensorInfo] = []
@@ -111,6 +126,8 @@ public struct QuantizeJob: Sendable {
                 let type: UInt32, bytes: Int
                 if run != nil, case let .ggml(t) = scheme {
                     type = t.id; bytes = t.rowBytes(e.info.count)
+                } else if llama != nil && e.info.dtype.isFloatingPoint && (shape.count <= 1 || name.hasSuffix("_norm.weight") || !name.hasSuffix(".weight")) {
+                    type = 0; bytes = e.info.count * 4; plain = 0   // convert keeps norms, biases and vectors in F32
                 } else {
                     guard let (id, size) = QuantizeJob.ggufPlainType(e.info.dtype) else {
                         throw FormatError(file: source.filePath(of: e), tensor: e.name, "dtype \(e.info.dtype.rawValue) has no GGUF type")
@@ -130,6 +147,12 @@ public struct QuantizeJob: Sendable {
             tasks.append(Task(entry: e, rows: rows, cols: cols, run: run, keptReason: reason, firstOutput: first,
                               outputCount: count, outputName: name, permuteHeads: permute, ggufPlain: plain))
         }
+        // llama3 RoPE scaling: the frequency divisors as one more F32 tensor, written after the others.
+        var ropeFreqs: (index: Int, values: [Float])? = nil
+        if format == .gguf, let f = llama?.ropeFrequencyFactors {
+            ropeFreqs = (ggufOutputs.count, f)
+            ggufOutputs.append(GGUFTensorInfo(name: "rope_freqs.weight", shape: [UInt64(f.count)], type: 0, byteCount: 4 * f.count))
+        }
         let quantizedCount = tasks.filter { $0.run != nil }.count
         if quantizedCount == 0 { report.warnings.append("no tensor was quantized (see each tensor's kept_reason)") }
         if case .ternary = scheme { report.warnings.append("post-hoc ternarisation is very lossy on weights not trained ternary (BitNet b1.58 is a training recipe)") }
@@ -146,6 +169,7 @@ public struct QuantizeJob: Sendable {
             ("scheme", .string(scheme.name)), ("format", .string(format.rawValue)),
             ("granularity", .string(gran.description)), ("symmetric", .bool(quantizer.effectiveSymmetric)),
             ("llama_cpp", .bool(llamaCpp)),
+            ("tokenizer", llama == nil ? .null : .string(vocabulary.map { "\($0.model) (\($0.pre)), \($0.tokenCount) tokens" } ?? "none")),
             ("include", .array(settings.selection.include.map { .string($0) })),
             ("exclude", .array(settings.selection.exclude.map { .string($0) })),
         ]
@@ -157,7 +181,8 @@ public struct QuantizeJob: Sendable {
             guard output.hasSuffix(".gguf") else { throw UsageError("--format gguf writes one file: give -o NAME.gguf") }
             try QuantizeJob.refuseOverwriting(output, source)
             OutputTransaction.removeStaleTemporaries(in: FileSystem.dirname(output))
-            let metadata = ggufMetadata(source: source, configPath: hasConfig ? configPath : nil, llama: llama, anyQuantized: quantizedCount > 0)
+            let metadata = ggufMetadata(source: source, configPath: hasConfig ? configPath : nil, llama: llama, vocabulary: vocabulary,
+                                        anyQuantized: quantizedCount > 0)
             sink = .gguf(try GGUFWriter(path: output, metadata: metadata, tensors: ggufOutputs))
         } else {
             guard !output.hasSuffix(".gguf") else { throw UsageError("-o \(output): a .gguf output needs --format gguf") }
@@ -174,6 +199,7 @@ public struct QuantizeJob: Sendable {
             rows = try Engine.map(count: tasks.count, threads: settings.threads, progress: progress) { i in
                 try process(plannedTasks[i], source: source, quantizer: quantizer, sink: sink)
             }
+            if let ropeFreqs { try ropeFreqs.values.withUnsafeBytes { try sink.write(ropeFreqs.index, $0) } }
             try sink.commit()
         } catch {
             sink.abort()
@@ -239,6 +265,7 @@ public struct QuantizeJob: Sendable {
             var written = 0
             // F64 and F8 become F32 in GGUF; everything else goes out in its own bytes.
             let reencode = [.F64, .F8_E4M3, .F8_E5M2].contains(e.info.dtype) || t.permuteHeads != nil
+                || t.ggufPlain.map { $0 != QuantizeJob.ggufPlainType(e.info.dtype)?.id } ?? false
             if let plain = t.ggufPlain, reencode {
                 var x = decodeFloats(source, e)
                 if let h = t.permuteHeads { x = LlamaCppExport.permuteRows(x, rows: t.rows, cols: t.cols, heads: h)! }
@@ -371,20 +398,23 @@ public struct QuantizeJob: Sendable {
         }
     }
 
-    private func ggufMetadata(source: Checkpoint, configPath: String?, llama: LlamaCppExport?, anyQuantized: Bool) -> [(String, GGUFValue)] {
+    private func ggufMetadata(source: Checkpoint, configPath: String?, llama: LlamaCppExport?, vocabulary: GGUFTokenizer?,
+                              anyQuantized: Bool) -> [(String, GGUFValue)] {
         var kv: [(String, GGUFValue)] = []
         var config: [(String, JSONValue)] = []
         if let configPath, let bytes = try? FileSystem.readAll(configPath), case let .object(c)? = try? JSONParser.parse(bytes) { config = c }
         func string(_ k: String) -> String? { config.first { $0.0 == k }?.1.stringValue }
         if let arch = llama?.arch ?? string("model_type") { kv.append(("general.architecture", .string(arch))) }
+        if llama != nil { kv.append(("general.type", .string("model"))) }
         let base = FileSystem.basename(source.folder ?? source.path)
         let fallback = base.hasSuffix(".safetensors") ? String(base.dropLast(".safetensors".count)) : base
         kv.append(("general.name", .string(string("_name_or_path").map { FileSystem.basename($0) } ?? fallback)))
         if anyQuantized, case let .ggml(t) = scheme {
-            kv.append(("general.quantization_version", .uint32(2)))
+            if t.isQuantized || llama != nil { kv.append(("general.quantization_version", .uint32(2))) }
             if let ft = t.fileType { kv.append(("general.file_type", .uint32(ft))) }
         }
         kv += llama?.metadata ?? []
+        if llama != nil { kv += vocabulary?.metadata ?? [("tokenizer.ggml.model", .string("none"))] }
         kv.append(("wtool.version", .string(wtoolVersion)))
         kv.append(("wtool.command", .string(settings.provenance)))
         return kv

@@ -6,6 +6,9 @@ import SafeTensors
 /// `--include` replaces the default set, `--exclude` removes from it.
 public struct QuantizeTargets: Sendable {
     public let selection: TensorSelection
+    /// Every float matrix by default, embeddings and output head included (float GGUFs).
+    public var allMatrices = false
+    public init(selection: TensorSelection, allMatrices: Bool = false) { self.selection = selection; self.allMatrices = allMatrices }
 
     static let embeddingMarkers = ["embed", "wte", "wpe", "tok_embeddings", "token_embd", "word_embeddings", "position_embeddings", "shared.weight"]
     static let headNames: Set<String> = ["lm_head.weight", "output.weight", "embed_out.weight"]
@@ -22,6 +25,8 @@ public struct QuantizeTargets: Sendable {
     /// Whether the user's selection (or the default rule) picks this tensor; dtype and shape are
     /// checked by the caller, which reports why a picked tensor is kept.
     public func picks(_ name: String, shape: [UInt64]) -> Bool {
-        (selection.include.isEmpty ? QuantizeTargets.isDefaultTarget(name, shape: shape) : true) && selection.selects(name)
+        let byDefault = allMatrices ? shape.count >= 2 && name.hasSuffix("weight") && !name.lowercased().hasSuffix("norm.weight")
+                                    : QuantizeTargets.isDefaultTarget(name, shape: shape)
+        return (selection.include.isEmpty ? byDefault : true) && selection.selects(name)
     }
 }
