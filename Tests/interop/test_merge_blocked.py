@@ -123,3 +123,35 @@ def test_blocked_two_model_methods_equal_whole(models, tmp_path, method, param, 
         assert bool(rows[k].get("blocked")) == (a[k].size > block_above), k
         if method == "slerp":
             assert rows[k]["cosine"] == whole[k]["cosine"]
+
+
+OTHERS = [
+    ("model_stock", True, 3, []), ("model_stock", True, 3, ["--param", "filter_wise=true"]),
+    ("sce", True, 3, []), ("sce", True, 3, ["--param", "select_topk=0.4"]),
+    ("nuslerp", True, 2, ["--weight", "0.3,0.7"]), ("nuslerp", False, 2, ["--weight", "0.3,0.7", "--param", "nuslerp_flatten=false"]),
+    ("nuslerp", True, 2, ["--weight", "1,2", "--param", "nuslerp_flatten=false", "--param", "nuslerp_row_wise=true"]),
+    ("multislerp", True, 3, ["--weight", "0.2,0.3,0.5"]), ("multislerp", False, 2, ["--weight", "1,1"]),
+    ("karcher", False, 3, []), ("karcher", False, 2, ["--param", "max_iter=3"]),
+]
+
+
+@pytest.mark.parametrize("method,with_base,count,extra", OTHERS)
+@pytest.mark.parametrize("block_above", [1, 100])
+def test_blocked_other_methods_equal_whole(models, tmp_path, method, with_base, count, extra, block_above):
+    d = models
+    args = ["merge", "--method", method] + (["--base", d / "base.safetensors"] if with_base else [])
+    args += [d / f"ft{k}.safetensors" for k in range(count)] + extra + ["--quiet"]
+    wtool(args + ["-o", tmp_path / "whole.safetensors"])
+    wtool(args + ["-o", tmp_path / "blocked.safetensors"], block_above=block_above)
+    a, b = load_file(tmp_path / "whole.safetensors"), load_file(tmp_path / "blocked.safetensors")
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), (method, extra, block_above, k, int(np.sum(a[k] != b[k])))
+    rows = {r["name"]: r for r in json.load(open(tmp_path / "blocked.report.json"))["tensors"]}
+    whole = {r["name"]: r for r in json.load(open(tmp_path / "whole.report.json"))["tensors"]}
+    for k in a:
+        assert bool(rows[k].get("blocked")) == (a[k].size > block_above), k
+        for key in ("ratio_t", "ratio_t_mean", "model_weights", "iterations"):
+            if key in whole[k]:
+                assert rows[k][key] == pytest.approx(whole[k][key], rel=1e-12), (k, key)
+        if with_base:
+            assert rows[k]["relative_change"] == pytest.approx(whole[k]["relative_change"], rel=1e-9)

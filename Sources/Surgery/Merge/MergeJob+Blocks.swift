@@ -2,8 +2,8 @@ import SafeTensors
 
 /// Merges of tensors above `JobSettings.blockAbove` entries in blocks, for the methods that would
 /// otherwise decode every input whole to f32: the same bytes as the whole-tensor merge, memory a
-/// few blocks per input. Methods not here (karcher, multislerp, nuslerp, model_stock, sce) still
-/// take whole tensors.
+/// few blocks per input: the task-arithmetic family, slerp and nearswap here, the others through
+/// `StreamedMergeMethod` (every method but passthrough, which copies).
 extension MergeJob {
     /// The report row of a tensor merged in blocks, or nil when its method has no blocked form.
     static func streamBlocks(_ item: MergePlan.Item, plan: MergePlan, seed: UInt64, writer: CheckpointWriter, index: Int,
@@ -15,9 +15,52 @@ extension MergeJob {
             return try streamSlerp(item, plan: plan, writer: writer, index: index, blockEntries: blockAbove)
         case is NearSwapMerge:
             return try streamNearSwap(item, plan: plan, writer: writer, index: index, blockEntries: blockAbove)
+        case let method as StreamedMergeMethod:
+            return try streamMethod(item, method: method, plan: plan, writer: writer, index: index, blockEntries: blockAbove)
         default:
             return nil
         }
+    }
+
+    /// The other methods through `StreamedMergeMethod`; the report's delta geometry takes one more pass.
+    static func streamMethod(_ item: MergePlan.Item, method: StreamedMergeMethod, plan: MergePlan, writer: CheckpointWriter, index: Int,
+                             blockEntries: Int) throws -> JSONValue {
+        let base = item.base.map { blockReader(plan, $0) }
+        let c = StreamedMergeContext(tensor: item.output, shape: item.shape.map { Int(clamping: $0) }, base: base,
+                                     models: item.models.map { blockReader(plan, $0) }, global: item.global, perModel: item.perModel,
+                                     blockEntries: StreamedTaskArithmetic.blockEntries(threshold: blockEntries))
+        let M = c.models.count, size = item.dtype.size!
+        var squares = [Double](repeating: 0, count: M), dots = [Double](repeating: 0, count: M * (M - 1) / 2)
+        if base != nil {
+            c.pass { _, len, b, x in
+                let g = VectorMath.deltaSums(x.map { UnsafePointer($0) }, base: b!, count: len)
+                for i in 0..<M { squares[i] += g.squares[i] }
+                for i in dots.indices { dots[i] += g.dots[i] }
+            }
+        }
+        let enc = UnsafeMutableRawPointer.allocate(byteCount: max(1, c.blockLength) * size, alignment: 64)
+        let baseBlock = UnsafeMutablePointer<Float>.allocate(capacity: max(1, c.blockLength))
+        defer { enc.deallocate(); baseBlock.deallocate() }
+        var change = 0.0, baseSquares = 0.0
+        let metrics: [(String, JSONValue)]
+        do {
+            metrics = try method.mergeStreamed(c) { start, values in
+                let len = values.count
+                if let base {
+                    base(start, len, baseBlock)
+                    change += VectorMath.deltaSums([values.baseAddress!], base: baseBlock, count: len).squares[0]
+                    baseSquares += VectorMath.dot(baseBlock, baseBlock, len)
+                }
+                Codec.encode(values.baseAddress!, count: len, as: item.dtype, into: enc)
+                try writer.write(tensor: index, at: start * size, UnsafeRawBufferPointer(start: enc, count: len * size))
+            }
+        } catch let e as MergeError {
+            throw FormatError(file: plan.checkpoints[item.models[0].model].path, tensor: item.output, e.description)
+        }
+        release(plan, (item.base.map { [$0] } ?? []) + item.models)
+        var row = rowHeader(item)
+        if base != nil { row += geometryMetrics(squares: squares, dots: dots, change: change, baseSquares: baseSquares) }
+        return .object(row + metrics + [("blocked", .bool(true))])
     }
 
     /// A task-arithmetic merge of a tensor above `blockEntries` entries, in row blocks (the same

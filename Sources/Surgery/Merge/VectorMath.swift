@@ -98,18 +98,23 @@ enum VectorMath {
         let ptrs = xs.map { $0.withUnsafeBufferPointer { $0.baseAddress! } }
         return withExtendedLifetime(xs) {
             [Float](unsafeUninitializedCapacity: count) { out, done in
-                let M = ptrs.count
-                if M == 2 {
-                    let (p0, p1, c0, c1) = (ptrs[0], ptrs[1], c[0], c[1])
-                    for i in 0..<count { out[i] = Float(c0 * Double(p0[i]) + c1 * Double(p1[i])) }
-                } else {
-                    for i in 0..<count {
-                        var s = 0.0
-                        for m in 0..<M { s += c[m] * Double(ptrs[m][i]) }
-                        out[i] = Float(s)
-                    }
-                }
+                combine(ptrs, c, count: count, into: out.baseAddress!)
                 done = count
+            }
+        }
+    }
+
+    /// The same over pointers (blocks of streamed tensors get the same bits).
+    static func combine(_ ptrs: [UnsafePointer<Float>], _ c: [Double], count: Int, into out: UnsafeMutablePointer<Float>) {
+        let M = ptrs.count
+        if M == 2 {
+            let (p0, p1, c0, c1) = (ptrs[0], ptrs[1], c[0], c[1])
+            for i in 0..<count { out[i] = Float(c0 * Double(p0[i]) + c1 * Double(p1[i])) }
+        } else {
+            for i in 0..<count {
+                var s = 0.0
+                for m in 0..<M { s += c[m] * Double(ptrs[m][i]) }
+                out[i] = Float(s)
             }
         }
     }

@@ -1,3 +1,4 @@
+import SafeTensors
 import Foundation
 
 /// Spherical weighted average of several models (or of their deltas from an optional base) on
@@ -46,5 +47,77 @@ struct MultiSlerpMerge: MergeMethod {
         }
         if let b = c.base { for i in 0..<n { out[i] += b[i] } }
         return MergeOutput(values: out)
+    }
+}
+
+extension MultiSlerpMerge: StreamedMergeMethod {
+    /// Five passes, each rebuilding per entry the values `merge` holds as whole vectors (with the same
+    /// f32 roundings): the norms of the inputs, ||m||, <u_i, m̂> for each input, ||τ||, the output.
+    func mergeStreamed(_ c: StreamedMergeContext, write: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws -> [(String, JSONValue)] {
+        let eps = c.number("eps"), n = c.count, M = c.models.count
+        var w = (0..<M).map { c.modelNumber($0, "weight") }
+        if c.flag("normalize_weights") {
+            let s = w.reduce(0, +)
+            guard s != 0 else { throw MergeError("the weights sum to 0: normalize_weights would divide by zero") }
+            w = w.map { $0 / s }
+        }
+        /// x_i (deltas from the base when there is one), in place.
+        func inputs(_ base: UnsafeMutablePointer<Float>?, _ x: [UnsafeMutablePointer<Float>], _ len: Int) {
+            guard let base else { return }
+            for m in 0..<M { for k in 0..<len { x[m][k] -= base[k] } }
+        }
+        var sums = (0..<M).map { _ in VectorMath.DotSum(count: n) }
+        c.pass { start, len, base, x in inputs(base, x, len); for m in 0..<M { sums[m].add(x[m], x[m], count: len, at: start) } }
+        let norms = sums.map { $0.total.squareRoot() }
+        /// u_i = x_i / (||x_i|| + eps) in place, and m = Σ w_i u_i into `mean`.
+        let mean = UnsafeMutablePointer<Float>.allocate(capacity: max(1, c.blockLength))
+        let out = UnsafeMutablePointer<Float>.allocate(capacity: max(1, c.blockLength))
+        defer { mean.deallocate(); out.deallocate() }
+        func units(_ base: UnsafeMutablePointer<Float>?, _ x: [UnsafeMutablePointer<Float>], _ len: Int) {
+            inputs(base, x, len)
+            for m in 0..<M { for k in 0..<len { x[m][k] = Float(Double(x[m][k]) / (norms[m] + eps)) } }
+            combine(x, w, len, into: mean)
+        }
+        var meanSum = VectorMath.DotSum(count: n)
+        c.pass { start, len, base, x in units(base, x, len); meanSum.add(mean, mean, count: len, at: start) }
+        let mNorm = meanSum.total.squareRoot()
+        if mNorm < eps {
+            guard M == 2 else { throw MergeError("multislerp: the weighted mean direction vanishes (antipodal inputs)") }
+            try c.pass { start, len, base, x in
+                inputs(base, x, len)
+                combine(x, w, len, into: out)
+                if let base { for k in 0..<len { out[k] += base[k] } }
+                try write(start, UnsafeBufferPointer(start: out, count: len))
+            }
+            return []
+        }
+        /// m̂ in `mean` (after `units`).
+        func direction(_ len: Int) { for k in 0..<len { mean[k] = Float(Double(mean[k]) / mNorm) } }
+        var projections = (0..<M).map { _ in VectorMath.DotSum(count: n) }
+        c.pass { start, len, base, x in
+            units(base, x, len); direction(len)
+            for m in 0..<M { projections[m].add(x[m], mean, count: len, at: start) }
+        }
+        let p = projections.map(\.total)
+        /// τ = Σ w_i (u_i - p_i m̂) into `out` (the tangents rounded to f32 as `merge` stores them).
+        func tangent(_ x: [UnsafeMutablePointer<Float>], _ len: Int) {
+            for m in 0..<M { for k in 0..<len { x[m][k] = Float(Double(x[m][k]) - p[m] * Double(mean[k])) } }
+            combine(x, w, len, into: out)
+        }
+        var tauSum = VectorMath.DotSum(count: n)
+        c.pass { start, len, base, x in units(base, x, len); direction(len); tangent(x, len); tauSum.add(out, out, count: len, at: start) }
+        let L = tauSum.total.squareRoot() + eps
+        let scale = zip(w, norms).reduce(0.0) { $0 + $1.0 * $1.1 }
+        try c.pass { start, len, base, x in
+            units(base, x, len); direction(len); tangent(x, len)
+            for k in 0..<len { out[k] = Float((Double(mean[k]) * cos(L) + Double(out[k]) * sin(L) / L) * scale) }
+            if let base { for k in 0..<len { out[k] += base[k] } }
+            try write(start, UnsafeBufferPointer(start: out, count: len))
+        }
+        return []
+    }
+
+    private func combine(_ x: [UnsafeMutablePointer<Float>], _ c: [Double], _ len: Int, into out: UnsafeMutablePointer<Float>) {
+        VectorMath.combine(x.map { UnsafePointer($0) }, c, count: len, into: out)
     }
 }

@@ -1,3 +1,4 @@
+import SafeTensors
 import Foundation
 
 /// Slerp between two models with weights (t = w1 / (w0 + w1)), of their deltas from an optional
@@ -44,5 +45,63 @@ struct NuSlerpMerge: MergeMethod {
         }
         if let base = c.base { for i in 0..<n { out[i] += base[i] } }
         return MergeOutput(values: out)
+    }
+}
+
+extension NuSlerpMerge: StreamedMergeMethod {
+    /// flatten: a pass for the three sums over the tensor, then the output; row_wise: a pass for
+    /// per-column sums (each column sums over the rows in order, as `merge` does), then the output;
+    /// otherwise every row is its own vector and one pass does all.
+    func mergeStreamed(_ c: StreamedMergeContext, write: (Int, UnsafeBufferPointer<Float>) throws -> Void) throws -> [(String, JSONValue)] {
+        let w0 = c.modelNumber(0, "weight"), w1 = c.modelNumber(1, "weight")
+        let t = abs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1)
+        let flatten = c.flag("nuslerp_flatten") || c.shape.count < 2, rowWise = !flatten && c.flag("nuslerp_row_wise")
+        let cols = flatten ? 1 : (rowWise ? c.rowLength : 1)
+        func coefficients(_ dab: Double, _ daa: Double, _ dbb: Double) -> (Double, Double) {
+            let na = max(daa.squareRoot(), 1e-7), nb = max(dbb.squareRoot(), 1e-7)
+            let theta = acos(min(1, max(-1, dab / (na * nb)))), s = sin(theta)
+            return abs(s) < 1e-8 ? (1 - t, t) : (sin((1 - t) * theta) / s, sin(t * theta) / s)
+        }
+        /// The deltas (or the models without a base), in place in the model blocks.
+        func deltas(_ base: UnsafeMutablePointer<Float>?, _ m: [UnsafeMutablePointer<Float>], _ n: Int) {
+            guard let base else { return }
+            for k in 0..<n { m[0][k] -= base[k]; m[1][k] -= base[k] }
+        }
+        var dab = [Double](repeating: 0, count: cols), daa = dab, dbb = dab
+        if flatten || rowWise {
+            c.pass { start, n, base, m in
+                deltas(base, m, n)
+                for k in 0..<n {
+                    let j = flatten ? 0 : (start + k) % cols
+                    let a = Double(m[0][k]), b = Double(m[1][k])
+                    dab[j] += a * b; daa[j] += a * a; dbb[j] += b * b
+                }
+            }
+        }
+        let coeffs = (0..<cols).map { coefficients(dab[$0], daa[$0], dbb[$0]) }
+        let out = UnsafeMutablePointer<Float>.allocate(capacity: max(1, c.blockLength))
+        defer { out.deallocate() }
+        let len = c.shape.last ?? 1
+        try c.pass { start, n, base, m in
+            deltas(base, m, n)
+            if flatten || rowWise {
+                for k in 0..<n {
+                    let (ca, cb) = coeffs[flatten ? 0 : (start + k) % cols]
+                    out[k] = Float(ca * Double(m[0][k]) + cb * Double(m[1][k]))
+                }
+            } else {
+                var lo = 0
+                while lo < n {   // one vector per row of the last dimension
+                    var ab = 0.0, aa = 0.0, bb = 0.0
+                    for k in lo..<(lo + len) { let a = Double(m[0][k]), b = Double(m[1][k]); ab += a * b; aa += a * a; bb += b * b }
+                    let (ca, cb) = coefficients(ab, aa, bb)
+                    for k in lo..<(lo + len) { out[k] = Float(ca * Double(m[0][k]) + cb * Double(m[1][k])) }
+                    lo += len
+                }
+            }
+            if let base { for k in 0..<n { out[k] += base[k] } }
+            try write(start, UnsafeBufferPointer(start: out, count: n))
+        }
+        return []
     }
 }
