@@ -16,8 +16,8 @@ public struct JobSettings: Sendable {
     /// --include / --exclude.
     public var selection = TensorSelection()
     /// Tensors with more entries than this are merged in row blocks by the methods that would
-    /// otherwise decode whole inputs to f32 (the task-arithmetic family, slerp and nearswap in merge,
-    /// ties and dare in task-vector apply): bit for bit the same output, memory a few blocks per input. 2^24 entries is 64 MiB of
+    /// otherwise decode whole inputs to f32 (every non-linear merge method, ties and dare in
+    /// task-vector apply): bit for bit the same output, memory a few blocks per input. 2^24 entries is 64 MiB of
     /// f32 per input; WTOOL_BLOCK_ABOVE overrides it (tests set it low).
     public var blockAbove = 1 << 24
 

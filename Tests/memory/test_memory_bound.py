@@ -149,6 +149,10 @@ EMBEDDING_JOBS = {
     "merge dare_ties (embedding)": lambda b, f, g, o: ["merge", "--method", "dare_ties", "--base", b, f, g, "--weight", "1", "--density", "0.5", "-o", o],
     "merge della (embedding)": lambda b, f, g, o: ["merge", "--method", "della", "--base", b, f, "--weight", "1", "--density", "0.5", "-o", o],
     "merge breadcrumbs (embedding)": lambda b, f, g, o: ["merge", "--method", "breadcrumbs", "--base", b, f, "--weight", "1", "--density", "0.5", "-o", o],
+    "merge model_stock (embedding)": lambda b, f, g, o: ["merge", "--method", "model_stock", "--base", b, f, g, "-o", o],
+    "merge sce (embedding)": lambda b, f, g, o: ["merge", "--method", "sce", "--base", b, f, g, "--param", "select_topk=0.5", "-o", o],
+    "merge multislerp (embedding)": lambda b, f, g, o: ["merge", "--method", "multislerp", "--base", b, f, g, "--weight", "0.5,0.5", "-o", o],
+    "merge karcher (embedding)": lambda b, f, g, o: ["merge", "--method", "karcher", b, f, g, "--param", "max_iter=2", "-o", o],
     "task-vector apply ties (embedding)": lambda b, f, g, o: ["task-vector", "apply", "--base", b, f, g, "--inputs", "model", "--method", "ties",
                                                               "--density", "0.5", "-o", o],
 }
