@@ -45,7 +45,7 @@ def ggml_quantize(type_id, rows):
     return out.tobytes()
 
 
-@pytest.mark.parametrize("name,type_id", [("q8_0", 8), ("q4_0", 2), ("q4_1", 3), ("q5_0", 6), ("q5_1", 7), ("q4_k", 12), ("q6_k", 14)])
+@pytest.mark.parametrize("name,type_id", [("q8_0", 8), ("q4_0", 2), ("q4_1", 3), ("q5_0", 6), ("q5_1", 7), ("q2_k", 10), ("q3_k", 11), ("q4_k", 12), ("q5_k", 13), ("q6_k", 14)])
 def test_blocks_equal_ggml_quantize_chunk(tmp_path, name, type_id):
     import gguf
     from safetensors.numpy import save_file

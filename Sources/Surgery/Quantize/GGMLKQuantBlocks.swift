@@ -9,8 +9,11 @@ enum GGMLKQuantBlocks {
     // MARK: Q4_K: d:f16, dmin:f16, scales:u8[12] (6-bit scale + 6-bit min per 32), qs:u8[128] — 144 bytes
 
     /// `make_qkx2_quants`: affine levels 0...nmax for one sub-block; returns (scale, -min) with min <= 0.
+    /// The error is weighted squared, or weighted absolute with `absoluteError` (ggml's use_mad, Q2_K).
     static func affineSearch(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, weights w: [Float],
-                             levels L: inout [UInt8], offset: Int, rmin: Float, rdelta: Float, nstep: Int) -> (Float, Float) {
+                             levels L: inout [UInt8], offset: Int, rmin: Float, rdelta: Float, nstep: Int,
+                             absoluteError: Bool = false) -> (Float, Float) {
+        @inline(__always) func cost(_ d: Float) -> Float { absoluteError ? abs(d) : d * d }
         var lo = x[0], hi = x[0]
         var sumW = w[0], sumX = w[0] * x[0]
         for i in 1..<n {
@@ -32,7 +35,7 @@ enum GGMLKQuantBlocks {
             let l = UInt8(clamping: max(0, min(nmax, nearestInt(iscale * (x[i] - lo)))))
             L[offset + i] = l
             let diff = scale * Float(l) + lo - x[i]
-            bestError += w[i] * (diff * diff)
+            bestError += w[i] * cost(diff)
         }
         var aux = [UInt8](repeating: 0, count: n)
         for step in 0...nstep {
@@ -57,7 +60,7 @@ enum GGMLKQuantBlocks {
             var err: Float = 0
             for i in 0..<n {
                 let diff = thisScale * Float(aux[i]) + thisMin - x[i]
-                err += w[i] * (diff * diff)
+                err += w[i] * cost(diff)
             }
             if err < bestError {
                 for i in 0..<n { L[offset + i] = aux[i] }
@@ -96,25 +99,8 @@ enum GGMLKQuantBlocks {
                 if scales[j] > maxScale { maxScale = scales[j] }
                 if mins[j] > maxMin { maxMin = mins[j] }
             }
-            let invScale: Float = maxScale > 0 ? 63 / maxScale : 0
-            let invMin: Float = maxMin > 0 ? 63 / maxMin : 0
+            packScalesAndMins(scales, mins, maxScale: maxScale, maxMin: maxMin, into: o)
             let sc = o + 4
-            for k in 0..<12 { sc.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
-            func or(_ k: Int, _ v: UInt8) { sc.storeBytes(of: sc.load(fromByteOffset: k, as: UInt8.self) | v, toByteOffset: k, as: UInt8.self) }
-            for j in 0..<8 {
-                // C stores nearest_int into a uint8_t (mod 256) before MIN(63, .)
-                let ls = min(63, UInt8(truncatingIfNeeded: nearestInt(invScale * scales[j])))
-                let lm = min(63, UInt8(truncatingIfNeeded: nearestInt(invMin * mins[j])))
-                if j < 4 {
-                    or(j, ls); or(j + 4, lm)
-                } else {
-                    or(j + 4, (ls & 0xF) | ((lm & 0xF) << 4))
-                    or(j - 4, (ls >> 4) << 6)
-                    or(j, (lm >> 4) << 6)
-                }
-            }
-            storeHalf(maxScale / 63, o)
-            storeHalf(maxMin / 63, o + 2)
             let d = loadHalf(o), dmin = loadHalf(o + 2)
             for j in 0..<8 {
                 let (s, m) = scaleMin(j, sc)

@@ -46,6 +46,12 @@ public struct GGMLType: Sendable, Hashable {
                                       encode: GGMLLegacyBlocks.encodeQ5_1, decode: GGMLLegacyBlocks.decodeQ5_1)
     public static let q4_k = GGMLType(name: "q4_k", id: 12, blockSize: 256, blockBytes: 144, fileType: 14,
                                       encode: GGMLKQuantBlocks.encodeQ4_K, decode: GGMLKQuantBlocks.decodeQ4_K)
+    public static let q2_k = GGMLType(name: "q2_k", id: 10, blockSize: 256, blockBytes: 84, fileType: 10,
+                                      encode: GGMLKQuantBlocks.encodeQ2_K, decode: GGMLKQuantBlocks.decodeQ2_K)
+    public static let q3_k = GGMLType(name: "q3_k", id: 11, blockSize: 256, blockBytes: 110, fileType: 11,
+                                      encode: GGMLKQuantBlocks.encodeQ3_K, decode: GGMLKQuantBlocks.decodeQ3_K)
+    public static let q5_k = GGMLType(name: "q5_k", id: 13, blockSize: 256, blockBytes: 176, fileType: 16,
+                                      encode: GGMLKQuantBlocks.encodeQ5_K, decode: GGMLKQuantBlocks.decodeQ5_K)
     public static let q6_k = GGMLType(name: "q6_k", id: 14, blockSize: 256, blockBytes: 210, fileType: 18,
                                       encode: GGMLKQuantBlocks.encodeQ6_K, decode: GGMLKQuantBlocks.decodeQ6_K)
     public static let tq1_0 = GGMLType(name: "tq1_0", id: 34, blockSize: 256, blockBytes: 54, fileType: 36,
@@ -53,7 +59,7 @@ public struct GGMLType: Sendable, Hashable {
     public static let tq2_0 = GGMLType(name: "tq2_0", id: 35, blockSize: 256, blockBytes: 66, fileType: 37,
                                        encode: GGMLTernaryBlocks.encodeTQ2_0, decode: GGMLTernaryBlocks.decodeTQ2_0)
 
-    public static let quantized: [GGMLType] = [q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k, tq1_0, tq2_0]
+    public static let quantized: [GGMLType] = [q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, tq1_0, tq2_0]
     public static let all: [GGMLType] = [f32, f16, bf16] + quantized
 
     public static func named(_ s: String) -> GGMLType? { all.first { $0.name == s.lowercased() } }

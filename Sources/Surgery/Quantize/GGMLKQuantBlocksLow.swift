@@ -1,0 +1,271 @@
+/// The K-quant super-blocks the llama-quantize mixes add to Q4_K/Q6_K: Q2_K, Q3_K and Q5_K, ported
+/// from ggml's reference encoders without an importance matrix (`quantize_row_q2_K_ref`,
+/// `quantize_row_q3_K_ref`, `quantize_row_q5_K_ref`), byte for byte.
+extension GGMLKQuantBlocks {
+    // MARK: Q2_K: scales:u8[16] (4-bit scale | 4-bit min << 4), qs:u8[64], d:f16, dmin:f16 — 84 bytes
+
+    static func encodeQ2_K(_ x: UnsafePointer<Float>, _ n: Int, _ out: UnsafeMutableRawPointer) {
+        var L = [UInt8](repeating: 0, count: qk)
+        var w = [Float](repeating: 0, count: 16)
+        var scales = [Float](repeating: 0, count: 16), mins = [Float](repeating: 0, count: 16)
+        for b in 0..<(n / qk) {
+            let xb = x + b * qk, o = out + b * 84
+            var maxScale: Float = 0, maxMin: Float = 0
+            for j in 0..<16 {
+                for l in 0..<16 { w[l] = abs(xb[16 * j + l]) }
+                (scales[j], mins[j]) = affineSearch(xb + 16 * j, 16, nmax: 3, weights: w, levels: &L, offset: 16 * j,
+                                                    rmin: -0.5, rdelta: 0.1, nstep: 15, absoluteError: true)
+                if scales[j] > maxScale { maxScale = scales[j] }
+                if mins[j] > maxMin { maxMin = mins[j] }
+            }
+            var packed = [UInt8](repeating: 0, count: 16)
+            if maxScale > 0 {
+                let iscale: Float = 15 / maxScale
+                for j in 0..<16 { packed[j] = UInt8(truncatingIfNeeded: nearestInt(iscale * scales[j])) }
+                storeHalf(maxScale / 15, o + 80)
+            } else {
+                storeHalf(0, o + 80)
+            }
+            if maxMin > 0 {
+                let iscale: Float = 15 / maxMin
+                for j in 0..<16 { packed[j] |= UInt8(truncatingIfNeeded: nearestInt(iscale * mins[j]) << 4) }
+                storeHalf(maxMin / 15, o + 82)
+            } else {
+                storeHalf(0, o + 82)
+            }
+            for j in 0..<16 { o.storeBytes(of: packed[j], toByteOffset: j, as: UInt8.self) }
+            let d = loadHalf(o + 80), dmin = loadHalf(o + 82)
+            for j in 0..<16 {
+                let dj = d * Float(packed[j] & 0xF)
+                if dj == 0 { continue }
+                let dm = dmin * Float(packed[j] >> 4)
+                for i in 0..<16 { L[16 * j + i] = UInt8(max(0, min(3, nearestInt((xb[16 * j + i] + dm) / dj)))) }
+            }
+            for c in 0..<2 {
+                for l in 0..<32 {
+                    let e = 128 * c + l
+                    o.storeBytes(of: L[e] | (L[e + 32] << 2) | (L[e + 64] << 4) | (L[e + 96] << 6), toByteOffset: 16 + 32 * c + l, as: UInt8.self)
+                }
+            }
+        }
+    }
+
+    static func decodeQ2_K(_ src: UnsafeRawPointer, _ n: Int, _ y: UnsafeMutablePointer<Float>) {
+        for b in 0..<(n / qk) {
+            let s = src + b * 84, yb = y + b * qk
+            let d = loadHalf(s + 80), dmin = loadHalf(s + 82)
+            for c in 0..<2 {
+                for shift in 0..<4 {
+                    for half in 0..<2 {
+                        let sc = s.load(fromByteOffset: 8 * c + 2 * shift + half, as: UInt8.self)
+                        let dl = d * Float(sc & 0xF), ml = dmin * Float(sc >> 4)
+                        for l in 0..<16 {
+                            let q = s.load(fromByteOffset: 16 + 32 * c + 16 * half + l, as: UInt8.self)
+                            yb[128 * c + 32 * shift + 16 * half + l] = dl * Float((q >> (2 * shift)) & 3) - ml
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Q3_K: hmask:u8[32], qs:u8[64], scales:u8[12] (sixteen 6-bit), d:f16 — 110 bytes
+
+    /// `make_q3_quants(n, nmax, x, L, do_rmse = true)`: symmetric levels -nmax...nmax-1 refined by
+    /// coordinate descent with weights x²; L gets level + nmax (all-zero input: L = 0, scale 0).
+    static func symmetricRefine(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, levels L: inout [Int8], offset: Int) -> Float {
+        var mx: Float = 0, amax: Float = 0
+        for i in 0..<n where abs(x[i]) > amax { amax = abs(x[i]); mx = x[i] }
+        if amax < groupMaxEps {
+            for i in 0..<n { L[offset + i] = 0 }
+            return 0
+        }
+        let iscale = -Float(nmax) / mx
+        var sumLX: Float = 0, sumL2: Float = 0
+        for i in 0..<n {
+            let l = max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))
+            L[offset + i] = Int8(l)
+            let w = x[i] * x[i]
+            sumLX += w * x[i] * Float(l)
+            sumL2 += w * Float(l) * Float(l)
+        }
+        for _ in 0..<5 {
+            var changed = 0
+            for i in 0..<n {
+                let w = x[i] * x[i], li = Float(L[offset + i])
+                var slx = sumLX - w * x[i] * li
+                guard slx > 0 else { continue }
+                var sl2 = sumL2 - w * li * li
+                let newL = max(-nmax, min(nmax - 1, nearestInt(x[i] * sl2 / slx)))
+                if newL != Int(L[offset + i]) {
+                    slx += w * x[i] * Float(newL)
+                    sl2 += w * Float(newL) * Float(newL)
+                    if sl2 > 0 && slx * slx * sumL2 > sumLX * sumLX * sl2 {
+                        L[offset + i] = Int8(newL); sumLX = slx; sumL2 = sl2
+                        changed += 1
+                    }
+                }
+            }
+            if changed == 0 { break }
+        }
+        for i in 0..<n { L[offset + i] += Int8(nmax) }
+        return sumL2 > 0 ? sumLX / sumL2 : 0
+    }
+
+    /// Sub-block j's 6-bit scale (offset by 32) from Q3_K's 12-byte packing.
+    @inline(__always) static func q3Scale(_ j: Int, _ s: UnsafeRawPointer) -> Int {
+        func b(_ k: Int) -> UInt8 { s.load(fromByteOffset: k, as: UInt8.self) }
+        let low = j < 8 ? b(j) & 0xF : b(j - 8) >> 4
+        return Int(low | (((b(8 + j % 4) >> (2 * (j / 4))) & 3) << 4)) - 32
+    }
+
+    static func encodeQ3_K(_ x: UnsafePointer<Float>, _ n: Int, _ out: UnsafeMutableRawPointer) {
+        var L = [Int8](repeating: 0, count: qk)
+        var scales = [Float](repeating: 0, count: 16)
+        for b in 0..<(n / qk) {
+            let xb = x + b * qk, o = out + b * 110
+            var maxScale: Float = 0, amax: Float = 0
+            for j in 0..<16 {
+                scales[j] = symmetricRefine(xb + 16 * j, 16, nmax: 4, levels: &L, offset: 16 * j)
+                if abs(scales[j]) > amax { amax = abs(scales[j]); maxScale = scales[j] }
+            }
+            let sc = o + 96
+            for k in 0..<12 { sc.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
+            func or(_ k: Int, _ v: UInt8) { sc.storeBytes(of: sc.load(fromByteOffset: k, as: UInt8.self) | v, toByteOffset: k, as: UInt8.self) }
+            if maxScale != 0 {
+                let iscale: Float = -32 / maxScale
+                for j in 0..<16 {
+                    let l = UInt8(max(-32, min(31, Int(Int8(truncatingIfNeeded: nearestInt(iscale * scales[j]))))) + 32)
+                    if j < 8 { or(j, l & 0xF) } else { or(j - 8, (l & 0xF) << 4) }
+                    or(8 + j % 4, (l >> 4) << (2 * (j / 4)))
+                }
+                storeHalf(1 / iscale, o + 108)
+            } else {
+                storeHalf(0, o + 108)
+            }
+            let d = loadHalf(o + 108)
+            for j in 0..<16 {
+                let dj = d * Float(q3Scale(j, sc))
+                if dj == 0 { continue }
+                for i in 0..<16 { L[16 * j + i] = Int8(max(-4, min(3, nearestInt(xb[16 * j + i] / dj))) + 4) }
+            }
+            // The high bit of level j goes to bit j/32 of hmask[j % 32]; the low two bits to qs.
+            for k in 0..<32 { o.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
+            for j in 0..<qk where L[j] > 3 {
+                o.storeBytes(of: o.load(fromByteOffset: j % 32, as: UInt8.self) | UInt8(1 << (j / 32)), toByteOffset: j % 32, as: UInt8.self)
+                L[j] -= 4
+            }
+            for c in 0..<2 {
+                for l in 0..<32 {
+                    let e = 128 * c + l
+                    let v = UInt8(L[e]) | (UInt8(L[e + 32]) << 2) | (UInt8(L[e + 64]) << 4) | (UInt8(L[e + 96]) << 6)
+                    o.storeBytes(of: v, toByteOffset: 32 + 32 * c + l, as: UInt8.self)
+                }
+            }
+        }
+    }
+
+    static func decodeQ3_K(_ src: UnsafeRawPointer, _ n: Int, _ y: UnsafeMutablePointer<Float>) {
+        for b in 0..<(n / qk) {
+            let s = src + b * 110, yb = y + b * qk
+            let d = loadHalf(s + 108)
+            for c in 0..<2 {
+                for shift in 0..<4 {
+                    for half in 0..<2 {
+                        let dl = d * Float(q3Scale(8 * c + 2 * shift + half, s + 96))
+                        let bit = UInt8(1 << (4 * c + shift))
+                        for l in 0..<16 {
+                            let idx = 16 * half + l
+                            let q = Int((s.load(fromByteOffset: 32 + 32 * c + idx, as: UInt8.self) >> (2 * shift)) & 3)
+                            let high = s.load(fromByteOffset: idx, as: UInt8.self) & bit != 0 ? 0 : 4
+                            yb[128 * c + 32 * shift + idx] = dl * Float(q - high)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Q5_K: d:f16, dmin:f16, scales:u8[12] (as Q4_K), qh:u8[32], qs:u8[128] — 176 bytes
+
+    static func encodeQ5_K(_ x: UnsafePointer<Float>, _ n: Int, _ out: UnsafeMutableRawPointer) {
+        var L = [UInt8](repeating: 0, count: qk)
+        var w = [Float](repeating: 0, count: 32)
+        var scales = [Float](repeating: 0, count: 8), mins = [Float](repeating: 0, count: 8)
+        for b in 0..<(n / qk) {
+            let xb = x + b * qk, o = out + b * 176
+            var maxScale: Float = 0, maxMin: Float = 0
+            for j in 0..<8 {
+                let xs = xb + 32 * j
+                var sumX2: Float = 0
+                for l in 0..<32 { sumX2 += xs[l] * xs[l] }
+                let av = (sumX2 / 32).squareRoot()
+                for l in 0..<32 { w[l] = av + abs(xs[l]) }
+                (scales[j], mins[j]) = affineSearch(xs, 32, nmax: 31, weights: w, levels: &L, offset: 32 * j,
+                                                    rmin: -0.5, rdelta: 0.1, nstep: 15)
+                if scales[j] > maxScale { maxScale = scales[j] }
+                if mins[j] > maxMin { maxMin = mins[j] }
+            }
+            packScalesAndMins(scales, mins, maxScale: maxScale, maxMin: maxMin, into: o)
+            let d = loadHalf(o), dmin = loadHalf(o + 2)
+            for j in 0..<8 {
+                let (s, m) = scaleMin(j, o + 4)
+                let dj = d * Float(s)
+                if dj == 0 { continue }
+                let dm = dmin * Float(m)
+                for i in 0..<32 { L[32 * j + i] = UInt8(clamping: max(0, min(31, nearestInt((xb[32 * j + i] + dm) / dj)))) }
+            }
+            for k in 0..<32 { o.storeBytes(of: 0, toByteOffset: 16 + k, as: UInt8.self) }
+            for c in 0..<4 {
+                for l in 0..<32 {
+                    var l1 = L[64 * c + l], l2 = L[64 * c + l + 32]
+                    var h = o.load(fromByteOffset: 16 + l, as: UInt8.self)
+                    if l1 > 15 { l1 -= 16; h |= UInt8(1 << (2 * c)) }
+                    if l2 > 15 { l2 -= 16; h |= UInt8(2 << (2 * c)) }
+                    o.storeBytes(of: h, toByteOffset: 16 + l, as: UInt8.self)
+                    o.storeBytes(of: l1 | (l2 << 4), toByteOffset: 48 + 32 * c + l, as: UInt8.self)
+                }
+            }
+        }
+    }
+
+    static func decodeQ5_K(_ src: UnsafeRawPointer, _ n: Int, _ y: UnsafeMutablePointer<Float>) {
+        for b in 0..<(n / qk) {
+            let s = src + b * 176, yb = y + b * qk
+            let d = loadHalf(s), dmin = loadHalf(s + 2)
+            for c in 0..<4 {
+                let (s1, m1) = scaleMin(2 * c, s + 4), (s2, m2) = scaleMin(2 * c + 1, s + 4)
+                let d1 = d * Float(s1), mm1 = dmin * Float(m1), d2 = d * Float(s2), mm2 = dmin * Float(m2)
+                for l in 0..<32 {
+                    let q = s.load(fromByteOffset: 48 + 32 * c + l, as: UInt8.self), h = s.load(fromByteOffset: 16 + l, as: UInt8.self)
+                    yb[64 * c + l] = d1 * Float(Int(q & 0xF) + (h & UInt8(1 << (2 * c)) != 0 ? 16 : 0)) - mm1
+                    yb[64 * c + 32 + l] = d2 * Float(Int(q >> 4) + (h & UInt8(2 << (2 * c)) != 0 ? 16 : 0)) - mm2
+                }
+            }
+        }
+    }
+
+    /// Q4_K's and Q5_K's 12-byte packing of eight 6-bit scales and mins against d = max/63 and
+    /// dmin = maxMin/63 (stored at `o` and `o + 2`, the packing at `o + 4`).
+    static func packScalesAndMins(_ scales: [Float], _ mins: [Float], maxScale: Float, maxMin: Float, into o: UnsafeMutableRawPointer) {
+        let invScale: Float = maxScale > 0 ? 63 / maxScale : 0
+        let invMin: Float = maxMin > 0 ? 63 / maxMin : 0
+        let sc = o + 4
+        for k in 0..<12 { sc.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
+        func or(_ k: Int, _ v: UInt8) { sc.storeBytes(of: sc.load(fromByteOffset: k, as: UInt8.self) | v, toByteOffset: k, as: UInt8.self) }
+        for j in 0..<8 {
+            // C stores nearest_int into a uint8_t (mod 256) before MIN(63, .)
+            let ls = min(63, UInt8(truncatingIfNeeded: nearestInt(invScale * scales[j])))
+            let lm = min(63, UInt8(truncatingIfNeeded: nearestInt(invMin * mins[j])))
+            if j < 4 {
+                or(j, ls); or(j + 4, lm)
+            } else {
+                or(j + 4, (ls & 0xF) | ((lm & 0xF) << 4))
+                or(j - 4, (ls >> 4) << 6)
+                or(j, (lm >> 4) << 6)
+            }
+        }
+        storeHalf(maxScale / 63, o)
+        storeHalf(maxMin / 63, o + 2)
+    }
+}
