@@ -1,7 +1,7 @@
 """llama.cpp (llama-cpp-python's build) runs wtool's --llama-cpp GGUFs and computes, on token ids,
 what transformers computes on wtool's fake-quantized model of the same scheme; ggml's own
 quantizer (ggml_quantize_chunk, ctypes) produces wtool's blocks byte for byte."""
-import ctypes, os
+import ctypes, json, os
 import numpy as np
 import pytest
 from conftest import TINY, TOKENS, hf_logits, wtool
@@ -57,3 +57,62 @@ def test_blocks_equal_ggml_quantize_chunk(tmp_path, name, type_id):
     wtool("quantize", tmp_path / "x.safetensors", "-o", tmp_path / "x.gguf", "--scheme", name, "--quiet")
     t = gguf.GGUFReader(str(tmp_path / "x.gguf")).tensors[0]
     assert np.array(t.data).tobytes() == ggml_quantize(type_id, x)
+
+
+MIXES = {"q2_k": 10, "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18,
+         "q8_0": 7, "q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9}
+
+
+def mix_model(folder, hidden, ffn, heads, kv, layers, vocab, tied):
+    """A LLaMA folder with random weights of a trained model's scale."""
+    from safetensors.numpy import save_file
+    folder.mkdir(parents=True, exist_ok=True)
+    hd = hidden // heads
+    json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden, "intermediate_size": ffn,
+               "num_attention_heads": heads, "num_key_value_heads": kv, "num_hidden_layers": layers, "rms_norm_eps": 1e-5,
+               "rope_theta": 10000.0, "max_position_embeddings": 256, "vocab_size": vocab, "tie_word_embeddings": tied},
+              open(folder / "config.json", "w"))
+    rng = np.random.default_rng(5)
+    def w(o, i): return (rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32)
+    t = {"model.embed_tokens.weight": w(vocab, hidden), "model.norm.weight": np.ones(hidden, np.float32)}
+    if not tied:
+        t["lm_head.weight"] = w(vocab, hidden)
+    for l in range(layers):
+        p = f"model.layers.{l}."
+        t |= {p + "self_attn.q_proj.weight": w(heads * hd, hidden), p + "self_attn.k_proj.weight": w(kv * hd, hidden),
+              p + "self_attn.v_proj.weight": w(kv * hd, hidden), p + "self_attn.o_proj.weight": w(hidden, heads * hd),
+              p + "mlp.gate_proj.weight": w(ffn, hidden), p + "mlp.up_proj.weight": w(ffn, hidden), p + "mlp.down_proj.weight": w(hidden, ffn),
+              p + "input_layernorm.weight": np.ones(hidden, np.float32), p + "post_attention_layernorm.weight": np.ones(hidden, np.float32)}
+    save_file(t, str(folder / "model.safetensors"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mix_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mixes")
+    # no fallbacks (rows divide into 256), n_gqa 4, untied; and rows of 320 (fallbacks), n_gqa 1, tied
+    return {"gqa4": mix_model(d / "gqa4", 256, 512, 4, 1, 8, 512, False),
+            "fallback": mix_model(d / "fallback", 320, 768, 5, 5, 4, 384, True)}
+
+
+@pytest.mark.parametrize("model", ["gqa4", "fallback"])
+@pytest.mark.parametrize("mix", list(MIXES))
+def test_mix_equals_llama_model_quantize(tmp_path, mix_models, model, mix):
+    """wtool's mix, tensor by tensor (type and bytes), equals llama_model_quantize run on wtool's own
+    f32 GGUF of the same model."""
+    import ctypes, gguf, llama_cpp
+    folder = mix_models[model]
+    wtool("quantize", folder, "-o", tmp_path / "f32.gguf", "--scheme", "f32", "--llama-cpp", "--tokenizer", "none", "--quiet")
+    wtool("quantize", folder, "-o", tmp_path / "ours.gguf", "--scheme", mix, "--llama-cpp", "--tokenizer", "none", "--quiet")
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = MIXES[mix]
+    p.nthread = 2
+    assert llama_cpp.llama_model_quantize(str(tmp_path / "f32.gguf").encode(), str(tmp_path / "ref.gguf").encode(), ctypes.byref(p)) == 0
+    ours = {t.name: t for t in gguf.GGUFReader(str(tmp_path / "ours.gguf")).tensors}
+    ref = {t.name: t for t in gguf.GGUFReader(str(tmp_path / "ref.gguf")).tensors}
+    assert set(ours) == set(ref)
+    for name, r in ref.items():
+        o = ours[name]
+        assert o.tensor_type == r.tensor_type, (name, o.tensor_type.name, r.tensor_type.name)
+        assert np.array(o.data).tobytes() == np.array(r.data).tobytes(), name
+    assert gguf.GGUFReader(str(tmp_path / "ours.gguf")).fields["general.file_type"].contents() == MIXES[mix]

@@ -10,6 +10,8 @@ public struct LlamaCppExport: Sendable {
     public let arch: String
     let heads: Int
     let kvHeads: Int
+    /// num_hidden_layers (block_count).
+    let layers: Int
     public let vocabularySize: Int?
     public let metadata: [(String, GGUFValue)]
     /// llama3 RoPE scaling: the per-frequency divisors convert writes as `rope_freqs.weight` (F32).
@@ -38,9 +40,10 @@ public struct LlamaCppExport: Sendable {
             throw FormatError(file: config.path, "needs 'rope_theta' (or 'rope_parameters.rope_theta') \(need)")
         }
         vocabularySize = try config.int("vocab_size")
+        layers = try config.requiredInt("num_hidden_layers", for: need)
         tiedEmbeddings = config["tie_word_embeddings"] == .bool(true)
         var kv: [(String, GGUFValue)] = [
-            ("\(arch).block_count", .uint32(UInt32(try config.requiredInt("num_hidden_layers", for: need)))),
+            ("\(arch).block_count", .uint32(UInt32(layers))),
             ("\(arch).context_length", .uint32(UInt32(try config.requiredInt("max_position_embeddings", for: need)))),
             ("\(arch).embedding_length", .uint32(UInt32(hidden))),
             ("\(arch).feed_forward_length", .uint32(UInt32(try config.requiredInt("intermediate_size", for: need)))),

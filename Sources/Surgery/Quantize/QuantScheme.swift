@@ -12,6 +12,8 @@ public enum QuantFormat: String, Sendable, CaseIterable {
 public enum QuantScheme: Sendable, Equatable {
     /// A llama.cpp block type (bit-exact with ggml's reference encoders).
     case ggml(GGMLType)
+    /// A llama-quantize file type: each tensor's block type chosen by llama.cpp's rules (--llama-cpp).
+    case mix(QuantMix)
     /// Round-to-nearest signed integers, 2...8 bits.
     case integer(bits: Int)
     /// HQQ-optimised zero points on 2...8-bit integers.
@@ -24,6 +26,7 @@ public enum QuantScheme: Sendable, Equatable {
     public static func parse(_ s: String) -> QuantScheme? {
         let s = s.lowercased()
         if let t = GGMLType.named(s) { return .ggml(t) }   // f32/f16/bf16 too: a float GGUF
+        if let m = QuantMix(s) { return .mix(m) }
         switch s {
         case "ternary", "ternary-absmean": return .ternary(.absmean)
         case "ternary-median": return .ternary(.median)
@@ -39,6 +42,7 @@ public enum QuantScheme: Sendable, Equatable {
     public var name: String {
         switch self {
         case let .ggml(t): return t.name
+        case let .mix(m): return m.fileType.rawValue
         case let .integer(b): return "int\(b)"
         case let .hqq(b): return "hqq\(b)"
         case .ternary(.absmean): return "ternary"
@@ -49,7 +53,7 @@ public enum QuantScheme: Sendable, Equatable {
 
     public var formats: [QuantFormat] {
         switch self {
-        case .ggml: return [.gguf, .fake]
+        case .ggml, .mix: return [.gguf, .fake]
         case .integer, .hqq, .ternary, .fp8: return [.compressedTensors, .fake]
         }
     }
@@ -58,6 +62,7 @@ public enum QuantScheme: Sendable, Equatable {
     public func defaultGranularity(groupSize: Int) -> Granularity {
         switch self {
         case let .ggml(t): return .group(t.blockSize)
+        case let .mix(m): return .group(m.defaultType.blockSize)
         case .integer, .hqq: return .group(groupSize)
         case .ternary: return .tensor
         case .fp8: return .channel
@@ -65,18 +70,24 @@ public enum QuantScheme: Sendable, Equatable {
     }
 
     public var allowsGranularity: Bool {
-        switch self { case .integer, .hqq, .fp8: return true; case .ggml, .ternary: return false }
+        switch self { case .integer, .hqq, .fp8: return true; case .ggml, .mix, .ternary: return false }
     }
 
     /// compressed-tensors' `type` and bit width.
     var storedBits: Int {
         switch self {
         case let .ggml(t): return Int(t.bitsPerWeight)
+        case let .mix(m): return Int(m.defaultType.bitsPerWeight)
         case let .integer(b), let .hqq(b): return b
         case .ternary: return 2
         case .fp8: return 8
         }
     }
 
-    public static let names = GGMLType.quantized.map(\.name) + ["f32", "f16", "bf16"] + ["int8", "int4", "int3", "int2", "hqq4", "hqq3", "hqq2", "ternary", "ternary-median", "fp8"]
+    /// The block type of a ggml scheme, or a mix's default type.
+    var blockType: GGMLType? {
+        switch self { case let .ggml(t): return t; case let .mix(m): return m.defaultType; default: return nil }
+    }
+
+    public static let names = GGMLType.quantized.map(\.name) + ["f32", "f16", "bf16"] + QuantMix.names.filter { GGMLType.named($0) == nil } + ["int8", "int4", "int3", "int2", "hqq4", "hqq3", "hqq2", "ternary", "ternary-median", "fp8"]
 }

@@ -38,6 +38,9 @@ public struct QuantizeJob: Sendable {
         let permuteHeads: Int?
         /// GGUF type of a kept tensor.
         let ggufPlain: UInt32?
+        /// The block type a quantized tensor gets (a ggml scheme's, or the mix's choice) and why.
+        var blockType: GGMLType? = nil
+        var rule: String? = nil
     }
 
     @discardableResult
@@ -54,7 +57,15 @@ public struct QuantizeJob: Sendable {
         if case .fp8 = scheme, case .group? = granularity { throw UsageError("fp8 takes --granularity tensor or channel") }
         guard (groupSize ?? 1) >= 1 else { throw UsageError("--group-size must be at least 1") }
         if symmetric != nil { if case .integer = scheme {} else { throw UsageError("--symmetric/--asymmetric apply to the int2...int8 schemes only") } }
-        if llamaCpp && format != .gguf { throw UsageError("--llama-cpp applies to --format gguf") }
+        // With --llama-cpp a llama-quantize file type name (q4_k_m, and q8_0, q2_k, q4_k...) chooses
+        // every tensor's type by llama.cpp's rules, token_embd and output included, as llama-quantize does.
+        var scheme = self.scheme
+        if llamaCpp, case let .ggml(t) = scheme, let m = QuantMix(t.name) { scheme = .mix(m) }
+        let mix: QuantMix? = { if case let .mix(m) = scheme { return m }; return nil }()
+        if mix != nil && !llamaCpp { throw UsageError("\(scheme.name) is a llama-quantize mix: it needs --llama-cpp (for the layer rules and llama.cpp's names)") }
+        if llamaCpp && format != .gguf && !(format == .fake && mix != nil) {
+            throw UsageError("--llama-cpp applies to --format gguf (and to --format fake with a llama-quantize mix)")
+        }
         let gran = granularity ?? scheme.defaultGranularity(groupSize: groupSize ?? 128)
         if groupSize != nil, !gran.isGroup || !scheme.allowsGranularity {
             let uses = scheme.allowsGranularity ? "uses \(gran) scales here" : "has blocks fixed by its format"
@@ -73,7 +84,7 @@ public struct QuantizeJob: Sendable {
             return try LlamaCppExport(config: try ModelConfig(path: configPath))
         }() : nil
         let vocabulary: GGUFTokenizer? = try llama.flatMap { l in
-            guard withTokenizer, let folder = source.folder, let configPath else { return nil }
+            guard withTokenizer, format == .gguf, let folder = source.folder, let configPath else { return nil }
             return try GGUFTokenizer(folder: folder, arch: l.arch, config: try JSONParser.parse(try FileSystem.readAll(configPath)),
                                      vocabularySize: l.vocabularySize)
         }
@@ -90,11 +101,24 @@ public struct QuantizeJob: Sendable {
         var tasks: [Task] = []
         var stOutputs: [OutputTensor] = []
         var ggufOutputs: [GGUFTensorInfo] = []
+        let mixModel = llama.map { QuantMix.Model(layers: $0.layers, heads: $0.heads, kvHeads: $0.kvHeads,
+                                                  tiedEmbeddings: !source.entries.contains { $0.name == "lm_head.weight" }, arch: $0.arch) }
         for e in source.entries {
             let shape = e.info.shape.map { Int($0) }
             let cols = shape.last ?? 1, rows = cols == 0 ? 0 : e.info.count / max(cols, 1)
             var run: Int? = nil, reason: String? = nil
-            if targets.picks(e.name, shape: e.info.shape) {
+            var blockType: GGMLType? = nil, rule: String? = nil
+            if let mix, let mixModel, let llama {
+                let ggufName = llama.name(forHF: e.name) ?? e.name
+                if !settings.selection.selects(e.name) { reason = "excluded" }
+                else if !e.info.dtype.isFloatingPoint || !QuantMix.allowsQuantization(ggufName, dimensions: shape.count) {
+                    reason = "llama-quantize keeps it (\(shape.count < 2 ? "not a matrix" : "norm, router or not a weight"))"
+                } else if rows * cols > 0 {
+                    let choice = mix.type(for: ggufName, rowLength: cols, model: mixModel)
+                    guard let t = choice.type else { throw FormatError(file: source.filePath(of: e), tensor: e.name, choice.rule) }
+                    blockType = t; rule = choice.rule; run = t.blockSize
+                }
+            } else if targets.picks(e.name, shape: e.info.shape) {
                 if !e.info.dtype.isFloatingPoint { reason = "\(e.info.dtype.rawValue) is not a float type" }
                 else if shape.count < 2 { reason = "not a matrix" }
                 else if format == .compressedTensors && (shape.count != 2 || !e.name.hasSuffix(".weight")) {
@@ -107,8 +131,9 @@ public struct QuantizeJob: Sendable {
                     reason = "input dimension \(cols) is not a multiple of the \(scheme.name) block/group size \(g)"
                 }
             }
+            if run != nil, blockType == nil, let t = scheme.blockType { blockType = t }
             var name = e.name, permute: Int? = nil
-            if let llama {
+            if let llama, format == .gguf {
                 if e.name.hasSuffix("rotary_emb.inv_freq") { continue }  // llama.cpp computes it
                 guard let mapped = llama.name(forHF: e.name) else {
                     throw FormatError(file: source.filePath(of: e), tensor: e.name, "has no llama.cpp name (--llama-cpp maps the LLaMA family's tensors)")
@@ -124,7 +149,7 @@ public struct QuantizeJob: Sendable {
             switch format {
             case .gguf:
                 let type: UInt32, bytes: Int
-                if run != nil, case let .ggml(t) = scheme {
+                if run != nil, let t = blockType {
                     type = t.id; bytes = t.rowBytes(e.info.count)
                 } else if llama != nil && e.info.dtype.isFloatingPoint && (shape.count <= 1 || name.hasSuffix("_norm.weight") || !name.hasSuffix(".weight")) {
                     type = 0; bytes = e.info.count * 4; plain = 0   // convert keeps norms, biases and vectors in F32
@@ -145,7 +170,7 @@ public struct QuantizeJob: Sendable {
             }
             let count = (format == .gguf ? ggufOutputs.count : stOutputs.count) - first
             tasks.append(Task(entry: e, rows: rows, cols: cols, run: run, keptReason: reason, firstOutput: first,
-                              outputCount: count, outputName: name, permuteHeads: permute, ggufPlain: plain))
+                              outputCount: count, outputName: name, permuteHeads: permute, ggufPlain: plain, blockType: blockType, rule: rule))
         }
         // llama3 RoPE scaling: the frequency divisors as one more F32 tensor, written after the others.
         var ropeFreqs: (index: Int, values: [Float])? = nil
@@ -283,10 +308,11 @@ public struct QuantizeJob: Sendable {
             if let r = t.keptReason { row.append(("kept_reason", .string(r))) }
             return (.object(row), nil, written, written)
         }
-        if case let .ggml(type) = scheme, t.permuteHeads == nil {
+        if let type = t.blockType {
             let (err, written) = try streamBlocks(t, type, source: source, sink: sink)
-            row += [("quantized", .bool(true)), ("scheme", .string(scheme.name)), ("granularity", .string(quantizer.granularity.description)),
-                    ("bytes_out", .int(written))]
+            row += [("quantized", .bool(true)), ("scheme", .string(scheme.name)), ("type", .string(type.name))]
+            if let r = t.rule { row.append(("rule", .string(r))) }
+            row += [("granularity", .string(Granularity.group(type.blockSize).description)), ("bytes_out", .int(written))]
             let stored = type.rowBytes(e.info.count)
             row += metric("bits_per_weight", Double(stored * 8) / Double(e.info.count))
             row += errorMetrics(err)
@@ -321,12 +347,15 @@ public struct QuantizeJob: Sendable {
     }
 
     /// Block formats need no whole-tensor statistics: rows go through in ~1 MB pieces (decode,
-    /// encode, decode back for the error, write), so memory stays small and caches stay warm.
+    /// encode, decode back for the error, write), so memory stays small and caches stay warm. Q/K
+    /// projections re-ordered for llama.cpp are decoded whole and permuted first (blocks run along
+    /// rows, so the bytes are the permuted rows' bytes).
     private func streamBlocks(_ t: Task, _ type: GGMLType, source: Checkpoint, sink: QuantizeSink) throws -> (ErrorAccumulator, Int) {
         let e = t.entry
         source.willNeed(e)
         defer { source.release(e) }
         let src = source.bytes(e)
+        let permuted: [Float]? = t.permuteHeads.flatMap { LlamaCppExport.permuteRows(decodeFloats(source, e), rows: t.rows, cols: t.cols, heads: $0) }
         let inSize = e.info.dtype.size!, cols = t.cols
         let rowsPer = max(1, (1 << 18) / max(1, cols))
         let x = UnsafeMutablePointer<Float>.allocate(capacity: rowsPer * cols)
@@ -338,7 +367,11 @@ public struct QuantizeJob: Sendable {
         var r = 0
         while r < t.rows {
             let m = min(rowsPer, t.rows - r), n = m * cols
-            Codec.decode(e.info.dtype, src.baseAddress! + r * cols * inSize, count: n, into: x)
+            if let permuted {
+                permuted.withUnsafeBufferPointer { x.update(from: $0.baseAddress! + r * cols, count: n) }
+            } else {
+                Codec.decode(e.info.dtype, src.baseAddress! + r * cols * inSize, count: n, into: x)
+            }
             for i in 0..<n where !x[i].isFinite {
                 throw FormatError(file: source.filePath(of: e), tensor: e.name, "element \(r * cols + i) is \(x[i]); cannot quantize a non-finite value")
             }
@@ -409,7 +442,10 @@ public struct QuantizeJob: Sendable {
         let base = FileSystem.basename(source.folder ?? source.path)
         let fallback = base.hasSuffix(".safetensors") ? String(base.dropLast(".safetensors".count)) : base
         kv.append(("general.name", .string(string("_name_or_path").map { FileSystem.basename($0) } ?? fallback)))
-        if anyQuantized, case let .ggml(t) = scheme {
+        if anyQuantized, llama != nil, let mix = QuantMix(scheme.name) {
+            kv.append(("general.quantization_version", .uint32(2)))
+            kv.append(("general.file_type", .uint32(mix.llamaFileType)))
+        } else if anyQuantized, case let .ggml(t) = scheme {
             if t.isQuantized || llama != nil { kv.append(("general.quantization_version", .uint32(2))) }
             if let ft = t.fileType { kv.append(("general.file_type", .uint32(ft))) }
         }

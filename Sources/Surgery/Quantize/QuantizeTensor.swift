@@ -64,7 +64,8 @@ struct TensorQuantizer: Sendable {
         var decoded = [Float](repeating: 0, count: n)
         let scaleDType = TensorQuantizer.scaleDType(for: weightDType)
         switch scheme {
-        case let .ggml(t):
+        case .ggml, .mix:
+            let t = scheme.blockType!
             var blob = [UInt8](repeating: 0, count: t.rowBytes(n))
             x.withUnsafeBufferPointer { xp in blob.withUnsafeMutableBytes { t.encode(xp.baseAddress!, count: n, into: $0.baseAddress!) } }
             blob.withUnsafeBytes { b in decoded.withUnsafeMutableBufferPointer { t.decode(b.baseAddress!, count: n, into: $0.baseAddress!) } }
