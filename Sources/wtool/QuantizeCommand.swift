@@ -66,6 +66,9 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("With --llama-cpp: auto (the folder's tokenizer.model or tokenizer.json, default) or none (a GGUF that runs on token ids only).", valueName: "SOURCE"))
     var tokenizer: String?
 
+    @Option(name: .long, help: ArgumentHelp("A llama.cpp importance matrix (imatrix GGUF or legacy .dat) weighting the block searches as ggml does (llama.cpp block schemes and mixes).", valueName: "FILE"))
+    var imatrix: String?
+
     @Flag(name: .long, help: "Turn a GGUF or compressed-tensors checkpoint back into float safetensors.")
     var dequantize = false
 
@@ -82,7 +85,7 @@ struct QuantizeCommand: ParsableCommand {
 
     func validate() throws {
         if dequantize {
-            if scheme != nil || format != nil || granularity != nil || groupSize != nil || symmetric || asymmetric || llamaCpp || tokenizer != nil {
+            if scheme != nil || format != nil || granularity != nil || groupSize != nil || symmetric || asymmetric || llamaCpp || tokenizer != nil || imatrix != nil {
                 throw ValidationError("--dequantize takes no quantization options (only -o, --dtype, --shard-size, --report)")
             }
             if !common.include.isEmpty || !common.exclude.isEmpty {
@@ -128,6 +131,7 @@ struct QuantizeCommand: ParsableCommand {
         job.symmetric = symmetric ? true : (asymmetric ? false : nil)
         job.llamaCpp = llamaCpp
         job.withTokenizer = tokenizer != "none"
+        job.imatrixPath = imatrix
         job.settings = common.settings(report: report, shardSize: shardSize)
         let r = try job.run()
         for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }

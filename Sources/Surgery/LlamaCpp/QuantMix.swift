@@ -62,8 +62,11 @@ public struct QuantMix: Sendable, Equatable {
         /// No tensor named output.weight: token_embd is also the output projection.
         public var tiedEmbeddings: Bool
         public var arch: String
-        public init(layers: Int, heads: Int, kvHeads: Int, tiedEmbeddings: Bool, arch: String) {
+        /// An importance matrix is given (llama-quantize's has_imatrix changes the Q4_0/Q5_0 rules).
+        public var hasImatrix: Bool
+        public init(layers: Int, heads: Int, kvHeads: Int, tiedEmbeddings: Bool, arch: String, hasImatrix: Bool = false) {
             self.layers = layers; self.heads = heads; self.kvHeads = kvHeads; self.tiedEmbeddings = tiedEmbeddings; self.arch = arch
+            self.hasImatrix = hasImatrix
         }
     }
 
@@ -123,6 +126,8 @@ public struct QuantMix: Sendable, Equatable {
             case .q4_k_m, .q5_k_m:
                 let more = moreBits(i)
                 chosen = more ? .q6_k : defaultType; rule = "ffn_down: use_more_bits(\(i), \(n)) \(more)"
+            case .q4_0 where model.hasImatrix && i < n / 8: chosen = .q4_1; rule = "ffn_down: imatrix and layer \(i) < n/8"
+            case .q5_0 where model.hasImatrix && i < n / 8: chosen = .q5_1; rule = "ffn_down: imatrix and layer \(i) < n/8"
             default: rule = "ffn_down: default type"
             }
         } else if ggufName.contains("attn_output.weight") {

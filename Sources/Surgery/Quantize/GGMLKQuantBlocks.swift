@@ -100,20 +100,25 @@ enum GGMLKQuantBlocks {
                 if mins[j] > maxMin { maxMin = mins[j] }
             }
             packScalesAndMins(scales, mins, maxScale: maxScale, maxMin: maxMin, into: o)
-            let sc = o + 4
-            let d = loadHalf(o), dmin = loadHalf(o + 2)
-            for j in 0..<8 {
-                let (s, m) = scaleMin(j, sc)
-                let dj = d * Float(s)
-                if dj == 0 { continue }
-                let dm = dmin * Float(m)
-                for i in 0..<32 { L[32 * j + i] = UInt8(clamping: max(0, min(15, nearestInt((xb[32 * j + i] + dm) / dj)))) }
-            }
-            let q = o + 16
-            for c in 0..<4 {
-                for l in 0..<32 {
-                    q.storeBytes(of: L[64 * c + l] | (L[64 * c + l + 32] << 4), toByteOffset: 32 * c + l, as: UInt8.self)
-                }
+            finishQ4_K(xb, &L, o)
+        }
+    }
+
+    /// From the stored d, dmin and 6-bit scales/mins: the levels re-derived, then packed.
+    static func finishQ4_K(_ xb: UnsafePointer<Float>, _ L: inout [UInt8], _ o: UnsafeMutableRawPointer) {
+        let sc = o + 4
+        let d = loadHalf(o), dmin = loadHalf(o + 2)
+        for j in 0..<8 {
+            let (s, m) = scaleMin(j, sc)
+            let dj = d * Float(s)
+            if dj == 0 { continue }
+            let dm = dmin * Float(m)
+            for i in 0..<32 { L[32 * j + i] = UInt8(clamping: max(0, min(15, nearestInt((xb[32 * j + i] + dm) / dj)))) }
+        }
+        let q = o + 16
+        for c in 0..<4 {
+            for l in 0..<32 {
+                q.storeBytes(of: L[64 * c + l] | (L[64 * c + l + 32] << 4), toByteOffset: 32 * c + l, as: UInt8.self)
             }
         }
     }
@@ -137,9 +142,10 @@ enum GGMLKQuantBlocks {
 
     // MARK: Q6_K: ql:u8[128], qh:u8[64], scales:i8[16], d:f16 — 210 bytes
 
-    /// `make_qx_quants(n, nmax, x, L, rmse_type = 1, NULL)`: symmetric levels -nmax...nmax-1 with
-    /// weights x², the best of 19 candidate scales; L gets level + nmax.
-    static func symmetricSearch(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, levels L: inout [Int8], offset: Int) -> Float {
+    /// `make_qx_quants(n, nmax, x, L, rmse_type = 1, qw)`: symmetric levels -nmax...nmax-1 with
+    /// weights qw (an importance matrix's) or x², the best of 19 candidate scales; L gets level + nmax.
+    static func symmetricSearch(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, levels L: inout [Int8], offset: Int,
+                                weights qw: UnsafePointer<Float>? = nil) -> Float {
         var mx: Float = 0, amax: Float = 0
         for i in 0..<n where abs(x[i]) > amax { amax = abs(x[i]); mx = x[i] }
         if amax < groupMaxEps {
@@ -152,7 +158,7 @@ enum GGMLKQuantBlocks {
         for i in 0..<n {
             let l = max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))
             L[offset + i] = Int8(l + nmax)
-            let w = x[i] * x[i], fl = Float(l)
+            let w = qw?[i] ?? x[i] * x[i], fl = Float(l)
             sumLX += w * x[i] * fl
             sumL2 += w * fl * fl
         }
@@ -163,7 +169,7 @@ enum GGMLKQuantBlocks {
             sumLX = 0; sumL2 = 0
             for i in 0..<n {
                 let l = max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))
-                let w = x[i] * x[i], fl = Float(l)
+                let w = qw?[i] ?? x[i] * x[i], fl = Float(l)
                 sumLX += w * x[i] * fl
                 sumL2 += w * fl * fl
             }
@@ -180,36 +186,40 @@ enum GGMLKQuantBlocks {
         var L = [Int8](repeating: 0, count: qk)
         var scales = [Float](repeating: 0, count: 16)
         for b in 0..<(n / qk) {
-            let xb = x + b * qk, o = out + b * 210
-            var maxScale: Float = 0, maxAbsScale: Float = 0
-            for j in 0..<16 {
-                scales[j] = symmetricSearch(xb + 16 * j, 16, nmax: 32, levels: &L, offset: 16 * j)
-                if abs(scales[j]) > maxAbsScale { maxAbsScale = abs(scales[j]); maxScale = scales[j] }
-            }
-            if maxAbsScale < groupMaxEps {
-                for k in 0..<210 { o.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
-                continue
-            }
-            let iscale = -128 / maxScale
-            storeHalf(1 / iscale, o + 208)
-            for j in 0..<16 {
-                o.storeBytes(of: Int8(clamping: min(127, nearestInt(iscale * scales[j]))), toByteOffset: 192 + j, as: Int8.self)
-            }
-            let d = loadHalf(o + 208)
-            for j in 0..<16 {
-                let dj = d * Float(o.load(fromByteOffset: 192 + j, as: Int8.self))
-                if dj == 0 { continue }
-                for i in 0..<16 { L[16 * j + i] = Int8(max(-32, min(31, nearestInt(xb[16 * j + i] / dj))) + 32) }
-            }
-            for c in 0..<2 {
-                for l in 0..<32 {
-                    let e = 128 * c + l
-                    let q1 = UInt8(L[e]), q2 = UInt8(L[e + 32]), q3 = UInt8(L[e + 64]), q4 = UInt8(L[e + 96])
-                    o.storeBytes(of: (q1 & 0xF) | ((q3 & 0xF) << 4), toByteOffset: 64 * c + l, as: UInt8.self)
-                    o.storeBytes(of: (q2 & 0xF) | ((q4 & 0xF) << 4), toByteOffset: 64 * c + l + 32, as: UInt8.self)
-                    o.storeBytes(of: (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6),
-                                 toByteOffset: 128 + 32 * c + l, as: UInt8.self)
-                }
+            let xb = x + b * qk
+            for j in 0..<16 { scales[j] = symmetricSearch(xb + 16 * j, 16, nmax: 32, levels: &L, offset: 16 * j) }
+            finishQ6_K(xb, scales, &L, out + b * 210)
+        }
+    }
+
+    /// From the sixteen sub-block scales: the 8-bit scales against one f16 d, the levels
+    /// re-derived, then packed.
+    static func finishQ6_K(_ xb: UnsafePointer<Float>, _ scales: [Float], _ L: inout [Int8], _ o: UnsafeMutableRawPointer) {
+        var maxScale: Float = 0, maxAbsScale: Float = 0
+        for j in 0..<16 where abs(scales[j]) > maxAbsScale { maxAbsScale = abs(scales[j]); maxScale = scales[j] }
+        if maxAbsScale < groupMaxEps {
+            for k in 0..<210 { o.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
+            return
+        }
+        let iscale = -128 / maxScale
+        storeHalf(1 / iscale, o + 208)
+        for j in 0..<16 {
+            o.storeBytes(of: Int8(clamping: min(127, nearestInt(iscale * scales[j]))), toByteOffset: 192 + j, as: Int8.self)
+        }
+        let d = loadHalf(o + 208)
+        for j in 0..<16 {
+            let dj = d * Float(o.load(fromByteOffset: 192 + j, as: Int8.self))
+            if dj == 0 { continue }
+            for i in 0..<16 { L[16 * j + i] = Int8(max(-32, min(31, nearestInt(xb[16 * j + i] / dj))) + 32) }
+        }
+        for c in 0..<2 {
+            for l in 0..<32 {
+                let e = 128 * c + l
+                let q1 = UInt8(L[e]), q2 = UInt8(L[e + 32]), q3 = UInt8(L[e + 64]), q4 = UInt8(L[e + 96])
+                o.storeBytes(of: (q1 & 0xF) | ((q3 & 0xF) << 4), toByteOffset: 64 * c + l, as: UInt8.self)
+                o.storeBytes(of: (q2 & 0xF) | ((q4 & 0xF) << 4), toByteOffset: 64 * c + l + 32, as: UInt8.self)
+                o.storeBytes(of: (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6),
+                             toByteOffset: 128 + 32 * c + l, as: UInt8.self)
             }
         }
     }

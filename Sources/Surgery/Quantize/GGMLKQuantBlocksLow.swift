@@ -143,24 +143,30 @@ extension GGMLKQuantBlocks {
             } else {
                 storeHalf(0, o + 108)
             }
-            let d = loadHalf(o + 108)
-            for j in 0..<16 {
-                let dj = d * Float(q3Scale(j, sc))
-                if dj == 0 { continue }
-                for i in 0..<16 { L[16 * j + i] = Int8(max(-4, min(3, nearestInt(xb[16 * j + i] / dj))) + 4) }
-            }
-            // The high bit of level j goes to bit j/32 of hmask[j % 32]; the low two bits to qs.
-            for k in 0..<32 { o.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
-            for j in 0..<qk where L[j] > 3 {
-                o.storeBytes(of: o.load(fromByteOffset: j % 32, as: UInt8.self) | UInt8(1 << (j / 32)), toByteOffset: j % 32, as: UInt8.self)
-                L[j] -= 4
-            }
-            for c in 0..<2 {
-                for l in 0..<32 {
-                    let e = 128 * c + l
-                    let v = UInt8(L[e]) | (UInt8(L[e + 32]) << 2) | (UInt8(L[e + 64]) << 4) | (UInt8(L[e + 96]) << 6)
-                    o.storeBytes(of: v, toByteOffset: 32 + 32 * c + l, as: UInt8.self)
-                }
+            finishQ3_K(xb, &L, o)
+        }
+    }
+
+    /// From the stored d and 6-bit scales: the levels re-derived, the high bits into hmask, the low
+    /// two bits packed.
+    static func finishQ3_K(_ xb: UnsafePointer<Float>, _ L: inout [Int8], _ o: UnsafeMutableRawPointer) {
+        let d = loadHalf(o + 108), sc = o + 96
+        for j in 0..<16 {
+            let dj = d * Float(q3Scale(j, sc))
+            if dj == 0 { continue }
+            for i in 0..<16 { L[16 * j + i] = Int8(max(-4, min(3, nearestInt(xb[16 * j + i] / dj))) + 4) }
+        }
+        // The high bit of level j goes to bit j/32 of hmask[j % 32]; the low two bits to qs.
+        for k in 0..<32 { o.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
+        for j in 0..<qk where L[j] > 3 {
+            o.storeBytes(of: o.load(fromByteOffset: j % 32, as: UInt8.self) | UInt8(1 << (j / 32)), toByteOffset: j % 32, as: UInt8.self)
+            L[j] -= 4
+        }
+        for c in 0..<2 {
+            for l in 0..<32 {
+                let e = 128 * c + l
+                let v = UInt8(L[e]) | (UInt8(L[e + 32]) << 2) | (UInt8(L[e + 64]) << 4) | (UInt8(L[e + 96]) << 6)
+                o.storeBytes(of: v, toByteOffset: 32 + 32 * c + l, as: UInt8.self)
             }
         }
     }
@@ -207,24 +213,30 @@ extension GGMLKQuantBlocks {
                 if mins[j] > maxMin { maxMin = mins[j] }
             }
             packScalesAndMins(scales, mins, maxScale: maxScale, maxMin: maxMin, into: o)
-            let d = loadHalf(o), dmin = loadHalf(o + 2)
-            for j in 0..<8 {
-                let (s, m) = scaleMin(j, o + 4)
-                let dj = d * Float(s)
-                if dj == 0 { continue }
-                let dm = dmin * Float(m)
-                for i in 0..<32 { L[32 * j + i] = UInt8(clamping: max(0, min(31, nearestInt((xb[32 * j + i] + dm) / dj)))) }
-            }
-            for k in 0..<32 { o.storeBytes(of: 0, toByteOffset: 16 + k, as: UInt8.self) }
-            for c in 0..<4 {
-                for l in 0..<32 {
-                    var l1 = L[64 * c + l], l2 = L[64 * c + l + 32]
-                    var h = o.load(fromByteOffset: 16 + l, as: UInt8.self)
-                    if l1 > 15 { l1 -= 16; h |= UInt8(1 << (2 * c)) }
-                    if l2 > 15 { l2 -= 16; h |= UInt8(2 << (2 * c)) }
-                    o.storeBytes(of: h, toByteOffset: 16 + l, as: UInt8.self)
-                    o.storeBytes(of: l1 | (l2 << 4), toByteOffset: 48 + 32 * c + l, as: UInt8.self)
-                }
+            finishQ5_K(xb, &L, o)
+        }
+    }
+
+    /// From the stored d, dmin and 6-bit scales/mins: the levels re-derived, the fifth bits into
+    /// qh, the low four packed.
+    static func finishQ5_K(_ xb: UnsafePointer<Float>, _ L: inout [UInt8], _ o: UnsafeMutableRawPointer) {
+        let d = loadHalf(o), dmin = loadHalf(o + 2)
+        for j in 0..<8 {
+            let (s, m) = scaleMin(j, o + 4)
+            let dj = d * Float(s)
+            if dj == 0 { continue }
+            let dm = dmin * Float(m)
+            for i in 0..<32 { L[32 * j + i] = UInt8(clamping: max(0, min(31, nearestInt((xb[32 * j + i] + dm) / dj)))) }
+        }
+        for k in 0..<32 { o.storeBytes(of: 0, toByteOffset: 16 + k, as: UInt8.self) }
+        for c in 0..<4 {
+            for l in 0..<32 {
+                var l1 = L[64 * c + l], l2 = L[64 * c + l + 32]
+                var h = o.load(fromByteOffset: 16 + l, as: UInt8.self)
+                if l1 > 15 { l1 -= 16; h |= UInt8(1 << (2 * c)) }
+                if l2 > 15 { l2 -= 16; h |= UInt8(2 << (2 * c)) }
+                o.storeBytes(of: h, toByteOffset: 16 + l, as: UInt8.self)
+                o.storeBytes(of: l1 | (l2 << 4), toByteOffset: 48 + 32 * c + l, as: UInt8.self)
             }
         }
     }

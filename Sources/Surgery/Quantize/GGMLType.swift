@@ -6,6 +6,8 @@ import SafeTensors
 public struct GGMLType: Sendable, Hashable {
     public typealias Encoder = @Sendable (UnsafePointer<Float>, Int, UnsafeMutableRawPointer) -> Void
     public typealias Decoder = @Sendable (UnsafeRawPointer, Int, UnsafeMutablePointer<Float>) -> Void
+    /// One row of `n` values with its `n` importance weights (ggml's `quantize_row_*_impl`).
+    public typealias WeightedEncoder = @Sendable (UnsafePointer<Float>, Int, UnsafePointer<Float>, UnsafeMutableRawPointer) -> Void
 
     public let name: String
     /// `enum ggml_type` value.
@@ -16,6 +18,14 @@ public struct GGMLType: Sendable, Hashable {
     public let fileType: UInt32?
     let encode: Encoder
     let decode: Decoder
+    /// nil: the type ignores importance weights (Q8_0, ternary, floats), as ggml does.
+    let encodeWeighted: WeightedEncoder?
+
+    init(name: String, id: UInt32, blockSize: Int, blockBytes: Int, fileType: UInt32?, encode: @escaping Encoder, decode: @escaping Decoder,
+         weighted: WeightedEncoder? = nil) {
+        self.name = name; self.id = id; self.blockSize = blockSize; self.blockBytes = blockBytes; self.fileType = fileType
+        self.encode = encode; self.decode = decode; self.encodeWeighted = weighted
+    }
 
     public static func == (a: GGMLType, b: GGMLType) -> Bool { a.id == b.id }
     public func hash(into h: inout Hasher) { h.combine(id) }
@@ -26,6 +36,10 @@ public struct GGMLType: Sendable, Hashable {
 
     /// Encodes `n` values (a multiple of the block size).
     public func encode(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutableRawPointer) { encode(x, n, out) }
+    /// Encodes one row of `n` values weighted by an importance matrix's `n` column weights.
+    public func encodeRow(_ x: UnsafePointer<Float>, count n: Int, weights qw: UnsafePointer<Float>, into out: UnsafeMutableRawPointer) {
+        if let encodeWeighted { encodeWeighted(x, n, qw, out) } else { encode(x, n, out) }
+    }
     /// Decodes `n` values (a multiple of the block size).
     public func decode(_ src: UnsafeRawPointer, count n: Int, into y: UnsafeMutablePointer<Float>) { decode(src, n, y) }
 
@@ -37,23 +51,32 @@ public struct GGMLType: Sendable, Hashable {
     public static let q8_0 = GGMLType(name: "q8_0", id: 8, blockSize: 32, blockBytes: 34, fileType: 7,
                                       encode: GGMLLegacyBlocks.encodeQ8_0, decode: GGMLLegacyBlocks.decodeQ8_0)
     public static let q4_0 = GGMLType(name: "q4_0", id: 2, blockSize: 32, blockBytes: 18, fileType: 2,
-                                      encode: GGMLLegacyBlocks.encodeQ4_0, decode: GGMLLegacyBlocks.decodeQ4_0)
+                                      encode: GGMLLegacyBlocks.encodeQ4_0, decode: GGMLLegacyBlocks.decodeQ4_0,
+                                      weighted: GGMLWeightedBlocks.encodeQ4_0)
     public static let q4_1 = GGMLType(name: "q4_1", id: 3, blockSize: 32, blockBytes: 20, fileType: 3,
-                                      encode: GGMLLegacyBlocks.encodeQ4_1, decode: GGMLLegacyBlocks.decodeQ4_1)
+                                      encode: GGMLLegacyBlocks.encodeQ4_1, decode: GGMLLegacyBlocks.decodeQ4_1,
+                                      weighted: GGMLWeightedBlocks.encodeQ4_1)
     public static let q5_0 = GGMLType(name: "q5_0", id: 6, blockSize: 32, blockBytes: 22, fileType: 8,
-                                      encode: GGMLLegacyBlocks.encodeQ5_0, decode: GGMLLegacyBlocks.decodeQ5_0)
+                                      encode: GGMLLegacyBlocks.encodeQ5_0, decode: GGMLLegacyBlocks.decodeQ5_0,
+                                      weighted: GGMLWeightedBlocks.encodeQ5_0)
     public static let q5_1 = GGMLType(name: "q5_1", id: 7, blockSize: 32, blockBytes: 24, fileType: 9,
-                                      encode: GGMLLegacyBlocks.encodeQ5_1, decode: GGMLLegacyBlocks.decodeQ5_1)
+                                      encode: GGMLLegacyBlocks.encodeQ5_1, decode: GGMLLegacyBlocks.decodeQ5_1,
+                                      weighted: GGMLWeightedBlocks.encodeQ5_1)
     public static let q4_k = GGMLType(name: "q4_k", id: 12, blockSize: 256, blockBytes: 144, fileType: 14,
-                                      encode: GGMLKQuantBlocks.encodeQ4_K, decode: GGMLKQuantBlocks.decodeQ4_K)
+                                      encode: GGMLKQuantBlocks.encodeQ4_K, decode: GGMLKQuantBlocks.decodeQ4_K,
+                                      weighted: GGMLWeightedBlocks.encodeQ4_K)
     public static let q2_k = GGMLType(name: "q2_k", id: 10, blockSize: 256, blockBytes: 84, fileType: 10,
-                                      encode: GGMLKQuantBlocks.encodeQ2_K, decode: GGMLKQuantBlocks.decodeQ2_K)
+                                      encode: GGMLKQuantBlocks.encodeQ2_K, decode: GGMLKQuantBlocks.decodeQ2_K,
+                                      weighted: GGMLWeightedBlocks.encodeQ2_K)
     public static let q3_k = GGMLType(name: "q3_k", id: 11, blockSize: 256, blockBytes: 110, fileType: 11,
-                                      encode: GGMLKQuantBlocks.encodeQ3_K, decode: GGMLKQuantBlocks.decodeQ3_K)
+                                      encode: GGMLKQuantBlocks.encodeQ3_K, decode: GGMLKQuantBlocks.decodeQ3_K,
+                                      weighted: GGMLWeightedBlocks.encodeQ3_K)
     public static let q5_k = GGMLType(name: "q5_k", id: 13, blockSize: 256, blockBytes: 176, fileType: 16,
-                                      encode: GGMLKQuantBlocks.encodeQ5_K, decode: GGMLKQuantBlocks.decodeQ5_K)
+                                      encode: GGMLKQuantBlocks.encodeQ5_K, decode: GGMLKQuantBlocks.decodeQ5_K,
+                                      weighted: GGMLWeightedBlocks.encodeQ5_K)
     public static let q6_k = GGMLType(name: "q6_k", id: 14, blockSize: 256, blockBytes: 210, fileType: 18,
-                                      encode: GGMLKQuantBlocks.encodeQ6_K, decode: GGMLKQuantBlocks.decodeQ6_K)
+                                      encode: GGMLKQuantBlocks.encodeQ6_K, decode: GGMLKQuantBlocks.decodeQ6_K,
+                                      weighted: GGMLWeightedBlocks.encodeQ6_K)
     public static let tq1_0 = GGMLType(name: "tq1_0", id: 34, blockSize: 256, blockBytes: 54, fileType: 36,
                                        encode: GGMLTernaryBlocks.encodeTQ1_0, decode: GGMLTernaryBlocks.decodeTQ1_0)
     public static let tq2_0 = GGMLType(name: "tq2_0", id: 35, blockSize: 256, blockBytes: 66, fileType: 37,

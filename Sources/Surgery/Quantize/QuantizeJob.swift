@@ -19,6 +19,8 @@ public struct QuantizeJob: Sendable {
     public var llamaCpp = false
     /// With llamaCpp: the folder's tokenizer into the GGUF (true), or none (token ids only).
     public var withTokenizer = true
+    /// A llama.cpp importance matrix (GGUF or legacy .dat) weighting the block searches.
+    public var imatrixPath: String?
 
     public init(input: String, output: String, scheme: QuantScheme, format: QuantFormat) {
         self.input = input; self.output = output; self.scheme = scheme; self.format = format
@@ -41,6 +43,8 @@ public struct QuantizeJob: Sendable {
         /// The block type a quantized tensor gets (a ggml scheme's, or the mix's choice) and why.
         var blockType: GGMLType? = nil
         var rule: String? = nil
+        /// The importance matrix's column weights for this tensor.
+        var importance: [Float]? = nil
     }
 
     @discardableResult
@@ -62,6 +66,10 @@ public struct QuantizeJob: Sendable {
         var scheme = self.scheme
         if llamaCpp, case let .ggml(t) = scheme, let m = QuantMix(t.name) { scheme = .mix(m) }
         let mix: QuantMix? = { if case let .mix(m) = scheme { return m }; return nil }()
+        if imatrixPath != nil && scheme.blockType.map({ !$0.isQuantized }) ?? true {
+            throw UsageError("--imatrix applies to the llama.cpp block schemes and mixes")
+        }
+        let imatrix = try imatrixPath.map { try ImportanceMatrix(path: $0) }
         if mix != nil && !llamaCpp { throw UsageError("\(scheme.name) is a llama-quantize mix: it needs --llama-cpp (for the layer rules and llama.cpp's names)") }
         if llamaCpp && format != .gguf && !(format == .fake && mix != nil) {
             throw UsageError("--llama-cpp applies to --format gguf (and to --format fake with a llama-quantize mix)")
@@ -102,7 +110,8 @@ public struct QuantizeJob: Sendable {
         var stOutputs: [OutputTensor] = []
         var ggufOutputs: [GGUFTensorInfo] = []
         let mixModel = llama.map { QuantMix.Model(layers: $0.layers, heads: $0.heads, kvHeads: $0.kvHeads,
-                                                  tiedEmbeddings: !source.entries.contains { $0.name == "lm_head.weight" }, arch: $0.arch) }
+                                                  tiedEmbeddings: !source.entries.contains { $0.name == "lm_head.weight" }, arch: $0.arch,
+                                                  hasImatrix: imatrix != nil) }
         for e in source.entries {
             let shape = e.info.shape.map { Int($0) }
             let cols = shape.last ?? 1, rows = cols == 0 ? 0 : e.info.count / max(cols, 1)
@@ -169,8 +178,10 @@ public struct QuantizeJob: Sendable {
                 stOutputs.append(OutputTensor(name: e.name, dtype: e.info.dtype, shape: e.info.shape))
             }
             let count = (format == .gguf ? ggufOutputs.count : stOutputs.count) - first
+            let importance = try blockType.flatMap { t in try imatrix?.weights(for: GGUFNames.gguf(forHF: e.name) ?? e.name, columns: cols).flatMap { t.encodeWeighted == nil ? nil : $0 } }
             tasks.append(Task(entry: e, rows: rows, cols: cols, run: run, keptReason: reason, firstOutput: first,
-                              outputCount: count, outputName: name, permuteHeads: permute, ggufPlain: plain, blockType: blockType, rule: rule))
+                              outputCount: count, outputName: name, permuteHeads: permute, ggufPlain: plain, blockType: blockType, rule: rule,
+                              importance: importance))
         }
         // llama3 RoPE scaling: the frequency divisors as one more F32 tensor, written after the others.
         var ropeFreqs: (index: Int, values: [Float])? = nil
@@ -194,6 +205,7 @@ public struct QuantizeJob: Sendable {
             ("scheme", .string(scheme.name)), ("format", .string(format.rawValue)),
             ("granularity", .string(gran.description)), ("symmetric", .bool(quantizer.effectiveSymmetric)),
             ("llama_cpp", .bool(llamaCpp)),
+            ("imatrix", imatrix.map { .string($0.path) } ?? .null),
             ("tokenizer", llama == nil ? .null : .string(vocabulary.map { "\($0.model) (\($0.pre)), \($0.tokenCount) tokens" } ?? "none")),
             ("include", .array(settings.selection.include.map { .string($0) })),
             ("exclude", .array(settings.selection.exclude.map { .string($0) })),
@@ -263,6 +275,11 @@ public struct QuantizeJob: Sendable {
             ("bytes_in", .int(bytesIn)), ("bytes_out", .int(bytesOut)),
             ("quantized_bytes_in", .int(qIn)), ("quantized_bytes_stored", .int(qOut)),
         ]
+        if format == .gguf {
+            // The whole file's tensor data per weight, as llama.cpp prints it ("model size ... BPW").
+            let elements = ggufOutputs.reduce(0) { $0 + $1.shape.reduce(1) { $0 * Int($1) } }
+            summary += metric("file_bits_per_weight", elements > 0 ? Double(ggufOutputs.reduce(0) { $0 + $1.byteCount } * 8) / Double(elements) : 0)
+        }
         let bpw: Double = qCount > 0 ? Double(qOut * 8) / Double(qCount) : 0
         let throughput: Double = seconds > 0 ? Double(bytesIn) / seconds / 1e6 : 0
         summary += metric("bits_per_weight", bpw)
@@ -312,6 +329,7 @@ public struct QuantizeJob: Sendable {
             let (err, written) = try streamBlocks(t, type, source: source, sink: sink)
             row += [("quantized", .bool(true)), ("scheme", .string(scheme.name)), ("type", .string(type.name))]
             if let r = t.rule { row.append(("rule", .string(r))) }
+            if imatrixPath != nil { row.append(("imatrix", .bool(t.importance != nil))) }
             row += [("granularity", .string(Granularity.group(type.blockSize).description)), ("bytes_out", .int(written))]
             let stored = type.rowBytes(e.info.count)
             row += metric("bits_per_weight", Double(stored * 8) / Double(e.info.count))
@@ -375,7 +393,11 @@ public struct QuantizeJob: Sendable {
             for i in 0..<n where !x[i].isFinite {
                 throw FormatError(file: source.filePath(of: e), tensor: e.name, "element \(r * cols + i) is \(x[i]); cannot quantize a non-finite value")
             }
-            type.encode(x, count: n, into: blob)
+            if let qw = t.importance {
+                for k in 0..<m { type.encodeRow(x + k * cols, count: cols, weights: qw, into: blob + type.rowBytes(k * cols)) }
+            } else {
+                type.encode(x, count: n, into: blob)
+            }
             type.decode(blob, count: n, into: y)
             err.add(x, y, count: n)
             if format == .fake {
