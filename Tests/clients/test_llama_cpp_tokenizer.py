@@ -50,8 +50,8 @@ def test_llama_cpp_tokenizes_like_sentencepiece(tmp_path):
 
 def test_chat_generation_matches_transformers(tmp_path):
     """A q8_0 GGUF with the tokenizer and chat template: llama.cpp renders the chat, tokenizes and
-    generates 16 tokens greedily; transformers, on wtool's fake-quantized q8_0 weights, generates
-    from the same prompt ids the same tokens."""
+    generates 16 tokens greedily; transformers, on wtool's fake-quantized weights of the same q8_0
+    policy (--format fake --llama-cpp), generates from the same prompt ids the same tokens."""
     import llama_cpp
     tok = bpe_tokenizer("llama-bpe", size=700)
     n = tok.get_vocab_size(with_added_tokens=True)
@@ -60,7 +60,7 @@ def test_chat_generation_matches_transformers(tmp_path):
     json.dump({"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>", "chat_template": TEMPLATE, "add_bos_token": False},
               open(folder / "tokenizer_config.json", "w"))
     wtool("quantize", folder, "-o", tmp_path / "m.gguf", "--scheme", "q8_0", "--llama-cpp", "--quiet")
-    wtool("quantize", folder, "-o", tmp_path / "fake", "--scheme", "q8_0", "--format", "fake", "--quiet")
+    wtool("quantize", folder, "-o", tmp_path / "fake", "--scheme", "q8_0", "--format", "fake", "--llama-cpp", "--quiet")
     llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=128, verbose=False)
     assert llm.metadata["tokenizer.chat_template"] == TEMPLATE
     from jinja2 import Template

@@ -94,7 +94,8 @@ def wtool_gguf(folder, tmp_path, *extra):
 
 
 @pytest.mark.parametrize("kind,pre,clean", [("gpt-2", "gpt-2", None), ("starcoder", "starcoder", True), ("starcoder", "smollm", False),
-                                            ("llama-bpe", "llama-bpe", None), ("dbrx", "dbrx", None), ("qwen2", "qwen2", False)])
+                                            ("llama-bpe", "llama-bpe", None), ("dbrx", "dbrx", None), ("qwen2", "qwen2", False),
+                                            ("deepseek-llm", "deepseek-llm", False), ("deepseek-coder", "deepseek-coder", False)])
 def test_bpe_tokenizer_equals_convert(tmp_path, kind, pre, clean):
     tok = bpe_tokenizer(kind)
     n = tok.get_vocab_size(with_added_tokens=True) + 5   # config vocab larger than the tokenizer: [PAD] holes

@@ -23,6 +23,17 @@ def bpe_tokenizer(kind, size=400):
     elif kind in ("llama-bpe", "dbrx", "qwen2"):
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN2 if kind == "qwen2" else LLAMA3), "isolated"),
                                                      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    elif kind == "deepseek-llm":   # the chain's shape, with a shortened letter class and CJK range
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex("[\r\n]"), "isolated"), pre_tokenizers.Split(Regex(r"\s?[A-Za-zµÀ-ÖØ-öø-ƺ]+"), "isolated"),
+            pre_tokenizers.Split(Regex(r"\s?[!-/:-~！-／：-～‘-‟　-。]+"), "isolated"), pre_tokenizers.Split(Regex(r"\s+$"), "isolated"),
+            pre_tokenizers.Split(Regex("[一-龥ࠀ-一가-퟿]+"), "isolated"), pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    elif kind == "deepseek-coder":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex("[\r\n]"), "isolated"), pre_tokenizers.Split(Regex(r"\s?\p{L}+"), "isolated"),
+            pre_tokenizers.Split(Regex(r"\s?\p{P}+"), "isolated"), pre_tokenizers.Split(Regex("[一-龥ࠀ-一가-퟿]+"), "isolated"),
+            pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     elif kind == "whitespace":
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.decoder = decoders.ByteLevel()

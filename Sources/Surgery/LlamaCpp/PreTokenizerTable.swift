@@ -46,11 +46,34 @@ public enum PreTokenizerTable {
             return "deepseek-v3"
         case [.punctuation, .byteLevel(useRegex: true), .digits(individual: false), .split("[0-9][0-9][0-9]")]:
             return "falcon"
+        case _ where isDeepSeekLLM(steps):
+            return "deepseek-llm"
+        case _ where isDeepSeekCoder(steps):
+            return "deepseek-coder"
         default:
             throw FormatError(file: file, "pre-tokenizer \(describe(steps)) is not one llama.cpp is known to reproduce "
-                              + "(known: gpt-2, starcoder/smollm, llama-bpe/dbrx, qwen2, tekken, gpt-4o, deepseek-v3, falcon); "
+                              + "(known: gpt-2, starcoder/smollm, llama-bpe/dbrx, qwen2, tekken, gpt-4o, deepseek-llm, deepseek-coder, deepseek-v3, falcon); "
                               + "--tokenizer none writes the GGUF without a tokenizer")
         }
+    }
+
+    /// "[\r\n]" with the characters themselves or as regex escapes (tokenizer.json files write either).
+    static let newlines: [Step] = [.split("[\r\n]"), .split(#"[\r\n]"#)]
+
+    /// DeepSeek LLM's chain: newlines, a long Latin/Greek/Cyrillic/... letter class, ASCII and
+    /// full-width punctuation, trailing spaces, CJK, single digits, then byte-level. The letter and
+    /// CJK classes are long literal ranges; the chain is recognised by its shape and the short ones.
+    static func isDeepSeekLLM(_ steps: [Step]) -> Bool {
+        guard steps.count == 7, case let .split(letters) = steps[1], case let .split(punct) = steps[2], case .split = steps[4] else { return false }
+        return newlines.contains(steps[0]) && letters.hasPrefix("\\s?[A-Za-z") && punct.hasPrefix("\\s?[!-/:-~")
+            && steps[3] == .split("\\s+$") && steps[5] == .digits(individual: true) && steps[6] == .byteLevel(useRegex: false)
+    }
+
+    /// DeepSeek Coder's: newlines, letters, punctuation, CJK, single digits, byte-level.
+    static func isDeepSeekCoder(_ steps: [Step]) -> Bool {
+        guard steps.count == 6, case .split = steps[3] else { return false }
+        return newlines.contains(steps[0]) && steps[1] == .split("\\s?\\p{L}+") && steps[2] == .split("\\s?\\p{P}+")
+            && steps[4] == .digits(individual: true) && steps[5] == .byteLevel(useRegex: false)
     }
 
     static func flatten(_ v: JSONValue?) -> [Step] {
