@@ -111,6 +111,7 @@ bench: release
 	$(VPY) Tests/bench/bench_merge.py --wtool $(RELEASE_BIN)
 	$(VPY) Tests/bench/bench_prune.py --wtool $(RELEASE_BIN)
 	$(VPY) Tests/bench/bench_quantize.py --wtool $(RELEASE_BIN)
+	$(VPY) Tests/bench/bench_gguf_export.py --wtool $(RELEASE_BIN)
 	$(VPY) Tests/bench/bench_lowrank.py --wtool $(RELEASE_BIN)
 	$(VPY) Tests/bench/bench_permute.py --wtool $(RELEASE_BIN)
 
