@@ -10,9 +10,21 @@ enum GGMLKQuantBlocks {
 
     /// `make_qkx2_quants`: affine levels 0...nmax for one sub-block; returns (scale, -min) with min <= 0.
     /// The error is weighted squared, or weighted absolute with `absoluteError` (ggml's use_mad, Q2_K).
-    static func affineSearch(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, weights w: [Float],
-                             levels L: inout [UInt8], offset: Int, rmin: Float, rdelta: Float, nstep: Int,
+    static func affineSearch(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, weights: [Float],
+                             levels: inout [UInt8], offset: Int, rmin: Float, rdelta: Float, nstep: Int,
                              absoluteError: Bool = false) -> (Float, Float) {
+        weights.withUnsafeBufferPointer { w in
+            levels.withUnsafeMutableBufferPointer { L in
+                affineSearch(x, n, nmax: nmax, weights: w.baseAddress!, levels: L.baseAddress! + offset,
+                             rmin: rmin, rdelta: rdelta, nstep: nstep, absoluteError: absoluteError)
+            }
+        }
+    }
+
+    /// The same on pointers (the hot loop of the K-quant encoders: no array checks, no allocation).
+    static func affineSearch(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, weights w: UnsafePointer<Float>,
+                             levels L: UnsafeMutablePointer<UInt8>, rmin: Float, rdelta: Float, nstep: Int,
+                             absoluteError: Bool) -> (Float, Float) {
         @inline(__always) func cost(_ d: Float) -> Float { absoluteError ? abs(d) : d * d }
         var lo = x[0], hi = x[0]
         var sumW = w[0], sumX = w[0] * x[0]
@@ -24,7 +36,7 @@ enum GGMLKQuantBlocks {
         }
         if lo > 0 { lo = 0 }
         if hi == lo {
-            for i in 0..<n { L[offset + i] = 0 }
+            for i in 0..<n { L[i] = 0 }
             return (0, -lo)
         }
         let fmax = Float(nmax)
@@ -32,44 +44,46 @@ enum GGMLKQuantBlocks {
         var scale = 1 / iscale
         var bestError: Float = 0
         for i in 0..<n {
-            let l = UInt8(clamping: max(0, min(nmax, nearestInt(iscale * (x[i] - lo)))))
-            L[offset + i] = l
+            let l = UInt8(truncatingIfNeeded: max(0, min(nmax, nearestInt(iscale * (x[i] - lo)))))
+            L[i] = l
             let diff = scale * Float(l) + lo - x[i]
             bestError += w[i] * cost(diff)
         }
-        var aux = [UInt8](repeating: 0, count: n)
-        for step in 0...nstep {
-            iscale = (rmin + rdelta * Float(step) + fmax) / (hi - lo)
-            var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
-            for i in 0..<n {
-                let l = max(0, min(nmax, nearestInt(iscale * (x[i] - lo))))
-                aux[i] = UInt8(l)
-                let fl = Float(l)
-                sumL += w[i] * fl
-                sumL2 += w[i] * fl * fl
-                sumXL += w[i] * fl * x[i]
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: n) { auxBuffer in
+            let aux = auxBuffer.baseAddress!
+            for step in 0...nstep {
+                iscale = (rmin + rdelta * Float(step) + fmax) / (hi - lo)
+                var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
+                for i in 0..<n {
+                    let l = max(0, min(nmax, nearestInt(iscale * (x[i] - lo))))
+                    aux[i] = UInt8(truncatingIfNeeded: l)
+                    let fl = Float(l)
+                    sumL += w[i] * fl
+                    sumL2 += w[i] * fl * fl
+                    sumXL += w[i] * fl * x[i]
+                }
+                let det = sumW * sumL2 - sumL * sumL
+                guard det > 0 else { continue }
+                var thisScale = (sumW * sumXL - sumX * sumL) / det
+                var thisMin = (sumL2 * sumX - sumL * sumXL) / det
+                if thisMin > 0 {
+                    thisMin = 0
+                    thisScale = sumXL / sumL2
+                }
+                var err: Float = 0
+                for i in 0..<n {
+                    let diff = thisScale * Float(aux[i]) + thisMin - x[i]
+                    err += w[i] * cost(diff)
+                }
+                if err < bestError {
+                    L.update(from: aux, count: n)
+                    bestError = err
+                    scale = thisScale
+                    lo = thisMin
+                }
             }
-            let det = sumW * sumL2 - sumL * sumL
-            guard det > 0 else { continue }
-            var thisScale = (sumW * sumXL - sumX * sumL) / det
-            var thisMin = (sumL2 * sumX - sumL * sumXL) / det
-            if thisMin > 0 {
-                thisMin = 0
-                thisScale = sumXL / sumL2
-            }
-            var err: Float = 0
-            for i in 0..<n {
-                let diff = thisScale * Float(aux[i]) + thisMin - x[i]
-                err += w[i] * cost(diff)
-            }
-            if err < bestError {
-                for i in 0..<n { L[offset + i] = aux[i] }
-                bestError = err
-                scale = thisScale
-                lo = thisMin
-            }
+            return (scale, -lo)
         }
-        return (scale, -lo)
     }
 
     /// The 12-byte packing of eight 6-bit (scale, min) pairs (`get_scale_min_k4` reads it back).

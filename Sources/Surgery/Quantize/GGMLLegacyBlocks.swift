@@ -197,5 +197,10 @@ enum GGMLLegacyBlocks {
     return t + (frac >= 0.5 ? 1 : 0) - (frac <= -0.5 ? 1 : 0)
 }
 
-/// ggml's `nearest_int` (the 1.5 * 2^23 trick): nearest, ties to even.
-@inline(__always) func nearestInt(_ v: Float) -> Int { truncate(v.rounded(.toNearestOrEven)) }
+/// ggml's `nearest_int`: nearest, ties to even, by its own trick (adding 1.5 * 2^23 leaves the
+/// rounded integer in the low mantissa bits), which needs no libm call; outside ggml's asserted
+/// range |v| <= 4194303, rounding and clamping instead.
+@inline(__always) func nearestInt(_ v: Float) -> Int {
+    if abs(v) <= 4194303 { return Int((v + 12582912).bitPattern & 0x007F_FFFF) - 0x0040_0000 }
+    return truncate(v.rounded(.toNearestOrEven))
+}
