@@ -7,8 +7,11 @@ struct QuantizeCommand: ParsableCommand {
         commandName: "quantize",
         abstract: "Calibration-free quantization to GGUF (llama.cpp), compressed-tensors (vLLM) or fake-quantized safetensors.",
         discussion: """
-        Schemes: q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0 q4_k q6_k (llama.cpp blocks, bit-exact with \
-        ggml's reference encoders; --format gguf or fake), f32 f16 bf16 (a float GGUF: every \
+        Schemes: q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0 q2_k q3_k q4_k q5_k q6_k (llama.cpp blocks, \
+        bit-exact with ggml's reference encoders; --format gguf or fake; --imatrix FILE weights the \
+        searches as ggml does), with --llama-cpp the llama-quantize file types q2_k q3_k_s q3_k_m \
+        q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k q8_0 q4_0 q4_1 q5_0 q5_1 (a type per tensor by \
+        llama.cpp's rules, token_embd and output included; the report names each rule), f32 f16 bf16 (a float GGUF: every \
         matrix, embeddings and head included, in that type, what llama-quantize takes), int2...int8 (round to nearest, \
         compressed-tensors conventions), hqq2...hqq8 (HQQ's zero points, then optimised under the \
         format's integer zero points; fake output is what compressed-tensors decodes), ternary and \
@@ -42,7 +45,7 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .short, help: ArgumentHelp("Output: NAME.gguf, a .safetensors file or a folder.", valueName: "OUT"))
     var output: String
 
-    @Option(name: .long, help: ArgumentHelp("q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, q4_k, q6_k, int8...int2, hqq8...hqq2, ternary, ternary-median, fp8.", valueName: "SCHEME"))
+    @Option(name: .long, help: ArgumentHelp("q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, q2_k...q6_k, f32, f16, bf16, with --llama-cpp q4_k_m and the other llama-quantize types, int8...int2, hqq8...hqq2, ternary, ternary-median, fp8.", valueName: "SCHEME"))
     var scheme: String?
 
     @Option(name: .long, help: ArgumentHelp("gguf, compressed-tensors or fake (default: gguf for llama.cpp schemes, else compressed-tensors).", valueName: "FORMAT"))
