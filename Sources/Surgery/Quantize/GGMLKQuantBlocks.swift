@@ -95,24 +95,10 @@ enum GGMLKQuantBlocks {
 
     static func encodeQ4_K(_ x: UnsafePointer<Float>, _ n: Int, _ out: UnsafeMutableRawPointer) {
         var L = [UInt8](repeating: 0, count: qk)
-        var w = [Float](repeating: 0, count: 32)
         var scales = [Float](repeating: 0, count: 8), mins = [Float](repeating: 0, count: 8)
         for b in 0..<(n / qk) {
             let xb = x + b * qk, o = out + b * 144
-            var maxScale: Float = 0, maxMin: Float = 0
-            for j in 0..<8 {
-                let xs = xb + 32 * j
-                var sumX2: Float = 0
-                for l in 0..<32 { sumX2 += xs[l] * xs[l] }
-                let av = (sumX2 / 32).squareRoot()
-                for l in 0..<32 { w[l] = av + abs(xs[l]) }
-                (scales[j], mins[j]) = affineSearch(xs, 32, nmax: 15, weights: w, levels: &L, offset: 32 * j,
-                                                    rmin: -1, rdelta: 0.1, nstep: 20)
-                // ggml's strict `>` from +0: a sub-block whose min is -0.0 (all-zero input) must
-                // not turn dmin into -0.0 (Swift's max(0, -0.0) returns -0.0).
-                if scales[j] > maxScale { maxScale = scales[j] }
-                if mins[j] > maxMin { maxMin = mins[j] }
-            }
+            let (maxScale, maxMin) = subBlockSearch(xb, nmax: 15, rmin: -1, rdelta: 0.1, nstep: 20, levels: &L, scales: &scales, mins: &mins)
             packScalesAndMins(scales, mins, maxScale: maxScale, maxMin: maxMin, into: o)
             finishQ4_K(xb, &L, o)
         }

@@ -196,22 +196,10 @@ extension GGMLKQuantBlocks {
 
     static func encodeQ5_K(_ x: UnsafePointer<Float>, _ n: Int, _ out: UnsafeMutableRawPointer) {
         var L = [UInt8](repeating: 0, count: qk)
-        var w = [Float](repeating: 0, count: 32)
         var scales = [Float](repeating: 0, count: 8), mins = [Float](repeating: 0, count: 8)
         for b in 0..<(n / qk) {
             let xb = x + b * qk, o = out + b * 176
-            var maxScale: Float = 0, maxMin: Float = 0
-            for j in 0..<8 {
-                let xs = xb + 32 * j
-                var sumX2: Float = 0
-                for l in 0..<32 { sumX2 += xs[l] * xs[l] }
-                let av = (sumX2 / 32).squareRoot()
-                for l in 0..<32 { w[l] = av + abs(xs[l]) }
-                (scales[j], mins[j]) = affineSearch(xs, 32, nmax: 31, weights: w, levels: &L, offset: 32 * j,
-                                                    rmin: -0.5, rdelta: 0.1, nstep: 15)
-                if scales[j] > maxScale { maxScale = scales[j] }
-                if mins[j] > maxMin { maxMin = mins[j] }
-            }
+            let (maxScale, maxMin) = subBlockSearch(xb, nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15, levels: &L, scales: &scales, mins: &mins)
             packScalesAndMins(scales, mins, maxScale: maxScale, maxMin: maxMin, into: o)
             finishQ5_K(xb, &L, o)
         }
@@ -262,22 +250,45 @@ extension GGMLKQuantBlocks {
     static func packScalesAndMins(_ scales: [Float], _ mins: [Float], maxScale: Float, maxMin: Float, into o: UnsafeMutableRawPointer) {
         let invScale: Float = maxScale > 0 ? 63 / maxScale : 0
         let invMin: Float = maxMin > 0 ? 63 / maxMin : 0
-        let sc = o + 4
+        // C stores nearest_int into a uint8_t (mod 256) before MIN(63, .)
+        packSixBit(scales.map { min(63, UInt8(truncatingIfNeeded: nearestInt(invScale * $0))) },
+                   mins.map { min(63, UInt8(truncatingIfNeeded: nearestInt(invMin * $0))) }, into: o + 4)
+        storeHalf(maxScale / 63, o)
+        storeHalf(maxMin / 63, o + 2)
+    }
+
+    /// Eight 6-bit scales and mins in 12 bytes (`get_scale_min_k4` reads them back).
+    static func packSixBit(_ ls: [UInt8], _ lm: [UInt8], into sc: UnsafeMutableRawPointer) {
         for k in 0..<12 { sc.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
         func or(_ k: Int, _ v: UInt8) { sc.storeBytes(of: sc.load(fromByteOffset: k, as: UInt8.self) | v, toByteOffset: k, as: UInt8.self) }
         for j in 0..<8 {
-            // C stores nearest_int into a uint8_t (mod 256) before MIN(63, .)
-            let ls = min(63, UInt8(truncatingIfNeeded: nearestInt(invScale * scales[j])))
-            let lm = min(63, UInt8(truncatingIfNeeded: nearestInt(invMin * mins[j])))
             if j < 4 {
-                or(j, ls); or(j + 4, lm)
+                or(j, ls[j]); or(j + 4, lm[j])
             } else {
-                or(j + 4, (ls & 0xF) | ((lm & 0xF) << 4))
-                or(j - 4, (ls >> 4) << 6)
-                or(j, (lm >> 4) << 6)
+                or(j + 4, (ls[j] & 0xF) | ((lm[j] & 0xF) << 4))
+                or(j - 4, (ls[j] >> 4) << 6)
+                or(j, (lm[j] >> 4) << 6)
             }
         }
-        storeHalf(maxScale / 63, o)
-        storeHalf(maxMin / 63, o + 2)
+    }
+
+    /// Q4_K's and Q5_K's search: per sub-block of 32 the weights av + |x| (av the sub-block's RMS)
+    /// and `make_qkx2_quants`; returns the largest scale and min (ggml's strict `>` from +0: a
+    /// sub-block whose min is -0.0 must not turn dmin into -0.0, as Swift's max(0, -0.0) would).
+    static func subBlockSearch(_ xb: UnsafePointer<Float>, nmax: Int, rmin: Float, rdelta: Float, nstep: Int, levels L: inout [UInt8],
+                               scales: inout [Float], mins: inout [Float]) -> (Float, Float) {
+        var w = [Float](repeating: 0, count: 32)
+        var maxScale: Float = 0, maxMin: Float = 0
+        for j in 0..<8 {
+            let xs = xb + 32 * j
+            var sumX2: Float = 0
+            for l in 0..<32 { sumX2 += xs[l] * xs[l] }
+            let av = (sumX2 / 32).squareRoot()
+            for l in 0..<32 { w[l] = av + abs(xs[l]) }
+            (scales[j], mins[j]) = affineSearch(xs, 32, nmax: nmax, weights: w, levels: &L, offset: 32 * j, rmin: rmin, rdelta: rdelta, nstep: nstep)
+            if scales[j] > maxScale { maxScale = scales[j] }
+            if mins[j] > maxMin { maxMin = mins[j] }
+        }
+        return (maxScale, maxMin)
     }
 }

@@ -154,19 +154,7 @@ enum GGMLWeightedBlocks {
         }
         let dBlock = positiveSearch(scales, nmax: 63, levels: &Ls, weights: sw)
         let mBlock = positiveSearch(mins, nmax: 63, levels: &Lm, weights: sw)
-        let sc = o + 4
-        for k in 0..<12 { sc.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
-        func or(_ k: Int, _ v: UInt8) { sc.storeBytes(of: sc.load(fromByteOffset: k, as: UInt8.self) | v, toByteOffset: k, as: UInt8.self) }
-        for j in 0..<8 {
-            let ls = min(63, Ls[j]), lm = min(63, Lm[j])
-            if j < 4 {
-                or(j, ls); or(j + 4, lm)
-            } else {
-                or(j + 4, (ls & 0xF) | ((lm & 0xF) << 4))
-                or(j - 4, (ls >> 4) << 6)
-                or(j, (lm >> 4) << 6)
-            }
-        }
+        K.packSixBit(Ls.map { min(63, $0) }, Lm.map { min(63, $0) }, into: o + 4)
         storeHalf(dBlock, o)
         storeHalf(mBlock, o + 2)
     }

@@ -15,14 +15,8 @@ struct SCEMerge: MergeMethod {
         var T = c.models.map { VectorMath.sub($0, base) }
         let topk = c.number("select_topk")
         if topk < 1 {
-            // Population variance across models, per entry.
             var variance = [Float](repeating: 0, count: n)
-            for i in 0..<n {
-                var s = 0.0, sq = 0.0
-                for m in 0..<M { let v = Double(T[m][i]); s += v; sq += v * v }
-                let mean = s / Double(M)
-                variance[i] = Float(max(0, sq / Double(M) - mean * mean))
-            }
+            T.withPointers { t in variance.withUnsafeMutableBufferPointer { SCEMerge.variance(t, count: n, into: $0.baseAddress!) } }
             let nonzero = variance.filter { $0 != 0 }.count
             let keep = Sparsifier.topK(variance, Int(Double(nonzero) * topk))
             for m in 0..<M { for i in 0..<n where !keep[i] { T[m][i] = 0 } }
@@ -31,6 +25,28 @@ struct SCEMerge: MergeMethod {
         let total = energy.reduce(0, +)
         let w = total < 1e-6 ? Array(repeating: 1 / Double(M), count: M) : energy.map { $0 / total }
         var out = [Float](repeating: 0, count: n)
+        T.withPointers { t in
+            base.withUnsafeBufferPointer { b in out.withUnsafeMutableBufferPointer { SCEMerge.signedAverage(t, weights: w, base: b.baseAddress!, count: n, into: $0.baseAddress!) } }
+        }
+        return MergeOutput(values: out, metrics: [("model_weights", .array(w.map { .double($0) }))])
+    }
+
+    /// Population variance across the models' deltas, per entry.
+    static func variance(_ T: [UnsafePointer<Float>], count n: Int, into variance: UnsafeMutablePointer<Float>) {
+        let M = T.count
+        for i in 0..<n {
+            var s = 0.0, sq = 0.0
+            for m in 0..<M { let v = Double(T[m][i]); s += v; sq += v * v }
+            let mean = s / Double(M)
+            variance[i] = Float(max(0, sq / Double(M) - mean * mean))
+        }
+    }
+
+    /// Per entry: the sign of the deltas' sum elected, the agreeing deltas averaged with the
+    /// models' weights, added to the base.
+    static func signedAverage(_ T: [UnsafePointer<Float>], weights w: [Double], base: UnsafePointer<Float>, count n: Int,
+                              into out: UnsafeMutablePointer<Float>) {
+        let M = T.count
         for i in 0..<n {
             var s = 0.0
             for m in 0..<M { s += Double(T[m][i]) }
@@ -42,7 +58,14 @@ struct SCEMerge: MergeMethod {
             }
             out[i] = base[i] + Float(num / max(den, 1e-6))
         }
-        return MergeOutput(values: out, metrics: [("model_weights", .array(w.map { .double($0) }))])
+    }
+}
+
+extension Array where Element == [Float] {
+    /// The arrays' base addresses, valid inside `body`.
+    func withPointers<R>(_ body: ([UnsafePointer<Float>]) throws -> R) rethrows -> R {
+        let ptrs = map { $0.withUnsafeBufferPointer { $0.baseAddress! } }
+        return try withExtendedLifetime(self) { try body(ptrs) }
     }
 }
 
@@ -58,12 +81,7 @@ extension SCEMerge: StreamedMergeMethod {
         /// Deltas in place, and their population variance per entry.
         func prepare(_ base: UnsafeMutablePointer<Float>, _ T: [UnsafeMutablePointer<Float>], _ len: Int) {
             for m in 0..<M { for i in 0..<len { T[m][i] -= base[i] } }
-            for i in 0..<len {
-                var s = 0.0, sq = 0.0
-                for m in 0..<M { let v = Double(T[m][i]); s += v; sq += v * v }
-                let mean = s / Double(M)
-                variance[i] = Float(max(0, sq / Double(M) - mean * mean))
-            }
+            SCEMerge.variance(T.map { UnsafePointer($0) }, count: len, into: variance)
         }
         var keep: (threshold: UInt32, ties: Int)? = nil   // nil: keep everything
         var keepNone = false
@@ -102,17 +120,7 @@ extension SCEMerge: StreamedMergeMethod {
         ties = keep?.ties ?? 0
         try c.pass { start, len, base, T in
             prepare(base!, T, len); mask(T, len, &ties)
-            for i in 0..<len {
-                var s = 0.0
-                for m in 0..<M { s += Double(T[m][i]) }
-                let positive = s >= 0
-                var num = 0.0, den = 0.0
-                for m in 0..<M {
-                    let v = Double(T[m][i])
-                    if (positive && v > 0) || (!positive && v < 0) { num += v * w[m]; den += w[m] }
-                }
-                out[i] = base![i] + Float(num / max(den, 1e-6))
-            }
+            SCEMerge.signedAverage(T.map { UnsafePointer($0) }, weights: w, base: base!, count: len, into: out)
             try write(start, UnsafeBufferPointer(start: out, count: len))
         }
         return [("model_weights", .array(w.map { .double($0) }))]
