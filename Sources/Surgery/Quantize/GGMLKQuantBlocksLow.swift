@@ -6,15 +6,22 @@ extension GGMLKQuantBlocks {
 
     static func encodeQ2_K(_ x: UnsafePointer<Float>, _ n: Int, _ out: UnsafeMutableRawPointer) {
         var L = [UInt8](repeating: 0, count: qk)
-        var w = [Float](repeating: 0, count: 16)
+        var w = [Float](repeating: 0, count: qk)
         var scales = [Float](repeating: 0, count: 16), mins = [Float](repeating: 0, count: 16)
         for b in 0..<(n / qk) {
             let xb = x + b * qk, o = out + b * 84
             var maxScale: Float = 0, maxMin: Float = 0
+            for l in 0..<qk { w[l] = abs(xb[l]) }
+            for half in 0..<2 {   // sixteen sub-blocks of 16: two groups of eight lanes
+                let r = w.withUnsafeBufferPointer { wp in
+                    L.withUnsafeMutableBufferPointer {
+                        affineSearch8(xb + 128 * half, 16, nmax: 3, weights: wp.baseAddress! + 128 * half, levels: $0.baseAddress! + 128 * half,
+                                      rmin: -0.5, rdelta: 0.1, nstep: 15, absoluteError: true)
+                    }
+                }
+                for k in 0..<8 { scales[8 * half + k] = r.scale[k]; mins[8 * half + k] = r.negMin[k] }
+            }
             for j in 0..<16 {
-                for l in 0..<16 { w[l] = abs(xb[16 * j + l]) }
-                (scales[j], mins[j]) = affineSearch(xb + 16 * j, 16, nmax: 3, weights: w, levels: &L, offset: 16 * j,
-                                                    rmin: -0.5, rdelta: 0.1, nstep: 15, absoluteError: true)
                 if scales[j] > maxScale { maxScale = scales[j] }
                 if mins[j] > maxMin { maxMin = mins[j] }
             }
@@ -277,15 +284,21 @@ extension GGMLKQuantBlocks {
     /// sub-block whose min is -0.0 must not turn dmin into -0.0, as Swift's max(0, -0.0) would).
     static func subBlockSearch(_ xb: UnsafePointer<Float>, nmax: Int, rmin: Float, rdelta: Float, nstep: Int, levels L: inout [UInt8],
                                scales: inout [Float], mins: inout [Float]) -> (Float, Float) {
-        var w = [Float](repeating: 0, count: 32)
-        var maxScale: Float = 0, maxMin: Float = 0
+        var w = [Float](repeating: 0, count: 256)
         for j in 0..<8 {
             let xs = xb + 32 * j
             var sumX2: Float = 0
             for l in 0..<32 { sumX2 += xs[l] * xs[l] }
             let av = (sumX2 / 32).squareRoot()
-            for l in 0..<32 { w[l] = av + abs(xs[l]) }
-            (scales[j], mins[j]) = affineSearch(xs, 32, nmax: nmax, weights: w, levels: &L, offset: 32 * j, rmin: rmin, rdelta: rdelta, nstep: nstep)
+            for l in 0..<32 { w[32 * j + l] = av + abs(xs[l]) }
+        }
+        let r = w.withUnsafeBufferPointer { wp in
+            L.withUnsafeMutableBufferPointer { affineSearch8(xb, 32, nmax: nmax, weights: wp.baseAddress!, levels: $0.baseAddress!,
+                                                             rmin: rmin, rdelta: rdelta, nstep: nstep, absoluteError: false) }
+        }
+        var maxScale: Float = 0, maxMin: Float = 0
+        for j in 0..<8 {
+            scales[j] = r.scale[j]; mins[j] = r.negMin[j]
             if scales[j] > maxScale { maxScale = scales[j] }
             if mins[j] > maxMin { maxMin = mins[j] }
         }

@@ -77,21 +77,35 @@ enum GGMLWeightedBlocks {
         return s
     }
 
+    /// `make_qkx3_quants(.., rmin -0.9, rdelta 0.05, nstep 36)` for `groups` x 8 sub-blocks of `n`,
+    /// eight lanes at a time (`affineSearch8`).
+    static func searchLanes(_ xb: UnsafePointer<Float>, _ n: Int, groups: Int, nmax: Int, weights w: [Float], levels L: inout [UInt8],
+                            scales: inout [Float], mins: inout [Float]) {
+        for g in 0..<groups {
+            let r = w.withUnsafeBufferPointer { wp in
+                L.withUnsafeMutableBufferPointer {
+                    K.affineSearch8(xb + 8 * n * g, n, nmax: nmax, weights: wp.baseAddress! + 8 * n * g, levels: $0.baseAddress! + 8 * n * g,
+                                    rmin: -0.9, rdelta: 0.05, nstep: 36, absoluteError: false)
+                }
+            }
+            for k in 0..<8 { scales[8 * g + k] = r.scale[k]; mins[8 * g + k] = r.negMin[k] }
+        }
+    }
+
     // MARK: K types
 
     static func encodeQ2_K(_ x: UnsafePointer<Float>, _ n: Int, _ qw: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
         var L = [UInt8](repeating: 0, count: qk), Ls = [UInt8](repeating: 0, count: 16), Lm = Ls
-        var w = [Float](repeating: 0, count: 16), sw = w, scales = w, mins = w
+        var w = [Float](repeating: 0, count: qk), sw = [Float](repeating: 0, count: 16), scales = sw, mins = sw
         for b in 0..<(n / qk) {
             let xb = x + b * qk, o = out + b * 84, qb = qw + b * qk
             let sigma2 = sumSquares(xb, qk) / Float(qk)
+            weights(xb, qb, qk, sigma2: sigma2, into: &w)
             for j in 0..<16 {
-                weights(xb + 16 * j, qb + 16 * j, 16, sigma2: sigma2, into: &w)
                 sw[j] = 0
-                for l in 0..<16 { sw[j] += w[l] }
-                (scales[j], mins[j]) = K.affineSearch(xb + 16 * j, 16, nmax: 3, weights: w, levels: &L, offset: 16 * j,
-                                                      rmin: -0.9, rdelta: 0.05, nstep: 36)
+                for l in 0..<16 { sw[j] += w[16 * j + l] }
             }
+            searchLanes(xb, 16, groups: 2, nmax: 3, weights: w, levels: &L, scales: &scales, mins: &mins)
             storeHalf(positiveSearch(scales, nmax: 15, levels: &Ls, weights: sw), o + 80)
             storeHalf(positiveSearch(mins, nmax: 15, levels: &Lm, weights: sw), o + 82)
             let dm = loadHalf(o + 80), mm = loadHalf(o + 82)
@@ -141,17 +155,16 @@ enum GGMLWeightedBlocks {
 
     /// K-quants with 8 sub-blocks of 32, 6-bit scales and mins (Q4_K: nmax 15, Q5_K: nmax 31).
     static func scalesAndMins(_ xb: UnsafePointer<Float>, _ qb: UnsafePointer<Float>, nmax: Int, levels L: inout [UInt8], into o: UnsafeMutableRawPointer) {
-        var w = [Float](repeating: 0, count: 32), sw = [Float](repeating: 0, count: 8), scales = sw, mins = sw
+        var w = [Float](repeating: 0, count: qk), sw = [Float](repeating: 0, count: 8), scales = sw, mins = sw
         var Ls = [UInt8](repeating: 0, count: 8), Lm = Ls
         let sigma2 = 2 * sumSquares(xb, qk) / Float(qk)
+        weights(xb, qb, qk, sigma2: sigma2, into: &w)
         for j in 0..<8 {
-            weights(xb + 32 * j, qb + 32 * j, 32, sigma2: sigma2, into: &w)
             var sumW: Float = 0
-            for l in 0..<32 { sumW += w[l] }
+            for l in 0..<32 { sumW += w[32 * j + l] }
             sw[j] = sumW
-            (scales[j], mins[j]) = K.affineSearch(xb + 32 * j, 32, nmax: nmax, weights: w, levels: &L, offset: 32 * j,
-                                                  rmin: -0.9, rdelta: 0.05, nstep: 36)
         }
+        searchLanes(xb, 32, groups: 1, nmax: nmax, weights: w, levels: &L, scales: &scales, mins: &mins)
         let dBlock = positiveSearch(scales, nmax: 63, levels: &Ls, weights: sw)
         let mBlock = positiveSearch(mins, nmax: 63, levels: &Lm, weights: sw)
         K.packSixBit(Ls.map { min(63, $0) }, Lm.map { min(63, $0) }, into: o + 4)

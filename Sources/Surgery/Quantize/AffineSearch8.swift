@@ -1,0 +1,92 @@
+/// `make_qkx2_quants` / `make_qkx3_quants` for eight sub-blocks at once, one per SIMD lane. The
+/// search is a chain of dependent f32 sums inside a sub-block (reordering them would change the
+/// bytes), but the eight sub-blocks of a super-block are independent: each lane runs exactly the
+/// scalar search's operations in the scalar order, so the results are bit for bit the scalar
+/// `GGMLKQuantBlocks.affineSearch`'s, eight at the cost of about one.
+extension GGMLKQuantBlocks {
+    typealias F8 = SIMD8<Float>
+    typealias I8 = SIMD8<Int32>
+
+    /// ggml's nearest_int on lanes whose values lie within |v| <= 4194303.
+    @inline(__always) static func nearestInt8(_ v: F8) -> I8 {
+        let shifted = v + F8(repeating: 12582912)
+        return I8(truncatingIfNeeded: unsafeBitCast(shifted, to: SIMD8<UInt32>.self) & SIMD8<UInt32>(repeating: 0x007F_FFFF))
+            &- I8(repeating: 0x0040_0000)
+    }
+
+    /// - Parameters:
+    ///   - x: eight sub-blocks of `n` values, one after another; `w` their weights, laid out alike.
+    ///   - L: receives each sub-block's levels, laid out alike.
+    /// - Returns: per lane (scale, -min), as the scalar search returns them.
+    static func affineSearch8(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, weights w: UnsafePointer<Float>,
+                              levels L: UnsafeMutablePointer<UInt8>, rmin: Float, rdelta: Float, nstep: Int,
+                              absoluteError: Bool) -> (scale: F8, negMin: F8) {
+        @inline(__always) func lanes(_ p: UnsafePointer<Float>, _ i: Int) -> F8 {
+            F8(p[i], p[n + i], p[2 * n + i], p[3 * n + i], p[4 * n + i], p[5 * n + i], p[6 * n + i], p[7 * n + i])
+        }
+        @inline(__always) func cost(_ d: F8) -> F8 { absoluteError ? d.replacing(with: -d, where: d .< 0) : d * d }
+        return withUnsafeTemporaryAllocation(of: F8.self, capacity: 2 * n) { buf in
+            withUnsafeTemporaryAllocation(of: I8.self, capacity: 2 * n) { levels in
+                let xt = buf.baseAddress!, wt = xt + n, best = levels.baseAddress!, aux = best + n
+                for i in 0..<n { xt[i] = lanes(x, i); wt[i] = lanes(w, i) }
+                var lo = xt[0], hi = xt[0]
+                var sumW = wt[0], sumX = wt[0] * xt[0]
+                for i in 1..<n {
+                    lo.replace(with: xt[i], where: xt[i] .< lo)
+                    hi.replace(with: xt[i], where: xt[i] .> hi)
+                    sumW += wt[i]
+                    sumX += wt[i] * xt[i]
+                }
+                let zero = F8(repeating: 0)
+                lo.replace(with: zero, where: lo .> zero)
+                let flat = hi .== lo
+                let fmax = F8(repeating: Float(nmax)), imax = I8(repeating: Int32(nmax)), izero = I8(repeating: 0)
+                var iscale = fmax / (hi - lo)
+                var scale = 1 / iscale
+                var bestError = zero
+                for i in 0..<n {
+                    let l = nearestInt8(iscale * (xt[i] - lo)).clamped(lowerBound: izero, upperBound: imax)
+                    best[i] = l
+                    let diff = scale * F8(l) + lo - xt[i]
+                    bestError += wt[i] * cost(diff)
+                }
+                for step in 0...nstep {
+                    iscale = (F8(repeating: rmin + rdelta * Float(step)) + fmax) / (hi - lo)
+                    var sumL = zero, sumL2 = zero, sumXL = zero
+                    for i in 0..<n {
+                        let l = nearestInt8(iscale * (xt[i] - lo)).clamped(lowerBound: izero, upperBound: imax)
+                        aux[i] = l
+                        let fl = F8(l)
+                        sumL += wt[i] * fl
+                        sumL2 += wt[i] * fl * fl
+                        sumXL += wt[i] * fl * xt[i]
+                    }
+                    let det = sumW * sumL2 - sumL * sumL
+                    let usable = (det .> zero) .& .!flat
+                    if !any(usable) { continue }
+                    var thisScale = (sumW * sumXL - sumX * sumL) / det
+                    var thisMin = (sumL2 * sumX - sumL * sumXL) / det
+                    let clampMin = thisMin .> zero
+                    thisScale.replace(with: sumXL / sumL2, where: clampMin)
+                    thisMin.replace(with: zero, where: clampMin)
+                    var err = zero
+                    for i in 0..<n {
+                        let diff = thisScale * F8(aux[i]) + thisMin - xt[i]
+                        err += wt[i] * cost(diff)
+                    }
+                    let better = usable .& (err .< bestError)
+                    if !any(better) { continue }
+                    for i in 0..<n { best[i].replace(with: aux[i], where: better) }
+                    bestError.replace(with: err, where: better)
+                    scale.replace(with: thisScale, where: better)
+                    lo.replace(with: thisMin, where: better)
+                }
+                // A flat sub-block (max == min after clamping the min to <= 0): levels 0, scale 0.
+                for i in 0..<n { best[i].replace(with: izero, where: flat) }
+                scale.replace(with: zero, where: flat)
+                for j in 0..<8 { for i in 0..<n { L[j * n + i] = UInt8(truncatingIfNeeded: best[i][j]) } }
+                return (scale, -lo)
+            }
+        }
+    }
+}
