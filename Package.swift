@@ -31,7 +31,10 @@ let package = Package(
         // Thin Swift over BLAS/LAPACK, and the seeded RNG.
         .target(name: "Linalg", dependencies: ["COpenBLAS", "CLAPACKE"]),
         // The operations and the streaming engine they share.
-        .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg", "CSystem", .product(name: "Yams", package: "Yams")]),
+        // Optimised in debug builds too: the tests run the debug binary on real tensors, and the
+        // K-quant searches (SIMD lanes) are a hundred times slower unoptimised.
+        .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg", "CSystem", .product(name: "Yams", package: "Yams")],
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .executableTarget(name: "wtool", dependencies: [
             "Surgery", "SafeTensors", "Linalg",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -20,7 +20,7 @@ for f in Fixtures/edge/*.safetensors Fixtures/malformed/*.safetensors Fixtures/q
 done
 cp Fixtures/tiny-llama/ft-sharded/model.safetensors.index.json "$WORK/index/real.json"
 echo '{"metadata": {"total_size": 16}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}' > "$WORK/index/small.json"
-"$WTOOL" quantize Fixtures/tiny-llama/base -o "$WORK/q8.gguf" --scheme q8_0 --llama-cpp --quiet
+"$WTOOL" quantize Fixtures/tiny-llama/base -o "$WORK/q8.gguf" --scheme q8_0 --llama-cpp --tokenizer none --quiet
 "$WTOOL" quantize Fixtures/quant/weights.safetensors -o "$WORK/q4k.gguf" --scheme q4_k --quiet
 head -c 65536 "$WORK/q8.gguf" > "$WORK/gguf/q8"; head -c 65536 "$WORK/q4k.gguf" > "$WORK/gguf/q4k"
 cp Fixtures/mergekit/*.yml "$WORK/recipe/"
