@@ -90,3 +90,67 @@ extension GGMLKQuantBlocks {
         }
     }
 }
+
+extension GGMLKQuantBlocks {
+    /// `make_qx_quants(n, nmax, x, L, rmse_type = 1, qw)` for eight sub-blocks at once, one per
+    /// lane, each lane in the scalar order (so bit for bit `symmetricSearch`'s results). `qw`: the
+    /// importance weights laid out like `x`, or nil for x².
+    static func symmetricSearch8(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, levels L: UnsafeMutablePointer<Int8>,
+                                 weights qw: UnsafePointer<Float>?) -> F8 {
+        @inline(__always) func lanes(_ p: UnsafePointer<Float>, _ i: Int) -> F8 {
+            F8(p[i], p[n + i], p[2 * n + i], p[3 * n + i], p[4 * n + i], p[5 * n + i], p[6 * n + i], p[7 * n + i])
+        }
+        return withUnsafeTemporaryAllocation(of: F8.self, capacity: 2 * n) { buf in
+            withUnsafeTemporaryAllocation(of: I8.self, capacity: n) { levels in
+                let xt = buf.baseAddress!, wt = xt + n, best = levels.baseAddress!
+                for i in 0..<n {
+                    xt[i] = lanes(x, i)
+                    wt[i] = qw.map { lanes($0, i) } ?? xt[i] * xt[i]
+                }
+                let zero = F8(repeating: 0)
+                var mx = zero, amax = zero
+                for i in 0..<n {
+                    let ax = xt[i].replacing(with: -xt[i], where: xt[i] .< zero)
+                    let bigger = ax .> amax
+                    amax.replace(with: ax, where: bigger)
+                    mx.replace(with: xt[i], where: bigger)
+                }
+                let empty = amax .< F8(repeating: groupMaxEps)
+                let fmax = F8(repeating: Float(nmax)), lowest = I8(repeating: Int32(-nmax)), highest = I8(repeating: Int32(nmax - 1))
+                let offset = I8(repeating: Int32(nmax))
+                var iscale = -fmax / mx
+                var sumLX = zero, sumL2 = zero
+                for i in 0..<n {
+                    let l = nearestInt8(iscale * xt[i]).clamped(lowerBound: lowest, upperBound: highest)
+                    best[i] = l &+ offset
+                    let fl = F8(l)
+                    sumLX += wt[i] * xt[i] * fl
+                    sumL2 += wt[i] * fl * fl
+                }
+                var scale = (sumLX / sumL2).replacing(with: zero, where: sumL2 .== zero)
+                var bestValue = scale * sumLX
+                for step in -9...9 where step != 0 {
+                    iscale = -(fmax + F8(repeating: 0.1 * Float(step))) / mx
+                    sumLX = zero; sumL2 = zero
+                    for i in 0..<n {
+                        let fl = F8(nearestInt8(iscale * xt[i]).clamped(lowerBound: lowest, upperBound: highest))
+                        sumLX += wt[i] * xt[i] * fl
+                        sumL2 += wt[i] * fl * fl
+                    }
+                    let better = (sumL2 .> zero) .& (sumLX * sumLX .> bestValue * sumL2) .& .!empty
+                    if !any(better) { continue }
+                    for i in 0..<n {
+                        let l = nearestInt8(iscale * xt[i]).clamped(lowerBound: lowest, upperBound: highest)
+                        best[i].replace(with: l &+ offset, where: better)
+                    }
+                    scale.replace(with: sumLX / sumL2, where: better)
+                    bestValue.replace(with: scale * sumLX, where: better)
+                }
+                for i in 0..<n { best[i].replace(with: I8(repeating: 0), where: empty) }
+                scale.replace(with: zero, where: empty)
+                for j in 0..<8 { for i in 0..<n { L[j * n + i] = Int8(truncatingIfNeeded: best[i][j]) } }
+                return scale
+            }
+        }
+    }
+}

@@ -187,8 +187,18 @@ enum GGMLKQuantBlocks {
         var scales = [Float](repeating: 0, count: 16)
         for b in 0..<(n / qk) {
             let xb = x + b * qk
-            for j in 0..<16 { scales[j] = symmetricSearch(xb + 16 * j, 16, nmax: 32, levels: &L, offset: 16 * j) }
+            searchQ6_K(xb, weights: nil, levels: &L, scales: &scales)
             finishQ6_K(xb, scales, &L, out + b * 210)
+        }
+    }
+
+    /// The sixteen sub-block scales of a Q6_K super-block, eight lanes at a time.
+    static func searchQ6_K(_ xb: UnsafePointer<Float>, weights qw: UnsafePointer<Float>?, levels L: inout [Int8], scales: inout [Float]) {
+        for g in 0..<2 {
+            let s = L.withUnsafeMutableBufferPointer {
+                symmetricSearch8(xb + 128 * g, 16, nmax: 32, levels: $0.baseAddress! + 128 * g, weights: qw.map { $0 + 128 * g })
+            }
+            for k in 0..<8 { scales[8 * g + k] = s[k] }
         }
     }
 

@@ -195,7 +195,7 @@ enum GGMLWeightedBlocks {
         var scales = [Float](repeating: 0, count: 16)
         for b in 0..<(n / qk) {
             let xb = x + b * qk, o = out + b * 210
-            for j in 0..<16 { scales[j] = K.symmetricSearch(xb + 16 * j, 16, nmax: 32, levels: &L, offset: 16 * j, weights: qw + b * qk + 16 * j) }
+            K.searchQ6_K(xb, weights: qw + b * qk, levels: &L, scales: &scales)
             K.finishQ6_K(xb, scales, &L, o)
         }
     }
