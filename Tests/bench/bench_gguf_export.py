@@ -3,7 +3,7 @@
 (`quantize --llama-cpp`), next to gguf-py's writer doing convert_hf_to_gguf's f16 export
 (gguf_py_export.py) and to the floor of reading the input and writing the output once. Prints
 seconds, ratios and peak memory; never asserts a time. (Q4_K_M has no gguf-py peer: gguf-py has no
-K-quant encoder; ggml's C quantizers are compared per block type in bench_quantize.py's issue.)"""
+K-quant encoder; the per-type comparison with ggml's C quantizers is issue #19's.)"""
 import argparse, json, os, sys
 import numpy as np
 from benchlib import best, bf16_bytes, cleanup, floor, timed
