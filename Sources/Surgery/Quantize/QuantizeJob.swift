@@ -69,7 +69,6 @@ public struct QuantizeJob: Sendable {
         if imatrixPath != nil && scheme.blockType.map({ !$0.isQuantized }) ?? true {
             throw UsageError("--imatrix applies to the llama.cpp block schemes and mixes")
         }
-        let imatrix = try imatrixPath.map { try ImportanceMatrix(path: $0) }
         if mix != nil && !llamaCpp { throw UsageError("\(scheme.name) is a llama-quantize mix: it needs --llama-cpp (for the layer rules and llama.cpp's names)") }
         if llamaCpp && format != .gguf && !(format == .fake && mix != nil) {
             throw UsageError("--llama-cpp applies to --format gguf (and to --format fake with a llama-quantize mix)")
@@ -80,6 +79,7 @@ public struct QuantizeJob: Sendable {
             throw UsageError("--group-size applies to group granularity (int and hqq schemes); \(scheme.name) \(uses)")
         }
         let quantizer = TensorQuantizer(scheme: scheme, format: format, granularity: gran, symmetric: symmetric ?? true)
+        let imatrix = try imatrixPath.map { try ImportanceMatrix(path: $0) }   // after every usage check
 
         let source = try Checkpoint(path: input)
         report.warnings += source.warnings
