@@ -154,3 +154,64 @@ extension GGMLKQuantBlocks {
         }
     }
 }
+
+extension GGMLKQuantBlocks {
+    /// `make_q3_quants(n, nmax, x, L, do_rmse = true)` (symmetric levels -nmax...nmax-1 refined by
+    /// coordinate descent with weights x²; L gets level + nmax, all-zero input L = 0 and scale 0) for
+    /// eight sub-blocks at once, one per lane in ggml's order. A lane whose sweep changed nothing would
+    /// change nothing in the next sweep either, so running the remaining sweeps on every lane equals
+    /// the scalar early exit.
+    static func symmetricRefine8(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, levels L: UnsafeMutablePointer<Int8>) -> F8 {
+        return withUnsafeTemporaryAllocation(of: F8.self, capacity: n) { buf in
+            withUnsafeTemporaryAllocation(of: I8.self, capacity: n) { levels in
+                let xt = buf.baseAddress!, lv = levels.baseAddress!
+                for i in 0..<n { xt[i] = F8(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i], x[6 * n + i], x[7 * n + i]) }
+                let zero = F8(repeating: 0)
+                var mx = zero, amax = zero
+                for i in 0..<n {
+                    let ax = xt[i].replacing(with: -xt[i], where: xt[i] .< zero)
+                    let bigger = ax .> amax
+                    amax.replace(with: ax, where: bigger)
+                    mx.replace(with: xt[i], where: bigger)
+                }
+                let empty = amax .< F8(repeating: groupMaxEps)
+                let lowest = I8(repeating: Int32(-nmax)), highest = I8(repeating: Int32(nmax - 1))
+                let iscale = -F8(repeating: Float(nmax)) / mx
+                var sumLX = zero, sumL2 = zero
+                for i in 0..<n {
+                    let l = nearestInt8(iscale * xt[i]).clamped(lowerBound: lowest, upperBound: highest)
+                    lv[i] = l
+                    let w = xt[i] * xt[i], fl = F8(l)
+                    sumLX += w * xt[i] * fl
+                    sumL2 += w * fl * fl
+                }
+                for _ in 0..<5 {
+                    var changed = SIMDMask<I8>(repeating: false)
+                    for i in 0..<n {
+                        let w = xt[i] * xt[i], li = F8(lv[i])
+                        var slx = sumLX - w * xt[i] * li
+                        let positive = slx .> zero
+                        if !any(positive) { continue }
+                        var sl2 = sumL2 - w * li * li
+                        let newL = nearestInt8(xt[i] * sl2 / slx).clamped(lowerBound: lowest, upperBound: highest)
+                        let differs = positive .& (newL .!= lv[i])
+                        if !any(differs) { continue }
+                        let fn = F8(newL)
+                        slx += w * xt[i] * fn
+                        sl2 += w * fn * fn
+                        let accept = differs .& (sl2 .> zero) .& (slx * slx * sumL2 .> sumLX * sumLX * sl2)
+                        lv[i].replace(with: newL, where: accept)
+                        sumLX.replace(with: slx, where: accept)
+                        sumL2.replace(with: sl2, where: accept)
+                        changed .|= accept
+                    }
+                    if !any(changed) { break }
+                }
+                let offset = I8(repeating: Int32(nmax))
+                for i in 0..<n { lv[i] = (lv[i] &+ offset).replacing(with: I8(repeating: 0), where: empty) }
+                for j in 0..<8 { for i in 0..<n { L[j * n + i] = Int8(truncatingIfNeeded: lv[i][j]) } }
+                return (sumLX / sumL2).replacing(with: zero, where: .!(sumL2 .> zero) .| empty)
+            }
+        }
+    }
+}

@@ -78,47 +78,6 @@ extension GGMLKQuantBlocks {
 
     // MARK: Q3_K: hmask:u8[32], qs:u8[64], scales:u8[12] (sixteen 6-bit), d:f16 — 110 bytes
 
-    /// `make_q3_quants(n, nmax, x, L, do_rmse = true)`: symmetric levels -nmax...nmax-1 refined by
-    /// coordinate descent with weights x²; L gets level + nmax (all-zero input: L = 0, scale 0).
-    static func symmetricRefine(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, levels L: inout [Int8], offset: Int) -> Float {
-        var mx: Float = 0, amax: Float = 0
-        for i in 0..<n where abs(x[i]) > amax { amax = abs(x[i]); mx = x[i] }
-        if amax < groupMaxEps {
-            for i in 0..<n { L[offset + i] = 0 }
-            return 0
-        }
-        let iscale = -Float(nmax) / mx
-        var sumLX: Float = 0, sumL2: Float = 0
-        for i in 0..<n {
-            let l = max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))
-            L[offset + i] = Int8(l)
-            let w = x[i] * x[i]
-            sumLX += w * x[i] * Float(l)
-            sumL2 += w * Float(l) * Float(l)
-        }
-        for _ in 0..<5 {
-            var changed = 0
-            for i in 0..<n {
-                let w = x[i] * x[i], li = Float(L[offset + i])
-                var slx = sumLX - w * x[i] * li
-                guard slx > 0 else { continue }
-                var sl2 = sumL2 - w * li * li
-                let newL = max(-nmax, min(nmax - 1, nearestInt(x[i] * sl2 / slx)))
-                if newL != Int(L[offset + i]) {
-                    slx += w * x[i] * Float(newL)
-                    sl2 += w * Float(newL) * Float(newL)
-                    if sl2 > 0 && slx * slx * sumL2 > sumLX * sumLX * sl2 {
-                        L[offset + i] = Int8(newL); sumLX = slx; sumL2 = sl2
-                        changed += 1
-                    }
-                }
-            }
-            if changed == 0 { break }
-        }
-        for i in 0..<n { L[offset + i] += Int8(nmax) }
-        return sumL2 > 0 ? sumLX / sumL2 : 0
-    }
-
     /// Sub-block j's 6-bit scale (offset by 32) from Q3_K's 12-byte packing.
     @inline(__always) static func q3Scale(_ j: Int, _ s: UnsafeRawPointer) -> Int {
         func b(_ k: Int) -> UInt8 { s.load(fromByteOffset: k, as: UInt8.self) }
@@ -132,10 +91,11 @@ extension GGMLKQuantBlocks {
         for b in 0..<(n / qk) {
             let xb = x + b * qk, o = out + b * 110
             var maxScale: Float = 0, amax: Float = 0
-            for j in 0..<16 {
-                scales[j] = symmetricRefine(xb + 16 * j, 16, nmax: 4, levels: &L, offset: 16 * j)
-                if abs(scales[j]) > amax { amax = abs(scales[j]); maxScale = scales[j] }
+            for g in 0..<2 {   // sixteen sub-blocks: two groups of eight lanes
+                let s = L.withUnsafeMutableBufferPointer { symmetricRefine8(xb + 128 * g, 16, nmax: 4, levels: $0.baseAddress! + 128 * g) }
+                for k in 0..<8 { scales[8 * g + k] = s[k] }
             }
+            for j in 0..<16 where abs(scales[j]) > amax { amax = abs(scales[j]); maxScale = scales[j] }
             let sc = o + 96
             for k in 0..<12 { sc.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
             func or(_ k: Int, _ v: UInt8) { sc.storeBytes(of: sc.load(fromByteOffset: k, as: UInt8.self) | v, toByteOffset: k, as: UInt8.self) }
