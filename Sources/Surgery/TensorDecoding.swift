@@ -39,3 +39,15 @@ extension CheckpointWriter {
         try write(tensor: index, UnsafeRawBufferPointer(start: buf, count: bytes))
     }
 }
+
+/// Decodes entries [start, start + count) of a tensor to f32 straight from its memory map, block by
+/// block, releasing the pages each block used (they stay in the page cache for a later pass): a
+/// tensor larger than memory is streamed with a few blocks resident.
+public func blockReader(_ c: Checkpoint, _ e: Checkpoint.Entry) -> (_ start: Int, _ count: Int, _ into: UnsafeMutablePointer<Float>) -> Void {
+    c.willNeed(e)
+    let bytes = c.bytes(e).baseAddress!, size = e.info.dtype.size!, dtype = e.info.dtype
+    return { start, count, dst in
+        Codec.decode(dtype, bytes + start * size, count: count, into: dst)
+        c.release(e, bytes: start * size ..< (start + count) * size)
+    }
+}

@@ -148,15 +148,10 @@ extension MergeJob {
                        + [("blocked", .bool(true))])
     }
 
-    /// Decodes entries [start, start + count) of one input, from its memory map.
+    /// One input's block reader (`blockReader` of TensorDecoding).
     static func blockReader(_ plan: MergePlan, _ i: MergePlan.Input) -> StreamedTaskArithmetic.Reader {
-        let cp = plan.checkpoints[i.model], e = cp.entry(i.tensor)!
-        cp.willNeed(e)
-        let bytes = cp.bytes(e).baseAddress!, size = e.info.dtype.size!, dtype = e.info.dtype
-        return { start, count, dst in
-            Codec.decode(dtype, bytes + start * size, count: count, into: dst)
-            cp.release(e, bytes: start * size ..< (start + count) * size)   // read again from the page cache if needed
-        }
+        let cp = plan.checkpoints[i.model]
+        return Surgery.blockReader(cp, cp.entry(i.tensor)!)
     }
 
     static func release(_ plan: MergePlan, _ inputs: [MergePlan.Input]) {

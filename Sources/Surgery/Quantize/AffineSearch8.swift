@@ -14,6 +14,30 @@ extension GGMLKQuantBlocks {
             &- I8(repeating: 0x0040_0000)
     }
 
+    /// Element i of eight sub-blocks of `n` values stored one after another, as lanes.
+    @inline(__always) static func gather8(_ p: UnsafePointer<Float>, _ n: Int, _ i: Int) -> F8 {
+        F8(p[i], p[n + i], p[2 * n + i], p[3 * n + i], p[4 * n + i], p[5 * n + i], p[6 * n + i], p[7 * n + i])
+    }
+
+    /// Per lane the value of largest magnitude (the first one in index order, ggml's strict `>`)
+    /// and that magnitude.
+    @inline(__always) static func signedMax8(_ xt: UnsafePointer<F8>, _ n: Int) -> (value: F8, magnitude: F8) {
+        let zero = F8(repeating: 0)
+        var mx = zero, amax = zero
+        for i in 0..<n {
+            let ax = xt[i].replacing(with: -xt[i], where: xt[i] .< zero)
+            let bigger = ax .> amax
+            amax.replace(with: ax, where: bigger)
+            mx.replace(with: xt[i], where: bigger)
+        }
+        return (mx, amax)
+    }
+
+    /// Lane j's levels back to sub-block j's place.
+    @inline(__always) static func scatter8<T: FixedWidthInteger>(_ lv: UnsafePointer<I8>, _ n: Int, into L: UnsafeMutablePointer<T>) {
+        for j in 0..<8 { for i in 0..<n { L[j * n + i] = T(truncatingIfNeeded: lv[i][j]) } }
+    }
+
     /// - Parameters:
     ///   - x: eight sub-blocks of `n` values, one after another; `w` their weights, laid out alike.
     ///   - L: receives each sub-block's levels, laid out alike.
@@ -21,14 +45,11 @@ extension GGMLKQuantBlocks {
     static func affineSearch8(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, weights w: UnsafePointer<Float>,
                               levels L: UnsafeMutablePointer<UInt8>, rmin: Float, rdelta: Float, nstep: Int,
                               absoluteError: Bool) -> (scale: F8, negMin: F8) {
-        @inline(__always) func lanes(_ p: UnsafePointer<Float>, _ i: Int) -> F8 {
-            F8(p[i], p[n + i], p[2 * n + i], p[3 * n + i], p[4 * n + i], p[5 * n + i], p[6 * n + i], p[7 * n + i])
-        }
         @inline(__always) func cost(_ d: F8) -> F8 { absoluteError ? d.replacing(with: -d, where: d .< 0) : d * d }
         return withUnsafeTemporaryAllocation(of: F8.self, capacity: 2 * n) { buf in
             withUnsafeTemporaryAllocation(of: I8.self, capacity: 2 * n) { levels in
                 let xt = buf.baseAddress!, wt = xt + n, best = levels.baseAddress!, aux = best + n
-                for i in 0..<n { xt[i] = lanes(x, i); wt[i] = lanes(w, i) }
+                for i in 0..<n { xt[i] = gather8(x, n, i); wt[i] = gather8(w, n, i) }
                 var lo = xt[0], hi = xt[0]
                 var sumW = wt[0], sumX = wt[0] * xt[0]
                 for i in 1..<n {
@@ -84,7 +105,7 @@ extension GGMLKQuantBlocks {
                 // A flat sub-block (max == min after clamping the min to <= 0): levels 0, scale 0.
                 for i in 0..<n { best[i].replace(with: izero, where: flat) }
                 scale.replace(with: zero, where: flat)
-                for j in 0..<8 { for i in 0..<n { L[j * n + i] = UInt8(truncatingIfNeeded: best[i][j]) } }
+                scatter8(best, n, into: L)
                 return (scale, -lo)
             }
         }
@@ -97,24 +118,15 @@ extension GGMLKQuantBlocks {
     /// importance weights laid out like `x`, or nil for x².
     static func symmetricSearch8(_ x: UnsafePointer<Float>, _ n: Int, nmax: Int, levels L: UnsafeMutablePointer<Int8>,
                                  weights qw: UnsafePointer<Float>?) -> F8 {
-        @inline(__always) func lanes(_ p: UnsafePointer<Float>, _ i: Int) -> F8 {
-            F8(p[i], p[n + i], p[2 * n + i], p[3 * n + i], p[4 * n + i], p[5 * n + i], p[6 * n + i], p[7 * n + i])
-        }
         return withUnsafeTemporaryAllocation(of: F8.self, capacity: 2 * n) { buf in
             withUnsafeTemporaryAllocation(of: I8.self, capacity: n) { levels in
                 let xt = buf.baseAddress!, wt = xt + n, best = levels.baseAddress!
                 for i in 0..<n {
-                    xt[i] = lanes(x, i)
-                    wt[i] = qw.map { lanes($0, i) } ?? xt[i] * xt[i]
+                    xt[i] = gather8(x, n, i)
+                    wt[i] = qw.map { gather8($0, n, i) } ?? xt[i] * xt[i]
                 }
                 let zero = F8(repeating: 0)
-                var mx = zero, amax = zero
-                for i in 0..<n {
-                    let ax = xt[i].replacing(with: -xt[i], where: xt[i] .< zero)
-                    let bigger = ax .> amax
-                    amax.replace(with: ax, where: bigger)
-                    mx.replace(with: xt[i], where: bigger)
-                }
+                let (mx, amax) = signedMax8(xt, n)
                 let empty = amax .< F8(repeating: groupMaxEps)
                 let fmax = F8(repeating: Float(nmax)), lowest = I8(repeating: Int32(-nmax)), highest = I8(repeating: Int32(nmax - 1))
                 let offset = I8(repeating: Int32(nmax))
@@ -148,7 +160,7 @@ extension GGMLKQuantBlocks {
                 }
                 for i in 0..<n { best[i].replace(with: I8(repeating: 0), where: empty) }
                 scale.replace(with: zero, where: empty)
-                for j in 0..<8 { for i in 0..<n { L[j * n + i] = Int8(truncatingIfNeeded: best[i][j]) } }
+                scatter8(best, n, into: L)
                 return scale
             }
         }
@@ -165,15 +177,9 @@ extension GGMLKQuantBlocks {
         return withUnsafeTemporaryAllocation(of: F8.self, capacity: n) { buf in
             withUnsafeTemporaryAllocation(of: I8.self, capacity: n) { levels in
                 let xt = buf.baseAddress!, lv = levels.baseAddress!
-                for i in 0..<n { xt[i] = F8(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i], x[6 * n + i], x[7 * n + i]) }
+                for i in 0..<n { xt[i] = gather8(x, n, i) }
                 let zero = F8(repeating: 0)
-                var mx = zero, amax = zero
-                for i in 0..<n {
-                    let ax = xt[i].replacing(with: -xt[i], where: xt[i] .< zero)
-                    let bigger = ax .> amax
-                    amax.replace(with: ax, where: bigger)
-                    mx.replace(with: xt[i], where: bigger)
-                }
+                let (mx, amax) = signedMax8(xt, n)
                 let empty = amax .< F8(repeating: groupMaxEps)
                 let lowest = I8(repeating: Int32(-nmax)), highest = I8(repeating: Int32(nmax - 1))
                 let iscale = -F8(repeating: Float(nmax)) / mx
@@ -209,7 +215,7 @@ extension GGMLKQuantBlocks {
                 }
                 let offset = I8(repeating: Int32(nmax))
                 for i in 0..<n { lv[i] = (lv[i] &+ offset).replacing(with: I8(repeating: 0), where: empty) }
-                for j in 0..<8 { for i in 0..<n { L[j * n + i] = Int8(truncatingIfNeeded: lv[i][j]) } }
+                scatter8(lv, n, into: L)
                 return (sumLX / sumL2).replacing(with: zero, where: .!(sumL2 .> zero) .| empty)
             }
         }

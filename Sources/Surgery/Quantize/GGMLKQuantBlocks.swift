@@ -106,20 +106,25 @@ enum GGMLKQuantBlocks {
 
     /// From the stored d, dmin and 6-bit scales/mins: the levels re-derived, then packed.
     static func finishQ4_K(_ xb: UnsafePointer<Float>, _ L: inout [UInt8], _ o: UnsafeMutableRawPointer) {
-        let sc = o + 4
-        let d = loadHalf(o), dmin = loadHalf(o + 2)
-        for j in 0..<8 {
-            let (s, m) = scaleMin(j, sc)
-            let dj = d * Float(s)
-            if dj == 0 { continue }
-            let dm = dmin * Float(m)
-            for i in 0..<32 { L[32 * j + i] = UInt8(clamping: max(0, min(15, nearestInt((xb[32 * j + i] + dm) / dj)))) }
-        }
+        rederiveLevels(xb, &L, o, nmax: 15)
         let q = o + 16
         for c in 0..<4 {
             for l in 0..<32 {
                 q.storeBytes(of: L[64 * c + l] | (L[64 * c + l + 32] << 4), toByteOffset: 32 * c + l, as: UInt8.self)
             }
+        }
+    }
+
+    /// Q4_K's and Q5_K's levels 0...nmax from the stored d, dmin and 6-bit scales/mins (a sub-block
+    /// whose scale is 0 keeps its search levels, as ggml does).
+    static func rederiveLevels(_ xb: UnsafePointer<Float>, _ L: inout [UInt8], _ o: UnsafeMutableRawPointer, nmax: Int) {
+        let d = loadHalf(o), dmin = loadHalf(o + 2)
+        for j in 0..<8 {
+            let (s, m) = scaleMin(j, o + 4)
+            let dj = d * Float(s)
+            if dj == 0 { continue }
+            let dm = dmin * Float(m)
+            for i in 0..<32 { L[32 * j + i] = UInt8(clamping: max(0, min(nmax, nearestInt((xb[32 * j + i] + dm) / dj)))) }
         }
     }
 

@@ -175,14 +175,7 @@ extension GGMLKQuantBlocks {
     /// From the stored d, dmin and 6-bit scales/mins: the levels re-derived, the fifth bits into
     /// qh, the low four packed.
     static func finishQ5_K(_ xb: UnsafePointer<Float>, _ L: inout [UInt8], _ o: UnsafeMutableRawPointer) {
-        let d = loadHalf(o), dmin = loadHalf(o + 2)
-        for j in 0..<8 {
-            let (s, m) = scaleMin(j, o + 4)
-            let dj = d * Float(s)
-            if dj == 0 { continue }
-            let dm = dmin * Float(m)
-            for i in 0..<32 { L[32 * j + i] = UInt8(clamping: max(0, min(31, nearestInt((xb[32 * j + i] + dm) / dj)))) }
-        }
+        rederiveLevels(xb, &L, o, nmax: 31)
         for k in 0..<32 { o.storeBytes(of: 0, toByteOffset: 16 + k, as: UInt8.self) }
         for c in 0..<4 {
             for l in 0..<32 {

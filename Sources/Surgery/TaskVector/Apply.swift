@@ -143,14 +143,7 @@ public struct ApplyTaskVectorJob: Sendable {
     static func streamPipeline(_ pipeline: TaskArithmeticPipeline, _ e: Checkpoint.Entry, base b: Checkpoint, vectors: [TaskVectorSource],
                                weights: [Double], density: Double, seed: UInt64, blockEntries: Int, as dtype: DType,
                                writer: CheckpointWriter, index: Int) throws -> StreamedTaskArithmetic.Totals {
-        func reader(_ c: Checkpoint, _ e: Checkpoint.Entry) -> StreamedTaskArithmetic.Reader {
-            c.willNeed(e)
-            let bytes = c.bytes(e).baseAddress!, size = e.info.dtype.size!, t = e.info.dtype
-            return { start, count, dst in
-                Codec.decode(t, bytes + start * size, count: count, into: dst)
-                c.release(e, bytes: start * size ..< (start + count) * size)
-            }
-        }
+        func reader(_ c: Checkpoint, _ e: Checkpoint.Entry) -> StreamedTaskArithmetic.Reader { blockReader(c, e) }
         let entries = vectors.map { $0.checkpoint.entry(e.name)! }
         let tasks = vectors.indices.map { j in
             StreamedTaskArithmetic.Task(read: reader(vectors[j].checkpoint, entries[j]), isDelta: vectors[j].isDelta, weight: weights[j],
