@@ -2,7 +2,7 @@
 measured with llama.cpp's own llama_model_quantize on a synthetic LLaMA (16 layers, n_gqa 4, rows
 that divide into 256, untied; ../shared/reference/gguf-export.md §4.6). Bytes are compared with
 llama_model_quantize itself in make test-clients."""
-import json
+import json, os
 import numpy as np
 import pytest
 import gguf
@@ -97,3 +97,45 @@ def test_mix_needs_llama_cpp_and_imatrix_needs_a_block_scheme(tmp_path, syntheti
     code, _, err = run("quantize", synthetic, "-o", tmp_path / "m.gguf", "--scheme", "q4_k", "--imatrix", tmp_path / "bad.dat", check=False)
     assert code == 1 and "bad.dat" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.gguf").exists()
+
+
+def test_imatrix_and_mix_errors_are_one_line_and_write_nothing(tmp_path, synthetic):
+    out = tmp_path / "out"; out.mkdir()
+    def fails(args, code, needle):
+        c, _, err = run("quantize", synthetic, "-o", out / "m.gguf", *args, check=False)
+        assert c == code and needle in err and len(err.strip().splitlines()) == 1, err
+        assert os.listdir(out) == []
+    # an imatrix whose vector does not match the tensor's columns; a GGUF with no imatrix entries; a non-finite value
+    w = gguf.GGUFWriter(str(tmp_path / "short.gguf"), "imatrix")
+    w.add_tensor("blk.0.attn_q.weight.in_sum2", np.ones((1, 100), np.float32)); w.add_tensor("blk.0.attn_q.weight.counts", np.ones(1, np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    fails(["--scheme", "q4_k_m", "--llama-cpp", "--tokenizer", "none", "--imatrix", tmp_path / "short.gguf"], 1, "has 100 values, the tensor has 256 columns")
+    w = gguf.GGUFWriter(str(tmp_path / "empty.gguf"), "imatrix")
+    w.add_tensor("x", np.ones(4, np.float32)); w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    fails(["--scheme", "q4_k_m", "--llama-cpp", "--tokenizer", "none", "--imatrix", tmp_path / "empty.gguf"], 1, "without imatrix entries")
+    w = gguf.GGUFWriter(str(tmp_path / "nan.gguf"), "imatrix")
+    v = np.ones((1, 256), np.float32); v[0, 3] = np.inf
+    w.add_tensor("blk.0.attn_q.weight.in_sum2", v); w.add_tensor("blk.0.attn_q.weight.counts", np.ones(1, np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    fails(["--scheme", "q4_k_m", "--llama-cpp", "--tokenizer", "none", "--imatrix", tmp_path / "nan.gguf"], 1, "not finite")
+    # --llama-cpp with the fake format needs a mix
+    c, _, err = run("quantize", synthetic, "-o", tmp_path / "fake", "--scheme", "int4", "--format", "fake", "--llama-cpp", check=False)
+    assert c == 2 and "--llama-cpp applies to --format gguf" in err
+
+
+def test_no_fallback_for_a_32_element_type_is_an_error(tmp_path):
+    """Rows of 48 do not divide into q4_0's blocks of 32: llama-quantize stops, and so does wtool."""
+    d = tmp_path / "m"; d.mkdir()
+    json.dump({"model_type": "llama", "hidden_size": 48, "intermediate_size": 64, "num_attention_heads": 3, "num_key_value_heads": 3,
+               "num_hidden_layers": 1, "rms_norm_eps": 1e-5, "rope_theta": 1e4, "max_position_embeddings": 64, "vocab_size": 32,
+               "tie_word_embeddings": True}, open(d / "config.json", "w"))
+    rng = np.random.default_rng(2)
+    t = {"model.embed_tokens.weight": rng.standard_normal((32, 48)).astype(np.float32), "model.norm.weight": np.ones(48, np.float32)}
+    for n, s in [("self_attn.q_proj", (48, 48)), ("self_attn.k_proj", (48, 48)), ("self_attn.v_proj", (48, 48)), ("self_attn.o_proj", (48, 48)),
+                 ("mlp.gate_proj", (64, 48)), ("mlp.up_proj", (64, 48)), ("mlp.down_proj", (48, 64))]:
+        t[f"model.layers.0.{n}.weight"] = rng.standard_normal(s).astype(np.float32)
+    save_file(t, str(d / "model.safetensors"))
+    out = tmp_path / "out"; out.mkdir()
+    c, _, err = run("quantize", d, "-o", out / "m.gguf", "--scheme", "q4_0", "--llama-cpp", "--tokenizer", "none", check=False)
+    assert c == 1 and "defines no fallback" in err and len(err.strip().splitlines()) == 1, err
+    assert os.listdir(out) == []

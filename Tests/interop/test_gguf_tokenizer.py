@@ -248,3 +248,47 @@ def test_unsupported_inputs_are_one_line_and_write_nothing(tmp_path, case, needl
 def test_tokenizer_option_needs_llama_cpp(tmp_path):
     code, _, err = run("quantize", tmp_path, "-o", tmp_path / "m.gguf", "--scheme", "q8_0", "--tokenizer", "none", check=False)
     assert code == 2 and "--tokenizer applies to --llama-cpp" in err
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("byte_fallback", "byte-fallback (SentencePiece-style) BPE without tokenizer.model"),
+    ("bad_json", "tokenizer.json: is not valid JSON"),
+    ("no_merges", "has no merges"),
+    ("duplicate", "appears twice"),
+    ("bad_spm", "is not a SentencePiece model"),
+    ("bad_config", "tokenizer_config.json: is not a JSON object"),
+])
+def test_malformed_tokenizer_files_are_one_line_and_write_nothing(tmp_path, case, needle):
+    tok = bpe_tokenizer("gpt-2")
+    n = tok.get_vocab_size(with_added_tokens=True)
+    folder = model_folder(tmp_path / "model", n)
+    tok.save(str(folder / "tokenizer.json"))
+    j = json.load(open(folder / "tokenizer.json"))
+    if case == "byte_fallback":
+        j["model"]["byte_fallback"] = True
+    elif case == "no_merges":
+        j["model"]["merges"] = []
+    elif case == "duplicate":
+        j["added_tokens"].append({"id": 5, "content": j["added_tokens"][0]["content"], "special": True})
+    json.dump(j, open(folder / "tokenizer.json", "w"))
+    if case == "bad_json":
+        (folder / "tokenizer.json").write_text('{"model": ')
+    if case == "bad_spm":
+        (folder / "tokenizer.model").write_bytes(b"\x0a\xff\xff\xff\xff\x0f")   # a length past the end
+    if case == "bad_config":
+        (folder / "tokenizer_config.json").write_text("[1, 2]")
+    out = tmp_path / "out"; out.mkdir()
+    code, _, err = run("quantize", folder, "-o", out / "m.gguf", "--scheme", "q8_0", "--llama-cpp", check=False)
+    assert code == 1 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("scaling,needle", [
+    ({"rope_type": "yarn", "factor": 4.0}, "yarn rope scaling needs 'original_max_position_embeddings'"),
+    ({"rope_type": "linear"}, "linear rope scaling needs 'factor'"),
+])
+def test_incomplete_rope_scaling_is_refused(tmp_path, scaling, needle):
+    folder = model_folder(tmp_path / "model", 64, rope_scaling=scaling)
+    code, _, err = run("quantize", folder, "-o", tmp_path / "m.gguf", "--scheme", "q8_0", "--llama-cpp", "--tokenizer", "none", check=False)
+    assert code == 1 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m.gguf").exists()
