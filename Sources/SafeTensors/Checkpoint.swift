@@ -1,5 +1,8 @@
 /// A checkpoint as users name it: one `.safetensors` file, or a Hugging Face model folder with
-/// `model.safetensors` or shards plus `model.safetensors.index.json`.
+/// `model.safetensors` or shards plus `model.safetensors.index.json`; or the same in PyTorch's
+/// format (`pytorch_model.bin`, shards plus `pytorch_model.bin.index.json`), read by a pickle
+/// reader that executes nothing (TorchArchive). A folder with both uses the safetensors files,
+/// as transformers does.
 ///
 /// Opening validates every file fully (each shard by the reference reader's rules) and the
 /// shard index against the shards, so a broken download fails here, before any work.
@@ -12,12 +15,13 @@ public final class Checkpoint: @unchecked Sendable {
     }
 
     public static let indexName = "model.safetensors.index.json"
+    public static let torchIndexName = "pytorch_model.bin.index.json"
 
     /// The path as given.
     public let path: String
     /// The folder holding config and tokenizer files, when the checkpoint is a folder.
     public let folder: String?
-    public let files: [SafeTensorsFile]
+    public let files: [any TensorFile]
     /// Tensors in model order: shard by shard, each in the file's offset order.
     public let entries: [Entry]
     /// Non-fatal findings (for example an index whose total_size is wrong).
@@ -33,30 +37,38 @@ public final class Checkpoint: @unchecked Sendable {
             throw FormatError(file: path, "not a file or folder")
         case .file:
             folder = nil
-            files = [try SafeTensorsFile(path: path)]
+            var warns: [String] = []
+            files = [try Checkpoint.openFile(path, warnings: &warns)]
             entries = files[0].tensors.map { Entry(info: $0, fileIndex: 0) }
-            warnings = []
+            warnings = warns
         case .directory:
             folder = path
             let names = FileSystem.list(path)
             let indexes = names.filter { $0.hasSuffix(".safetensors.index.json") }
+            let weights = names.filter { $0.hasSuffix(".safetensors") }
             var warns: [String] = []
             if names.contains(Checkpoint.indexName) || indexes.count == 1 {
                 let indexPath = FileSystem.join(path, names.contains(Checkpoint.indexName) ? Checkpoint.indexName : indexes[0])
                 (files, entries) = try Checkpoint.openSharded(folder: path, indexPath: indexPath, warnings: &warns)
+            } else if weights.isEmpty, names.contains(Checkpoint.torchIndexName) {
+                (files, entries) = try Checkpoint.openSharded(folder: path, indexPath: FileSystem.join(path, Checkpoint.torchIndexName), warnings: &warns)
             } else {
-                let weights = names.filter { $0.hasSuffix(".safetensors") }
+                let bins = names.filter { $0.hasSuffix(".bin") && !$0.hasPrefix("training_args") }
                 let chosen: String
                 if weights.contains("model.safetensors") {
                     chosen = "model.safetensors"
                 } else if weights.count == 1 {
                     chosen = weights[0]
+                } else if weights.isEmpty, bins.contains("pytorch_model.bin") {
+                    chosen = "pytorch_model.bin"
+                } else if weights.isEmpty, bins.count == 1 {
+                    chosen = bins[0]
                 } else if weights.isEmpty {
-                    throw FormatError(file: path, "no .safetensors file in this folder")
+                    throw FormatError(file: path, "no .safetensors (or pytorch_model.bin) file in this folder")
                 } else {
                     throw FormatError(file: path, "\(weights.count) .safetensors files and no \(Checkpoint.indexName): name one file")
                 }
-                files = [try SafeTensorsFile(path: FileSystem.join(path, chosen))]
+                files = [try Checkpoint.openFile(FileSystem.join(path, chosen), warnings: &warns)]
                 entries = files[0].tensors.map { Entry(info: $0, fileIndex: 0) }
             }
             warnings = warns
@@ -66,7 +78,24 @@ public final class Checkpoint: @unchecked Sendable {
         byName = idx
     }
 
-    private static func openSharded(folder: String, indexPath: String, warnings: inout [String]) throws -> ([SafeTensorsFile], [Entry]) {
+    /// One file, by what its first bytes say: a PyTorch zip archive, or else safetensors (whose
+    /// reader gives the precise error for anything else, Git LFS pointers included).
+    public static func openFile(_ path: String, warnings: inout [String]) throws -> any TensorFile {
+        let mapped = try MappedFile(path: path)
+        switch TorchArchive.kind(of: mapped.bytes) {
+        case .zip, .legacyStream, .legacyTar:
+            let archive = try TorchArchive(mapped: mapped)
+            warnings += archive.warnings
+            return archive
+        case .other:
+            if mapped.bytes.starts(with: Array("GGUF".utf8)) {
+                throw FormatError(file: path, "a GGUF file: turn it into a Hugging Face folder first with 'wtool convert \(path) -o DIR'")
+            }
+            return try SafeTensorsFile(mapped: mapped)
+        }
+    }
+
+    private static func openSharded(folder: String, indexPath: String, warnings: inout [String]) throws -> ([any TensorFile], [Entry]) {
         let json: JSONValue
         do { json = try JSONParser.parse(try FileSystem.readAll(indexPath)) } catch let e as JSONParseError {
             throw FormatError(file: indexPath, "invalid JSON: \(e)")
@@ -86,7 +115,7 @@ public final class Checkpoint: @unchecked Sendable {
             if !shardNames.contains(shard) { shardNames.append(shard) }
         }
         shardNames.sort { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
-        var files: [SafeTensorsFile] = []
+        var files: [any TensorFile] = []
         var entries: [Entry] = []
         var owner: [String: String] = [:]
         for (k, shard) in shardNames.enumerated() {
@@ -94,7 +123,7 @@ public final class Checkpoint: @unchecked Sendable {
             guard FileSystem.kind(p) == .file else {
                 throw FormatError(file: indexPath, "the index names shard '\(shard)', which is missing")
             }
-            let f = try SafeTensorsFile(path: p)
+            let f = try Checkpoint.openFile(p, warnings: &warnings)
             files.append(f)
             for t in f.tensors {
                 if let other = owner[t.name] {
@@ -113,7 +142,12 @@ public final class Checkpoint: @unchecked Sendable {
             }
             throw FormatError(file: indexPath, tensor: tensor, "the index names shard '\(shard)', which has no such tensor")
         }
-        let total = entries.reduce(UInt64(0)) { $0 + UInt64($1.info.byteCount) }
+        // Tied tensors of a PyTorch shard share one storage, which total_size counts once.
+        var ranges = Set<[UInt64]>()
+        let total = entries.reduce(UInt64(0)) {
+            let copied = $1.info.begin == 0 && files[$1.fileIndex] is TorchArchive
+            return $0 + (copied || ranges.insert([UInt64($1.fileIndex), $1.info.begin, $1.info.end]).inserted ? UInt64($1.info.byteCount) : 0)
+        }
         if let ts = json["metadata"]?["total_size"], ts.doubleValue.map({ UInt64(exactly: $0) }) != total {
             warnings.append("\(indexPath): metadata.total_size is \(ts.compact()), the tensors hold \(total) bytes")
         }
@@ -122,7 +156,7 @@ public final class Checkpoint: @unchecked Sendable {
 
     public var tensorNames: [String] { entries.map(\.name) }
     public func entry(_ name: String) -> Entry? { byName[name].map { entries[$0] } }
-    public func file(of e: Entry) -> SafeTensorsFile { files[e.fileIndex] }
+    public func file(of e: Entry) -> any TensorFile { files[e.fileIndex] }
     public func bytes(_ e: Entry) -> UnsafeRawBufferPointer { files[e.fileIndex].bytes(e.info) }
     public func release(_ e: Entry) { files[e.fileIndex].release(e.info) }
     /// Releases bytes `range` of the tensor (see SafeTensorsFile.release(_:bytes:)).
