@@ -9,6 +9,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIX = os.path.join(ROOT, "Fixtures")
 TINY = os.path.join(FIX, "tiny-llama")
 sys.path.insert(0, os.path.join(ROOT, "Tests", "interop"))
+sys.path.insert(0, FIX)
 WTOOL = os.environ.get("WTOOL", os.path.join(ROOT, ".build", "debug", "wtool"))
 TOKENS = [3, 17, 5, 42, 8, 0, 49, 21, 13, 7, 60, 2]
 

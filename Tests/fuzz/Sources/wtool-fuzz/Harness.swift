@@ -7,7 +7,7 @@ import Surgery
 /// One harness per parser, chosen by WTOOL_FUZZ_TARGET: every input must end in a result or a
 /// thrown error, never a trap, a hang or a leak. Parsers that take a path get the input as a file.
 enum Target: String, CaseIterable {
-    case header, index, gguf, recipe, spec, permutations, adapter, statistics
+    case header, index, gguf, recipe, spec, permutations, adapter, statistics, pickle, torchzip
 }
 
 let target: Target = {
@@ -58,6 +58,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
             _ = try PEFTAdapterConfig(path: writeFile("adapter_config.json", bytes))
         case .statistics:
             _ = try PruneStatistics(path: writeFile("stats.safetensors", bytes))
+        case .pickle:
+            _ = try SafePickle.load(bytes)
+        case .torchzip:
+            _ = try TorchArchive(path: writeFile("sd.bin", bytes))
         }
     } catch {}
     return 0
