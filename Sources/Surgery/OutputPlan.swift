@@ -20,16 +20,23 @@ public final class OutputPlan: @unchecked Sendable {
     /// Size, modification time and inode of every input file when the job started.
     private let inputStamps: [(path: String, stamp: FileSystem.Stamp?)]
 
-    public init(path: String, shardSize: UInt64?, provenance: String, inputs: [Checkpoint]) throws {
+    /// - Parameter inputFiles: inputs that are not checkpoints (a GGUF being imported), guarded
+    ///   the same way: never overwritten, and checked not to change while the job runs.
+    public init(path: String, shardSize: UInt64?, provenance: String, inputs: [Checkpoint], inputFiles: [String] = []) throws {
         finalLayout = try OutputLayout.from(path: path, shardSize: shardSize)
         self.provenance = provenance
         try OutputPlan.refuseOverwritingInputs(finalLayout, inputs)
+        if let outReal = FileSystem.realPath(finalLayout.path) {
+            for f in inputFiles where FileSystem.realPath(f).map({ $0 == outReal || FileSystem.dirname($0) == outReal }) == true {
+                throw FormatError(file: finalLayout.path, "holds the input file '\(f)'; choose another output")
+            }
+        }
         if case let .file(p) = finalLayout {
             let dir = FileSystem.dirname(p)
             guard FileSystem.kind(dir) == .directory else { throw FormatError(file: p, "the folder '\(dir)' does not exist") }
             OutputTransaction.removeStaleTemporaries(in: dir)
         }
-        inputStamps = inputs.flatMap(\.files).map { ($0.path, FileSystem.stamp($0.path)) }
+        inputStamps = (inputs.flatMap(\.files).map(\.path) + inputFiles).map { ($0, FileSystem.stamp($0)) }
     }
 
     /// Where writers write: the staging folder of a folder output (created on first use), or the

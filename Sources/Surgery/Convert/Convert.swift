@@ -19,6 +19,7 @@ public struct ConvertJob: Sendable {
         var report = RunReport(command: settings.command)
         // ---- plan
         if let dtype, !dtype.isFloatingPoint { throw UsageError("--dtype must be a floating-point type, not \(dtype.rawValue)") }
+        if GGUFFile.isGGUF(input) { return try GGUFImportJob(convert: self).run() }
         let source = try Checkpoint(path: input)
         report.warnings += source.warnings
         let plan = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [source])

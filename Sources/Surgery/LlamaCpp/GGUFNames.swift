@@ -22,4 +22,21 @@ public enum GGUFNames {
         }
         return nil
     }
+
+    /// The Hugging Face name of a llama.cpp tensor name (the inverse of `gguf(forHF:)`).
+    public static func hf(forGGUF name: String) -> String? {
+        switch name {
+        case "token_embd.weight": return "model.embed_tokens.weight"
+        case "output.weight": return "lm_head.weight"
+        case "output_norm.weight": return "model.norm.weight"
+        default: break
+        }
+        let p = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard p.count >= 3, p[0] == "blk", let layer = Int(p[1]), layer >= 0 else { return nil }
+        let rest = p[2...].joined(separator: ".")
+        for (hf, g) in layerParts where rest.hasPrefix(g + ".") {
+            return "model.layers.\(layer).\(hf)" + rest.dropFirst(g.count)
+        }
+        return nil
+    }
 }

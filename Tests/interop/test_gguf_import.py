@@ -1,0 +1,211 @@
+"""wtool convert model.gguf -o DIR: a llama.cpp GGUF back into a Hugging Face folder.
+
+References: the original safetensors model (a float GGUF must come back exactly), gguf-py's own
+dequantizer (quantized tensors come back as their dequantization, rows un-permuted by a numpy
+transcription of convert_hf_to_gguf's permute), and the `tokenizers` package (the rebuilt
+tokenizer.json encodes a corpus like the original)."""
+import json, os
+
+import gguf
+import numpy as np
+import pytest
+from gguf.quants import dequantize
+from safetensors.numpy import load_file
+
+from conftest import run
+from tokenizer_fixtures import CORPUS, TEMPLATE, bpe_tokenizer, model_folder
+
+
+def make_model(tmp_path, kind="llama-bpe", arch="llama", name="model", **config):
+    tok = bpe_tokenizer(kind)
+    folder = model_folder(tmp_path / name, tok.get_vocab_size(with_added_tokens=True), arch=arch, **config)
+    tok.save(str(folder / "tokenizer.json"))
+    json.dump({"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>", "add_bos_token": True, "chat_template": TEMPLATE},
+              open(folder / "tokenizer_config.json", "w"))
+    return folder, tok
+
+
+def to_gguf(folder, tmp_path, scheme, name=None):
+    out = tmp_path / f"{name or scheme}.gguf"
+    run("quantize", folder, "-o", out, "--scheme", scheme, "--llama-cpp", "--quiet")
+    return out
+
+
+def hf_permute(w, heads):
+    """convert_hf_to_gguf's LlamaModel.permute (what wtool must undo)."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute(w, heads):
+    return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def test_float_round_trip_is_exact_and_config_matches(tmp_path):
+    folder, _ = make_model(tmp_path)
+    orig = load_file(str(folder / "model.safetensors"))
+    back = tmp_path / "back"
+    run("convert", to_gguf(folder, tmp_path, "f32"), "-o", back, "--quiet")
+    got = load_file(str(back / "model.safetensors"))
+    assert sorted(got) == sorted(orig)
+    for k in orig:
+        assert got[k].dtype == np.float32 and got[k].tobytes() == orig[k].tobytes(), k
+    c0, c1 = json.load(open(folder / "config.json")), json.load(open(back / "config.json"))
+    for k in ["hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers",
+              "rms_norm_eps", "rope_theta", "max_position_embeddings", "vocab_size", "tie_word_embeddings", "model_type"]:
+        assert c1[k] == c0[k], k
+    assert c1["torch_dtype"] == "float32" and c1["architectures"] == ["LlamaForCausalLM"]
+    report = json.load(open(back / "wtool-report.json"))
+    assert report["summary"]["unpermuted"] == 2 and report["summary"]["tokenizer"] is True
+
+
+def test_f16_gguf_comes_back_as_f16(tmp_path):
+    folder, _ = make_model(tmp_path)
+    orig = load_file(str(folder / "model.safetensors"))
+    back = tmp_path / "back"
+    run("convert", to_gguf(folder, tmp_path, "f16"), "-o", back, "--quiet")
+    got = load_file(str(back / "model.safetensors"))
+    for k in orig:
+        assert got[k].dtype == np.float16 and got[k].tobytes() == orig[k].astype(np.float16).tobytes(), k
+    assert json.load(open(back / "config.json"))["torch_dtype"] == "float16"
+    run("convert", tmp_path / "f16.gguf", "-o", tmp_path / "b32", "--dtype", "f32", "--quiet")
+    assert load_file(str(tmp_path / "b32" / "model.safetensors"))["model.norm.weight"].dtype == np.float32
+
+
+@pytest.mark.parametrize("scheme", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "tq2_0", "q4_k_m"])
+def test_quantized_tensors_equal_gguf_py_dequantization(tmp_path, scheme):
+    # hidden 256 so the K-quant blocks of 256 fit the rows
+    folder, _ = make_model(tmp_path, hidden_size=256, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2)
+    # make_model's tensors are 32 wide: write a 256-wide model instead
+    rng = np.random.default_rng(3)
+    vocab = json.load(open(folder / "config.json"))["vocab_size"]
+    t = {"model.embed_tokens.weight": rng.standard_normal((vocab, 256)).astype(np.float32), "model.norm.weight": np.ones(256, np.float32),
+         "model.layers.0.input_layernorm.weight": np.ones(256, np.float32), "model.layers.0.post_attention_layernorm.weight": np.ones(256, np.float32)}
+    for p, shape in [("self_attn.q_proj", (256, 256)), ("self_attn.k_proj", (128, 256)), ("self_attn.v_proj", (128, 256)),
+                     ("self_attn.o_proj", (256, 256)), ("mlp.gate_proj", (256, 256)), ("mlp.up_proj", (256, 256)), ("mlp.down_proj", (256, 256))]:
+        t[f"model.layers.0.{p}.weight"] = (rng.standard_normal(shape) / 16).astype(np.float32)
+    from safetensors.numpy import save_file
+    save_file(t, str(folder / "model.safetensors"))
+    src = to_gguf(folder, tmp_path, scheme)
+    back = tmp_path / "back"
+    run("convert", src, "-o", back, "--quiet")
+    got = load_file(str(back / "model.safetensors"))
+    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
+    parts = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+             "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
+             "ffn_norm": "post_attention_layernorm"}
+    reader = gguf.GGUFReader(str(src))
+    quantized = 0
+    for x in reader.tensors:
+        name = names.get(x.name) or "model.layers.0." + parts[x.name.split(".")[2]] + ".weight"
+        want = dequantize(x.data, x.tensor_type).astype(np.float32).reshape(got[name].shape)
+        if x.name == "blk.0.attn_q.weight":
+            want = unpermute(want, 4)
+        if x.name == "blk.0.attn_k.weight":
+            want = unpermute(want, 2)
+        quantized += x.tensor_type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+        assert got[name].dtype == np.float32 and got[name].tobytes() == want.tobytes(), (x.name, x.tensor_type)
+    assert quantized >= 7
+    # the un-permutation undoes the export's: the float parts of the original come back exactly
+    assert np.array_equal(unpermute(hf_permute(t["model.layers.0.self_attn.q_proj.weight"], 4), 4), t["model.layers.0.self_attn.q_proj.weight"])
+
+
+@pytest.mark.parametrize("kind,arch", [("llama-bpe", "llama"), ("gpt-2", "llama"), ("starcoder", "llama"), ("qwen2", "qwen2"), ("dbrx", "llama")])
+def test_tokenizer_encodes_like_the_original(tmp_path, kind, arch):
+    from tokenizers import Tokenizer
+    folder, tok = make_model(tmp_path, kind=kind, arch=arch)
+    back = tmp_path / "back"
+    run("convert", to_gguf(folder, tmp_path, "f32"), "-o", back, "--quiet")
+    rebuilt = Tokenizer.from_file(str(back / "tokenizer.json"))
+    tc = json.load(open(back / "tokenizer_config.json"))
+    assert tc["bos_token"] == "<|endoftext|>" and tc["eos_token"] == "<|im_end|>" and tc["chat_template"] == TEMPLATE
+    assert tc["add_bos_token"] is True
+    for text in CORPUS[:9] + ["<tool> and <extra_special> inside", "<|im_start|>system\nx<|im_end|>"]:
+        want = tok.encode(text).ids
+        got = rebuilt.encode(text).ids
+        assert got[0] == 0 and got[1:] == want, text   # BOS added, as the GGUF says
+        assert rebuilt.decode(got, skip_special_tokens=True) == tok.decode(want, skip_special_tokens=True)
+
+
+def test_qwen_names_biases_and_norms(tmp_path):
+    for arch in ("qwen2", "qwen3"):
+        folder, _ = make_model(tmp_path, kind="qwen2", arch=arch, name=arch, head_dim=8)
+        orig = load_file(str(folder / "model.safetensors"))
+        if arch == "qwen2":   # qwen2 has q/k/v biases
+            from safetensors.numpy import save_file
+            rng = np.random.default_rng(5)
+            for p, n in [("q_proj", 32), ("k_proj", 16), ("v_proj", 16)]:
+                orig[f"model.layers.0.self_attn.{p}.bias"] = rng.standard_normal(n).astype(np.float32)
+            save_file(orig, str(folder / "model.safetensors"))
+        back = tmp_path / f"{arch}-back"
+        run("convert", to_gguf(folder, tmp_path, "f32", name=arch), "-o", back, "--quiet")
+        got = load_file(str(back / "model.safetensors"))
+        assert sorted(got) == sorted(orig)
+        for k in orig:
+            assert got[k].tobytes() == orig[k].tobytes(), (arch, k)
+        c = json.load(open(back / "config.json"))
+        assert c["model_type"] == arch and c["head_dim"] == 8
+
+
+def test_rope_scaling_round_trips(tmp_path):
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    folder, _ = make_model(tmp_path, name="l3", rope_theta=500000.0, rope_scaling=scaling, head_dim=16, num_attention_heads=2,
+                           num_key_value_heads=1, original_max_position_embeddings=64)
+    # q/k shapes for 2 heads of 16
+    src = to_gguf(folder, tmp_path, "f32", name="l3")
+    back = tmp_path / "l3-back"
+    run("convert", src, "-o", back, "--quiet")
+    c = json.load(open(back / "config.json"))
+    assert c["rope_scaling"]["rope_type"] == "llama3" and c["rope_scaling"]["factor"] == 8.0
+    again = to_gguf(back, tmp_path, "f32", name="l3-again")
+    a = {x.name: np.array(x.data) for x in gguf.GGUFReader(str(src)).tensors}["rope_freqs.weight"]
+    b = {x.name: np.array(x.data) for x in gguf.GGUFReader(str(again)).tensors}["rope_freqs.weight"]
+    assert np.allclose(a, b, rtol=1e-6, atol=0) and len(set(np.round(a, 4))) > 2
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "beta_fast": 32.0, "beta_slow": 1.0}
+    folder, _ = make_model(tmp_path, name="y", rope_scaling=yarn)
+    back = tmp_path / "y-back"
+    run("convert", to_gguf(folder, tmp_path, "f32", name="y"), "-o", back, "--quiet")
+    assert json.load(open(back / "config.json"))["rope_scaling"] == {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+                                                                     "beta_fast": 32.0, "beta_slow": 1.0}
+
+
+def test_untied_output_and_sentencepiece_warning(tmp_path):
+    folder, _ = make_model(tmp_path, tie_word_embeddings=False)
+    back = tmp_path / "back"
+    run("convert", to_gguf(folder, tmp_path, "f32"), "-o", back, "--quiet")
+    assert "lm_head.weight" in load_file(str(back / "model.safetensors"))
+    assert json.load(open(back / "config.json"))["tie_word_embeddings"] is False
+
+
+def write_gguf(path, arch="llama", tensors=None, raw_type=None):
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(1); w.add_context_length(64); w.add_embedding_length(32); w.add_feed_forward_length(64)
+    w.add_head_count(4); w.add_head_count_kv(2); w.add_layer_norm_rms_eps(1e-5); w.add_rope_freq_base(10000.0)
+    for name, a in (tensors or {"token_embd.weight": np.ones((10, 32), np.float32)}).items():
+        if raw_type is not None and name != "token_embd.weight":
+            w.add_tensor(name, a, raw_dtype=raw_type)
+        else:
+            w.add_tensor(name, a)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+
+
+def test_bad_inputs_are_one_line_and_write_nothing(tmp_path):
+    cases = []
+    p = tmp_path / "unknown.gguf"; write_gguf(p, tensors={"token_embd.weight": np.ones((10, 32), np.float32), "blk.0.mystery.weight": np.ones(4, np.float32)})
+    cases.append((p, "blk.0.mystery.weight"))
+    p = tmp_path / "arch.gguf"; write_gguf(p, arch="gpt2"); cases.append((p, "architecture 'gpt2'"))
+    p = tmp_path / "iq.gguf"
+    write_gguf(p, tensors={"token_embd.weight": np.ones((10, 32), np.float32), "blk.0.ffn_up.weight": np.zeros((64, 18), np.uint8)},
+               raw_type=gguf.GGMLQuantizationType.IQ4_NL)
+    cases.append((p, "iq4_nl"))
+    p = tmp_path / "cut.gguf"; write_gguf(p); data = open(p, "rb").read(); open(p, "wb").write(data[:200]); cases.append((p, str(p)))
+    for path, needle in cases:
+        out = tmp_path / ("o-" + path.name)
+        code, _, err = run("convert", path, "-o", out, check=False)
+        assert code == 1, path
+        assert len(err.strip().splitlines()) == 1 and needle in err, err
+        assert not out.exists()
+    code, _, err = run("convert", tmp_path / "arch.gguf", "-o", tmp_path / "x.safetensors", check=False)
+    assert code != 0 and not (tmp_path / "x.safetensors").exists()
+    folder, _ = make_model(tmp_path)
+    code, _, err = run("merge", "--method", "linear", "--weight", "1", to_gguf(folder, tmp_path, "f32"), folder, "-o", tmp_path / "m", check=False)
+    assert code == 1 and "wtool convert" in err
