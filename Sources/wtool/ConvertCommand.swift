@@ -14,10 +14,18 @@ struct ConvertCommand: ParsableCommand {
         (decimal units: 500MB, 5GB; binary with GiB/MiB). Config and tokenizer files are copied \
         from an input folder to an output folder. The report (default OUT/wtool-report.json, or \
         OUT.report.json beside a file) gives each tensor's rounding error.
+
+        IN may be a PyTorch pytorch_model.bin (or a folder of .bin shards): its pickle is read \
+        without executing anything, and any global that is not a tensor type is refused by name.
+
+        IN may be a llama.cpp GGUF (llama/mistral, qwen2, qwen3): OUT is then a Hugging Face \
+        folder: every tensor dequantized, renamed and its Q/K rows un-permuted, config.json from \
+        the hyper-parameters, tokenizer.json + tokenizer_config.json from a byte-level BPE \
+        vocabulary. --dtype f32|f16|bf16 (default: the 2-D tensors' float type, else f32).
         """
     )
 
-    @Argument(help: ArgumentHelp("A .safetensors file or a model folder.", valueName: "IN"))
+    @Argument(help: ArgumentHelp("A .safetensors file, a model folder, a pytorch_model.bin, or a GGUF.", valueName: "IN"))
     var input: String
 
     @Option(name: .short, help: ArgumentHelp("Output: a .safetensors file or a folder.", valueName: "OUT"))

@@ -71,7 +71,7 @@ def test_f16_gguf_comes_back_as_f16(tmp_path):
     assert load_file(str(tmp_path / "b32" / "model.safetensors"))["model.norm.weight"].dtype == np.float32
 
 
-@pytest.mark.parametrize("scheme", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "tq2_0", "q4_k_m"])
+@pytest.mark.parametrize("scheme", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "tq1_0", "tq2_0", "q4_k_m"])
 def test_quantized_tensors_equal_gguf_py_dequantization(tmp_path, scheme):
     # hidden 256 so the K-quant blocks of 256 fit the rows
     folder, _ = make_model(tmp_path, hidden_size=256, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2)

@@ -47,7 +47,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
             try ensureShards(folder)
             _ = try Checkpoint(path: folder)
         case .gguf:
-            _ = try GGUFFile(path: writeFile("f.gguf", bytes))
+            let file = try GGUFFile(path: writeFile("f.gguf", bytes))
+            // what GGUF import makes of it: names, hyper-parameters, tokenizer files
+            _ = try? GGUFModelImport(file)
+            _ = try? GGUFTokenizerImport(file, contextLength: 64)
         case .recipe:
             _ = try MergeRecipe.load(yaml: String(decoding: bytes, as: UTF8.self), path: "fuzz.yml")
         case .spec:
