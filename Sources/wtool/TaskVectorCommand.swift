@@ -9,11 +9,12 @@ struct TaskVectorCommand: ParsableCommand {
         discussion: """
         A task vector is FT - BASE. extract writes it (f32 by default); apply adds scaled task \
         vectors to a base (negative scales subtract: forgetting), or combines them with TIES or DARE \
-        like merge; analyze reports norms, cosines and sign conflicts. Wherever a task vector is \
+        like merge; analyze reports norms, cosines and sign conflicts; audit ranks what is out of \
+        line in a fine-tune's change (candidate trigger tokens, backdoor rows). Wherever a task vector is \
         expected, a fine-tuned model works too (its delta from --base is computed on the fly): files \
         written by extract are recognised by their metadata, --inputs overrides. See wtool-task-vector(1).
         """,
-        subcommands: [Extract.self, Apply.self, Analyze.self]
+        subcommands: [Extract.self, Apply.self, Analyze.self, Audit.self]
     )
 
     struct Extract: ParsableCommand {

@@ -15,7 +15,8 @@ struct Wtool: ParsableCommand {
 
         Exit status: 0 done; 1 a run-time failure (bad input file, mismatched shapes, I/O error); \
         2 a usage error (bad flags). `wtool diff` exits 1 when the checkpoints differ and 2 on any \
-        error. See wtool(1) and wtool-<command>(1).
+        error; `task-vector audit --fail-above S` exits 3 when a finding scores above S. See wtool(1) \
+        and wtool-<command>(1).
         """,
         version: wtoolVersion,
         subcommands: [InspectCommand.self, DiffCommand.self, ConvertCommand.self, MergeCommand.self, TaskVectorCommand.self, PruneCommand.self, LowRankCommand.self, QuantizeCommand.self, PermuteMatchCommand.self]
