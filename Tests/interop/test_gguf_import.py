@@ -194,9 +194,9 @@ def test_bad_inputs_are_one_line_and_write_nothing(tmp_path):
     cases.append((p, "blk.0.mystery.weight"))
     p = tmp_path / "arch.gguf"; write_gguf(p, arch="gpt2"); cases.append((p, "architecture 'gpt2'"))
     p = tmp_path / "iq.gguf"
-    write_gguf(p, tensors={"token_embd.weight": np.ones((10, 32), np.float32), "blk.0.ffn_up.weight": np.zeros((64, 18), np.uint8)},
-               raw_type=gguf.GGMLQuantizationType.IQ4_NL)
-    cases.append((p, "iq4_nl"))
+    write_gguf(p, tensors={"token_embd.weight": np.ones((10, 32), np.float32), "blk.0.ffn_up.weight": np.zeros((4, 292), np.uint8)},
+               raw_type=gguf.GGMLQuantizationType.Q8_K)
+    cases.append((p, "q8_k"))
     p = tmp_path / "cut.gguf"; write_gguf(p); data = open(p, "rb").read(); open(p, "wb").write(data[:200]); cases.append((p, str(p)))
     for path, needle in cases:
         out = tmp_path / ("o-" + path.name)
@@ -209,3 +209,37 @@ def test_bad_inputs_are_one_line_and_write_nothing(tmp_path):
     folder, _ = make_model(tmp_path)
     code, _, err = run("merge", "--method", "linear", "--weight", "1", to_gguf(folder, tmp_path, "f32"), folder, "-o", tmp_path / "m", check=False)
     assert code == 1 and "wtool convert" in err
+
+
+READ_ONLY = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS", "MXFP4", "NVFP4"]
+
+
+@pytest.mark.parametrize("name", READ_ONLY)
+def test_types_wtool_only_reads_equal_gguf_py_dequantization(tmp_path, name):
+    """Random blocks (with sane f16 scales) of every type gguf-py dequantizes that wtool does not
+    write: the imported weights equal gguf-py's dequantize, bit for bit (attn_q also un-permuted)."""
+    qt = getattr(gguf.GGMLQuantizationType, name)
+    block, size = gguf.GGML_QUANT_SIZES[qt]
+    rng = np.random.default_rng(int(qt))
+    def blocks(rows, width):
+        raw = rng.integers(0, 256, size=(rows, width // block, size), dtype=np.uint8)
+        if name not in ("IQ1_M", "MXFP4", "NVFP4"):   # the f16 scale leads the block
+            raw[..., :2] = rng.uniform(-2, 2, size=(rows, width // block, 1)).astype(np.float16).view(np.uint8)
+        if name == "MXFP4":
+            raw[..., 0] = rng.integers(100, 140, size=(rows, width // block))
+        return raw.reshape(rows, -1)
+    tensors = {"token_embd.weight": rng.standard_normal((10, 32)).astype(np.float32),
+               "blk.0.ffn_up.weight": blocks(8, 512), "blk.0.attn_q.weight": blocks(32, 256)}
+    path = tmp_path / f"{name}.gguf"
+    write_gguf(path, tensors=tensors, raw_type=qt)
+    back = tmp_path / "back"
+    run("convert", path, "-o", back, "--quiet")
+    got = load_file(str(back / "model.safetensors"))
+    reader = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+    up = dequantize(reader["blk.0.ffn_up.weight"].data, qt).astype(np.float32).reshape(8, 512)
+    q = unpermute(dequantize(reader["blk.0.attn_q.weight"].data, qt).astype(np.float32).reshape(32, 256), 4)
+    np.testing.assert_array_equal(got["model.layers.0.mlp.up_proj.weight"], up)
+    np.testing.assert_array_equal(got["model.layers.0.self_attn.q_proj.weight"], q)
+    assert np.isfinite(up).mean() > 0.9
+    report = json.load(open(back / "wtool-report.json"))
+    assert {r["dtype_in"] for r in report["tensors"]} == {"f32", name.lower()}

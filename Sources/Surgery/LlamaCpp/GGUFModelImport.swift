@@ -54,8 +54,8 @@ public struct GGUFModelImport: Sendable {
             guard let hf = GGUFNames.hf(forGGUF: t.name) else {
                 throw FormatError(file: path, tensor: t.name, "not a tensor of the \(arch) architecture that wtool maps back to Hugging Face names")
             }
-            guard let type = GGMLType.withID(t.type) else {
-                throw FormatError(file: path, tensor: t.name, "ggml type \(t.type) (\(GGUFModelImport.typeName(t.type))) is not one wtool decodes (\(GGMLType.all.map(\.name).joined(separator: ", ")))")
+            guard let type = GGMLType.decodable(id: t.type) else {
+                throw FormatError(file: path, tensor: t.name, "ggml type \(t.type) (\(GGUFModelImport.typeName(t.type))) is not one wtool decodes (\(GGMLType.decodable.map(\.name).joined(separator: ", ")))")
             }
             guard let rowLength = t.dims.first, rowLength % UInt64(type.blockSize) == 0 else {
                 throw FormatError(file: path, tensor: t.name, "rows of \(t.dims.first ?? 0) values do not divide into \(type.name) blocks of \(type.blockSize)")

@@ -76,8 +76,8 @@ public struct DequantizeJob: Sendable {
                 _ = try g.bytes(t, byteCount: t.count * d.size!)
                 return Item(tensor: OutputTensor(name: t.name, dtype: d, shape: t.shape), fill: { Array(try g.bytes(t, byteCount: t.count * d.size!)) }, dequantized: false)
             }
-            guard let type = GGMLType.withID(t.type) else {
-                throw FormatError(file: g.path, tensor: t.name, "ggml type \(t.type) is not one wtool reads (\(GGMLType.all.map(\.name).joined(separator: ", ")))")
+            guard let type = GGMLType.decodable(id: t.type) else {
+                throw FormatError(file: g.path, tensor: t.name, "ggml type \(t.type) is not one wtool reads (\(GGMLType.decodable.map(\.name).joined(separator: ", ")))")
             }
             guard (t.dims.first ?? 1) % UInt64(type.blockSize) == 0 else {
                 throw FormatError(file: g.path, tensor: t.name, "row length \(t.dims.first ?? 0) is not a multiple of \(type.name)'s block size \(type.blockSize)")

@@ -88,6 +88,25 @@ public struct GGMLType: Sendable, Hashable {
     public static func named(_ s: String) -> GGMLType? { all.first { $0.name == s.lowercased() } }
     public static func withID(_ id: UInt32) -> GGMLType? { all.first { $0.id == id } }
 
+    // Types wtool decodes (GGUF import, --dequantize) but never writes.
+    static func decodeOnly(_ name: String, _ id: UInt32, _ blockSize: Int, _ blockBytes: Int, _ decode: @escaping Decoder) -> GGMLType {
+        GGMLType(name: name, id: id, blockSize: blockSize, blockBytes: blockBytes, fileType: nil,
+                 encode: { _, _, _ in preconditionFailure("\(name) is decoded, never encoded") }, decode: decode)
+    }
+    public static let readOnly: [GGMLType] = [
+        decodeOnly("iq2_xxs", 16, 256, 66, GGMLIQuantBlocks.decodeIQ2_XXS), decodeOnly("iq2_xs", 17, 256, 74, GGMLIQuantBlocks.decodeIQ2_XS),
+        decodeOnly("iq3_xxs", 18, 256, 98, GGMLIQuantBlocks.decodeIQ3_XXS), decodeOnly("iq1_s", 19, 256, 50, GGMLIQuantBlocks.decodeIQ1_S),
+        decodeOnly("iq4_nl", 20, 32, 18, GGMLIQuantBlocks.decodeIQ4_NL), decodeOnly("iq3_s", 21, 256, 110, GGMLIQuantBlocks.decodeIQ3_S),
+        decodeOnly("iq2_s", 22, 256, 82, GGMLIQuantBlocks.decodeIQ2_S), decodeOnly("iq4_xs", 23, 256, 136, GGMLIQuantBlocks.decodeIQ4_XS),
+        decodeOnly("iq1_m", 29, 256, 56, GGMLIQuantBlocks.decodeIQ1_M), decodeOnly("mxfp4", 39, 32, 17, GGMLIQuantBlocks.decodeMXFP4),
+        decodeOnly("nvfp4", 40, 64, 36, GGMLIQuantBlocks.decodeNVFP4),
+        GGMLType(name: "f64", id: 28, blockSize: 1, blockBytes: 8, fileType: nil, encode: { _, _, _ in preconditionFailure("f64 is decoded, never encoded") },
+                 decode: { s, n, y in Codec.decode(.F64, s, count: n, into: y) }),
+    ]
+    /// Every type wtool can decode: what it writes and `readOnly`.
+    public static let decodable: [GGMLType] = all + readOnly
+    public static func decodable(id: UInt32) -> GGMLType? { decodable.first { $0.id == id } }
+
     /// The safetensors dtype of a plain type.
     public var plainDType: DType? {
         switch id { case 0: return .F32; case 1: return .F16; case 30: return .BF16; default: return nil }
