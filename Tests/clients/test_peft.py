@@ -39,3 +39,21 @@ def test_pissa_residual_plus_adapter_is_the_original_in_peft(tmp_path):
     for k in base:
         np.testing.assert_allclose(merged[k], base[k], rtol=0, atol=2e-6, err_msg=k)
     assert np.isfinite(hf_logits(tmp_path / "p")).all()  # the residual model loads on its own too
+
+
+def test_pickled_adapter_bin_applies_like_its_safetensors(tmp_path):
+    """An adapter saved the old way (adapter_model.bin, torch.save): lowrank-svd apply reads it
+    through the safe pickle reader and merges exactly what the safetensors adapter gives."""
+    import shutil
+    wtool("lowrank-svd", "extract", "--base", BASE, FT, "-o", tmp_path / "ad", "--rank", "4", "--quiet")
+    wtool("lowrank-svd", "apply", "--base", BASE, tmp_path / "ad", "-o", tmp_path / "m1", "--quiet")
+    shutil.copytree(tmp_path / "ad", tmp_path / "bin")
+    sd = {k: torch.from_numpy(v) for k, v in load_file(str(tmp_path / "ad" / "adapter_model.safetensors")).items()}
+    os.remove(tmp_path / "bin" / "adapter_model.safetensors")
+    torch.save(sd, tmp_path / "bin" / "adapter_model.bin")
+    wtool("lowrank-svd", "apply", "--base", BASE, tmp_path / "bin", "-o", tmp_path / "m2", "--quiet")
+    a, b = load_file(str(tmp_path / "m1" / "model.safetensors")), load_file(str(tmp_path / "m2" / "model.safetensors"))
+    assert set(a) == set(b) and all(a[k].tobytes() == b[k].tobytes() for k in a)
+    theirs = peft_merged(BASE, tmp_path / "bin")
+    for k in b:
+        np.testing.assert_allclose(b[k], theirs[k], rtol=0, atol=2e-6, err_msg=k)

@@ -25,7 +25,11 @@ public struct ApplyLoRAJob: Sendable {
         let configPath = FileSystem.join(adapter, PEFTAdapterConfig.configName)
         guard FileSystem.kind(configPath) == .file else { throw FormatError(file: adapter, "no \(PEFTAdapterConfig.configName): not a PEFT adapter folder") }
         let config = try PEFTAdapterConfig(path: configPath)
-        let weights = try Checkpoint(path: FileSystem.join(adapter, PEFTAdapterConfig.weightsName))
+        // PEFT's order: adapter_model.safetensors, else the pickled adapter_model.bin.
+        let pickled = FileSystem.join(adapter, PEFTAdapterConfig.pickledWeightsName)
+        let weightsPath = FileSystem.kind(FileSystem.join(adapter, PEFTAdapterConfig.weightsName)) != .file && FileSystem.kind(pickled) == .file
+            ? pickled : FileSystem.join(adapter, PEFTAdapterConfig.weightsName)
+        let weights = try Checkpoint(path: weightsPath)
         let b = try Checkpoint(path: base)
         let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [b, weights])
         // Sort the adapter's tensors by module.

@@ -22,6 +22,7 @@ public struct PEFTAdapterConfig: Sendable {
     public static let prefix = "base_model.model."
     public static let configName = "adapter_config.json"
     public static let weightsName = "adapter_model.safetensors"
+    public static let pickledWeightsName = "adapter_model.bin"
 
     public init() {}
 
