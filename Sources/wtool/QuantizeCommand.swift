@@ -15,7 +15,9 @@ struct QuantizeCommand: ParsableCommand {
         matrix, embeddings and head included, in that type, what llama-quantize takes), int2...int8 (round to nearest, \
         compressed-tensors conventions), hqq2...hqq8 (HQQ's zero points, then optimised under the \
         format's integer zero points; fake output is what compressed-tensors decodes), ternary and \
-        ternary-median (BitNet b1.58 absmean / median scale), fp8 (E4M3); the last four write \
+        ternary-median (BitNet b1.58 absmean / median scale), fp8 (E4M3), statsq2...statsq4 (OFQ's \
+        StatsQ: 2^b mid-rise levels per row scaled by 2 mean|W|; its SQNR beside min-max RTN's in the \
+        report; stored as (b+1)-bit odd ints in compressed-tensors); the last five write \
         --format compressed-tensors or fake.
 
         By default the 2-D weight matrices are quantized; embeddings, lm_head, norms and biases are \
@@ -45,7 +47,7 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .short, help: ArgumentHelp("Output: NAME.gguf, a .safetensors file or a folder.", valueName: "OUT"))
     var output: String
 
-    @Option(name: .long, help: ArgumentHelp("q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, q2_k...q6_k, f32, f16, bf16, with --llama-cpp q4_k_m and the other llama-quantize types, int8...int2, hqq8...hqq2, ternary, ternary-median, fp8.", valueName: "SCHEME"))
+    @Option(name: .long, help: ArgumentHelp("q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, q2_k...q6_k, f32, f16, bf16, with --llama-cpp q4_k_m and the other llama-quantize types, int8...int2, hqq8...hqq2, ternary, ternary-median, fp8, statsq4...statsq2.", valueName: "SCHEME"))
     var scheme: String?
 
     @Option(name: .long, help: ArgumentHelp("gguf, compressed-tensors or fake (default: gguf for llama.cpp schemes, else compressed-tensors).", valueName: "FORMAT"))

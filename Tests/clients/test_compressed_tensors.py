@@ -31,10 +31,10 @@ def decompress(folder):
 
 
 @pytest.mark.parametrize("scheme,args", [("int4", []), ("int4", ["--asymmetric"]), ("int3", ["--asymmetric"]), ("int8", ["--asymmetric"]),
-                                         ("hqq4", []), ("hqq3", []), ("hqq2", [])])
+                                         ("hqq4", []), ("hqq3", []), ("hqq2", []), ("statsq4", []), ("statsq3", []), ("statsq2", [])])
 def test_decompressor_rebuilds_the_fake_output(tmp_path, scheme, args):
-    src = os.path.join(TINY, "ft-bf16") if scheme.startswith("int") else QUANT
-    g = ["--group-size", "32"] if scheme.startswith("int") else ["--group-size", "64"]
+    src = os.path.join(TINY, "ft-bf16") if scheme.startswith(("int", "statsq")) else QUANT
+    g = ["--group-size", "32"] if scheme.startswith("int") else [] if scheme.startswith("statsq") else ["--group-size", "64"]
     out_ct, out_fake = tmp_path / "ct", tmp_path / "fake"
     wtool("quantize", src, "-o", out_ct, "--scheme", scheme, *g, *args, "--quiet")
     wtool("quantize", src, "-o", out_fake, "--scheme", scheme, *g, *args, "--format", "fake", "--quiet")

@@ -165,3 +165,34 @@ func roundTo(_ d: DType, _ v: Float) -> Float {
     withUnsafeBytes(of: &raw) { Codec.decode(d, $0.baseAddress!, count: 1, into: &out) }
     return out
 }
+
+/// StatsQ, the statistical weight quantizer of "Oscillation-free Quantization for Low-bit Vision
+/// Transformers" (Liu et al., ICML 2023; nbasyl/OFQ `StatsQuantizer`): calibration-free, one scale
+/// per output row s = 2 · mean|W[o, :]|; x = clamp(W / s, -1, 1 - 1e-6); with n = 2^(b-1),
+/// k = round_half_even(x·n - ½) clamped to [-n, n-1] (the reference can reach -n-1 at b = 1; wtool
+/// clamps), and the value s·(k + ½)/n: 2^b mid-rise levels, zero not among them.
+/// Stored as a (b+1)-bit symmetric integer q = 2k + 1 with scale s / 2n, which decodes to exactly
+/// those levels (n is a power of two, so s / 2n is exact in f32).
+public enum StatsQ {
+    public static func quantize(_ x: UnsafeBufferPointer<Float>, runLength: Int, bits: Int, scaleDType: DType) -> IntegerQuantized {
+        let n = 1 << (bits - 1)
+        let groups = x.count / runLength
+        var out = IntegerQuantized(bits: bits + 1, runLength: runLength, q: [Int8](repeating: 0, count: x.count),
+                                   scale: [Float](repeating: 0, count: groups), zero: [Float](repeating: 0, count: groups))
+        for g in 0..<groups {
+            let run = UnsafeBufferPointer(rebasing: x[(g * runLength)..<((g + 1) * runLength)])
+            var sum = 0.0
+            for v in run { sum += Double(abs(v)) }
+            var s = Float(2 * sum / Double(max(1, runLength)))
+            if s == 0 { s = IntegerRTN.epsilon(scaleDType) }
+            let upper = 1 - Float(1e-6)
+            for (k, v) in run.enumerated() {
+                let xv = min(upper, max(-1, v / s))
+                let level = min(Float(n - 1), max(Float(-n), (xv * Float(n) - 0.5).rounded(.toNearestOrEven)))
+                out.q[g * runLength + k] = Int8(2 * Int(level) + 1)
+            }
+            out.scale[g] = roundTo(scaleDType, s / Float(2 * n))
+        }
+        return out
+    }
+}

@@ -22,6 +22,9 @@ public enum QuantScheme: Sendable, Equatable {
     case ternary(Ternary.Scale)
     /// FP8 E4M3 with a per-tensor or per-row scale.
     case fp8
+    /// StatsQ (the OFQ paper's statistical quantizer): 2^b mid-rise levels per output row scaled
+    /// by 2 · mean|W|, 2...4 bits.
+    case statsQ(bits: Int)
 
     public static func parse(_ s: String) -> QuantScheme? {
         let s = s.lowercased()
@@ -33,6 +36,7 @@ public enum QuantScheme: Sendable, Equatable {
         case "fp8", "fp8-e4m3", "f8_e4m3": return .fp8
         default: break
         }
+        if s.hasPrefix("statsq"), let b = Int(s.dropFirst(6)), (2...4).contains(b) { return .statsQ(bits: b) }
         for (prefix, make) in [("int", QuantScheme.integer), ("hqq", QuantScheme.hqq)] where s.hasPrefix(prefix) {
             if let b = Int(s.dropFirst(prefix.count)), (2...8).contains(b) { return make(b) }
         }
@@ -48,13 +52,14 @@ public enum QuantScheme: Sendable, Equatable {
         case .ternary(.absmean): return "ternary"
         case .ternary(.median): return "ternary-median"
         case .fp8: return "fp8"
+        case let .statsQ(b): return "statsq\(b)"
         }
     }
 
     public var formats: [QuantFormat] {
         switch self {
         case .ggml, .mix: return [.gguf, .fake]
-        case .integer, .hqq, .ternary, .fp8: return [.compressedTensors, .fake]
+        case .integer, .hqq, .ternary, .fp8, .statsQ: return [.compressedTensors, .fake]
         }
     }
 
@@ -65,12 +70,12 @@ public enum QuantScheme: Sendable, Equatable {
         case let .mix(m): return .group(m.defaultType.blockSize)
         case .integer, .hqq: return .group(groupSize)
         case .ternary: return .tensor
-        case .fp8: return .channel
+        case .fp8, .statsQ: return .channel
         }
     }
 
     public var allowsGranularity: Bool {
-        switch self { case .integer, .hqq, .fp8: return true; case .ggml, .mix, .ternary: return false }
+        switch self { case .integer, .hqq, .fp8: return true; case .ggml, .mix, .ternary, .statsQ: return false }
     }
 
     /// compressed-tensors' `type` and bit width.
@@ -81,6 +86,9 @@ public enum QuantScheme: Sendable, Equatable {
         case let .integer(b), let .hqq(b): return b
         case .ternary: return 2
         case .fp8: return 8
+        // compressed-tensors has no mid-rise grid: the 2^b levels (k + ½)·s/n are stored exactly as
+        // the odd integers 2k + 1 of a (b+1)-bit symmetric int with scale s / 2n
+        case let .statsQ(b): return b + 1
         }
     }
 
@@ -89,5 +97,5 @@ public enum QuantScheme: Sendable, Equatable {
         switch self { case let .ggml(t): return t; case let .mix(m): return m.defaultType; default: return nil }
     }
 
-    public static let names = GGMLType.quantized.map(\.name) + ["f32", "f16", "bf16"] + QuantMix.names.filter { GGMLType.named($0) == nil } + ["int8", "int4", "int3", "int2", "hqq4", "hqq3", "hqq2", "ternary", "ternary-median", "fp8"]
+    public static let names = GGMLType.quantized.map(\.name) + ["f32", "f16", "bf16"] + QuantMix.names.filter { GGMLType.named($0) == nil } + ["int8", "int4", "int3", "int2", "hqq4", "hqq3", "hqq2", "ternary", "ternary-median", "fp8", "statsq4", "statsq3", "statsq2"]
 }

@@ -51,7 +51,7 @@ struct TensorQuantizer: Sendable {
     var effectiveSymmetric: Bool {
         switch scheme {
         case .hqq: return false
-        case .ternary, .fp8: return true
+        case .ternary, .fp8, .statsQ: return true
         default: return symmetric
         }
     }
@@ -75,7 +75,7 @@ struct TensorQuantizer: Sendable {
             decoded.withUnsafeMutableBufferPointer { FP8Quantization.dequantize(codes: codes, scale: scales, runLength: run, into: $0.baseAddress!) }
             roundInPlace(&decoded, to: scaleDType)
             return QuantizedPieces(blobs: format == .compressedTensors ? [codes, encodeFloats(scales, as: scaleDType)] : [], decoded: decoded)
-        case .integer, .hqq, .ternary:
+        case .integer, .hqq, .ternary, .statsQ:
             var extra: [(String, JSONValue)] = []
             let q: IntegerQuantized
             switch scheme {
@@ -91,6 +91,15 @@ struct TensorQuantizer: Sendable {
                 extra = [("hqq_iterations", .int(r.iterations))] + errorMetrics(base, prefix: "rtn_")
             case let .ternary(rule):
                 q = x.withUnsafeBufferPointer { Ternary.quantize($0, scale: rule, scaleDType: scaleDType) }
+            case let .statsQ(b):
+                q = x.withUnsafeBufferPointer { StatsQ.quantize($0, runLength: run, bits: b, scaleDType: scaleDType) }
+                // beside it, min-max round-to-nearest at the same bit width and granularity
+                let rtn = x.withUnsafeBufferPointer { IntegerRTN.quantize($0, runLength: run, bits: b, symmetric: true, scaleDType: scaleDType) }
+                var base = ErrorAccumulator(), rtnValues = [Float](repeating: 0, count: n)
+                rtnValues.withUnsafeMutableBufferPointer { rtn.dequantize(into: $0.baseAddress!) }
+                roundInPlace(&rtnValues, to: scaleDType)
+                x.withUnsafeBufferPointer { a in rtnValues.withUnsafeBufferPointer { base.add(a.baseAddress!, $0.baseAddress!, count: n) } }
+                extra = errorMetrics(base, prefix: "rtn_")
             default: fatalError("unreachable")
             }
             decoded.withUnsafeMutableBufferPointer { q.dequantize(into: $0.baseAddress!) }
