@@ -66,6 +66,15 @@ public final class OutputPlan: @unchecked Sendable {
         try CheckpointWriter(layout: try layout(), tensors: tensors, metadata: metadata ?? self.metadata, transaction: transaction)
     }
 
+    /// A writer for one checkpoint in a folder inside a folder output (the points of a merge path).
+    public func writer(tensors: [OutputTensor], metadata: [String: String], subfolder: String) throws -> CheckpointWriter {
+        guard case let .folder(_, shardSize) = try layout(), let root = try folder() else {
+            throw UsageError("several checkpoints need a folder output")
+        }
+        return try CheckpointWriter(layout: .folder(FileSystem.join(root, subfolder), shardSize: shardSize), tensors: tensors,
+                                    metadata: metadata, transaction: transaction)
+    }
+
     /// `__metadata__` of every file written: `format: pt` (transformers requires it) plus provenance.
     public var metadata: [String: String] {
         ["format": "pt", "wtool.version": wtoolVersion, "wtool.command": provenance]
@@ -114,8 +123,9 @@ public final class OutputPlan: @unchecked Sendable {
     ]
 
     /// Copies the tokenizer files of another model folder into an output folder.
-    public func copyTokenizerFiles(from source: String) throws -> [String] {
-        guard let out = try folder() else { return [] }
+    public func copyTokenizerFiles(from source: String, into subfolder: String? = nil) throws -> [String] {
+        guard let root = try folder() else { return [] }
+        let out = subfolder.map { FileSystem.join(root, $0) } ?? root
         var copied: [String] = []
         for name in FileSystem.list(source) where OutputPlan.tokenizerFiles.contains(name) {
             let p = FileSystem.join(source, name)
@@ -132,9 +142,11 @@ public final class OutputPlan: @unchecked Sendable {
     /// input's own layout: `torch_dtype` or `dtype`) becomes the weights' dtype; `edit` applies a
     /// command's own changes (sizes, layer count, quantization). Unchanged, it is copied byte for
     /// byte.
+    /// - Parameter subfolder: a folder inside the output to copy into (the outputs of a path).
     public func copyAuxiliaryFiles(from source: Checkpoint, skipping: Set<String> = [], weights: [OutputTensor]? = nil,
-                                   edit: ((inout ModelConfig) throws -> Void)? = nil) throws -> [String] {
-        guard let src = source.folder, let out = try folder() else { return [] }
+                                   into subfolder: String? = nil, edit: ((inout ModelConfig) throws -> Void)? = nil) throws -> [String] {
+        guard let src = source.folder, let root = try folder() else { return [] }
+        let out = subfolder.map { FileSystem.join(root, $0) } ?? root
         let weightSuffixes = [".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack"]
         var copied: [String] = []
         for name in FileSystem.list(src) where !name.hasPrefix(".") && !skipping.contains(name) && name != "wtool-report.json" {

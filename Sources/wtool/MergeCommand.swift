@@ -62,6 +62,9 @@ struct MergeCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Seed for DARE and DELLA (default 0).", valueName: "N"))
     var seed: UInt64?
 
+    @Option(name: .long, help: ArgumentHelp("An interpolation path: START:STOP:COUNT points t (both ends included), one checkpoint each in OUT/t<value>/, in one pass (linear: weights 1-t, t; slerp: t).", valueName: "A:B:N"))
+    var path: String?
+
     @Flag(name: .long, help: "Validate everything and print the plan without writing.")
     var dryRun = false
 
@@ -87,6 +90,14 @@ struct MergeCommand: ParsableCommand {
         job.settings = common.settings(report: report, shardSize: shardSize)
         job.seed = seed
         job.dryRun = dryRun
+        if let path {
+            let parts = path.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 3, let a = Double(parts[0]), let b = Double(parts[1]), let n = Int(parts[2]), a.isFinite, b.isFinite,
+                  (2...1000).contains(n) else {
+                throw UsageError("--path expects START:STOP:COUNT (numbers, COUNT from 2 to 1000), e.g. 0:1:11")
+            }
+            job.path = MergeJob.pathPoints(start: a, stop: b, count: n)
+        }
         let r = try job.run()
         for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
         if dryRun {
@@ -96,6 +107,11 @@ struct MergeCommand: ParsableCommand {
         }
         let s = Dictionary(uniqueKeysWithValues: r.summary)
         let t = Dictionary(uniqueKeysWithValues: r.timing)
+        if let points = s["points"] {
+            note("merged \(s["tensors"]?.compact() ?? "?") tensors with \(recipe.method) at \(points.compact()) points of the path, "
+                 + "\(s["bytes_out"]?.compact() ?? "?") bytes, in \(t["merge_s"]?.compact() ?? "?") s -> \(output)", quiet: common.quiet)
+            return
+        }
         note("merged \(s["tensors"]!.compact()) tensors with \(recipe.method), \(s["bytes_out"]!.compact()) bytes, "
              + "in \(t["merge_s"]?.compact() ?? "?") s -> \(output)", quiet: common.quiet)
     }

@@ -12,12 +12,15 @@ public struct MergeJob: Sendable {
     public var seed: UInt64?
     static let randomMethods: Set<String> = ["dare_ties", "dare_linear", "della", "della_linear"]
     public var dryRun = false
+    /// `--path`: the points t of an interpolation path (nil: one merge).
+    public var path: [Double]?
 
     public init(recipe: MergeRecipe, recipeText: String, output: String) {
         self.recipe = recipe; self.recipeText = recipeText; self.output = output
     }
 
     public func run() throws -> RunReport {
+        if let path { return try runPath(path) }
         var timer = PhaseTimer()
         var report = RunReport(command: settings.command)
         let plan = try MergePlan(recipe: recipe, outDType: outDType, selection: settings.selection)
@@ -167,16 +170,7 @@ public struct MergeJob: Sendable {
                 ptrs.append(UnsafePointer(dst))
             }
             let out = scratch + K * block
-            if K == 2 {
-                let (p0, p1, c0, c1) = (ptrs[0], ptrs[1], coeffs[0], coeffs[1])
-                for j in 0..<len { out[j] = Float(c0 * Double(p0[j]) + c1 * Double(p1[j])) }
-            } else {
-                for j in 0..<len {
-                    var s = 0.0
-                    for k in 0..<K { s += coeffs[k] * Double(ptrs[k][j]) }
-                    out[j] = Float(s)
-                }
-            }
+            combineLinear(ptrs, coeffs, count: len, into: out)
             if hasBase {
                 let g = VectorMath.deltaSums(Array(ptrs[1...]), base: ptrs[0], count: len)
                 for m in 0..<M { squares[m] += g.squares[m] }
@@ -193,6 +187,21 @@ public struct MergeJob: Sendable {
         if hasBase { row += geometryMetrics(squares: squares, dots: dots, change: change, baseSquares: baseSq) }
         row.append(("coefficients", .array(coeffs.map { .double($0) })))
         return .object(row + metrics)
+    }
+
+    /// Σ_k coeffs[k] · x_k in f64 per entry, rounded once to f32 (the one linear kernel: a single
+    /// merge and every point of a --path compute the same bytes).
+    static func combineLinear(_ ptrs: [UnsafePointer<Float>], _ coeffs: [Double], count len: Int, into out: UnsafeMutablePointer<Float>) {
+        if ptrs.count == 2 {
+            let (p0, p1, c0, c1) = (ptrs[0], ptrs[1], coeffs[0], coeffs[1])
+            for j in 0..<len { out[j] = Float(c0 * Double(p0[j]) + c1 * Double(p1[j])) }
+        } else {
+            for j in 0..<len {
+                var s = 0.0
+                for k in 0..<ptrs.count { s += coeffs[k] * Double(ptrs[k][j]) }
+                out[j] = Float(s)
+            }
+        }
     }
 
     /// The report row's opening fields, the same for every merge path.
