@@ -66,6 +66,14 @@ struct TaskVectorCommand: ParsableCommand {
             dtype: the base's unless --dtype. --density and --normalize belong to ties and dare, \
             --rescale and --seed to dare; given with another method they are refused. ties and dare \
             stream a tensor above 2^24 entries (WTOOL_BLOCK_ABOVE) in row blocks, with the same bytes.
+
+            --coefficients FILE (aTLAS, anisotropic scaling): one coefficient per task vector and \
+            parameter block instead of --scale, BASE + lambda * sum lambda_(t,block) TV_t. FILE is \
+            JSON {"blocks": [tensor-name globs], "coefficients": [[per block] per task vector]}, or \
+            aTLAS's own torch.save file (learned_additions.pt: a [tasks, blocks] tensor) with \
+            --block-order naming its blocks (the model's parameter names in order, one per line). \
+            Every tensor of every task vector must fall in exactly one block, and every block must \
+            hold a tensor; the report gives each tensor's effective coefficients.
             """)
         @Option(name: .long, help: ArgumentHelp("The base model.", valueName: "BASE")) var base: String
         @Argument(help: ArgumentHelp("Task vectors (or fine-tuned models).", valueName: "TV")) var vectors: [String]
@@ -79,6 +87,8 @@ struct TaskVectorCommand: ParsableCommand {
         @Option(name: .long, help: ArgumentHelp("Seed for dare (default 0).", valueName: "N")) var seed: UInt64?
         @Option(name: .long, help: ArgumentHelp("task-vector, model or auto (default: by metadata).", valueName: "KIND")) var inputs: String = "auto"
         @Option(name: .long, help: ArgumentHelp("Output dtype (default: the base's).", valueName: "DTYPE")) var dtype: String?
+        @Option(name: .long, help: ArgumentHelp("aTLAS: a coefficient per (task vector, block): JSON, or aTLAS's .pt with --block-order.", valueName: "FILE")) var coefficients: String?
+        @Option(name: .long, help: ArgumentHelp("The block names of an aTLAS .pt coefficient file, in order (one per line, or a JSON array).", valueName: "FILE")) var blockOrder: String?
         @Option(name: .long, help: ArgumentHelp("Largest shard (folder output).", valueName: "SIZE")) var shardSize: String?
         @Option(name: .long, help: ArgumentHelp("Write the JSON report here.", valueName: "FILE")) var report: String?
         @OptionGroup var common: CommonOptions
@@ -109,6 +119,8 @@ struct TaskVectorCommand: ParsableCommand {
             job.seed = seed ?? 0
             job.kind = TaskVectorSource.Kind(rawValue: inputs)!
             job.dtype = dtype.flatMap { DType(userName: $0) }
+            job.coefficients = coefficients
+            job.blockOrder = blockOrder
             job.settings = common.settings(report: report, shardSize: shardSize)
             let r = try job.run()
             for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }

@@ -114,3 +114,21 @@ def test_sharded_hf_folder_loads_and_converts_like_transformers(tmp_path):
     a = hf_logits(src)
     b = hf_logits(out)
     np.testing.assert_array_equal(a, b)
+
+
+def test_atlas_coefficients_saved_by_torch(tmp_path):
+    """aTLAS's learned_additions.pt as its code writes it (torch.save of a [T, P] tensor) drives
+    task-vector apply exactly like the same numbers in wtool's JSON."""
+    import torch
+    from conftest import FIX
+    base = os.path.join(FIX, "tiny-llama", "base")
+    fts = [os.path.join(FIX, "tiny-llama", "ft-a"), os.path.join(FIX, "tiny-llama", "ft-bf16")]
+    names = sorted(read_raw(os.path.join(base, "model.safetensors")))
+    coef = torch.rand(2, len(names), generator=torch.Generator().manual_seed(1)) * 2 - 0.5
+    torch.save(coef, tmp_path / "learned_additions.pt")
+    (tmp_path / "order.txt").write_text("\n".join(names))
+    json.dump({"blocks": names, "coefficients": coef.double().tolist()}, open(tmp_path / "c.json", "w"))
+    for name, extra in [("pt", ["--coefficients", tmp_path / "learned_additions.pt", "--block-order", tmp_path / "order.txt"]),
+                        ("json", ["--coefficients", tmp_path / "c.json"])]:
+        wtool("task-vector", "apply", "--base", base, *fts, "--inputs", "model", *extra, "-o", tmp_path / name, "--quiet")
+    assert read_raw(str(tmp_path / "pt" / "model.safetensors")) == read_raw(str(tmp_path / "json" / "model.safetensors"))

@@ -23,11 +23,13 @@ public final class TorchArchive: TensorFile, @unchecked Sendable {
         return .other
     }
 
-    public convenience init(path: String) throws {
-        try self.init(mapped: try MappedFile(path: path))
+    /// - Parameter bareTensorName: a pickle whose root is one tensor (aTLAS's coefficient files)
+    ///   is read as that single tensor under this name; nil refuses it (a checkpoint is a dict).
+    public convenience init(path: String, bareTensorName: String? = nil) throws {
+        try self.init(mapped: try MappedFile(path: path), bareTensorName: bareTensorName)
     }
 
-    public init(mapped file: MappedFile) throws {
+    public init(mapped file: MappedFile, bareTensorName: String? = nil) throws {
         self.file = file
         let path = file.path
         let all = file.bytes
@@ -63,7 +65,12 @@ public final class TorchArchive: TensorFile, @unchecked Sendable {
             throw FormatError(file: path, r.description)
         }
         var warnings: [String] = []
-        let found = try TorchArchive.stateDict(pickle, file: path, warnings: &warnings)
+        let found: [(String, SafePickle.Tensor)]
+        if let bareTensorName, case let .tensor(t) = pickle.root {
+            found = [(bareTensorName, t)]
+        } else {
+            found = try TorchArchive.stateDict(pickle, file: path, warnings: &warnings)
+        }
         var infos: [TensorInfo] = []
         var copies: [String: UnsafeMutableRawBufferPointer] = [:]
         do {

@@ -18,12 +18,22 @@ public struct ApplyTaskVectorJob: Sendable {
     public var rescale: RescaleRule? = .l1
     public var seed: UInt64 = 0
     public var dtype: DType?
+    /// aTLAS: a coefficient per (task vector, block) file, and the block names of its `.pt` form.
+    public var coefficients: String?
+    public var blockOrder: String?
 
     public init(base: String, vectors: [String], output: String) { self.base = base; self.vectors = vectors; self.output = output }
 
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
         var report = RunReport(command: settings.command)
+        if coefficients != nil {
+            if method != .sum { throw UsageError("--coefficients scale task vectors one block at a time (aTLAS): it goes with --method sum") }
+            if self.scales != nil { throw UsageError("--coefficients gives every scale: do not give --scale") }
+        } else if blockOrder != nil {
+            throw UsageError("--block-order names the blocks of --coefficients")
+        }
+        let table = try coefficients.map { try TaskCoefficients(path: $0, blockOrder: blockOrder) }
         let scales = self.scales ?? Array(repeating: 1, count: vectors.count)
         guard scales.count == vectors.count else { throw UsageError("--scale: give one value per task vector (\(vectors.count))") }
         guard density > 0 && density <= 1 else { throw UsageError("--density must be in (0, 1]") }
@@ -58,6 +68,8 @@ public struct ApplyTaskVectorJob: Sendable {
                 }
             }
         }
+        // Every tensor of every task vector in exactly one block, before any work.
+        let blockOf = try table?.resolve(taskTensors: tvs.map { tv in tv.checkpoint.entries.filter { $0.info.dtype.isFloatingPoint }.map(\.name) })
         let pipeline: TaskArithmeticPipeline? = method == .sum ? nil : TaskArithmeticPipeline(
             sparsifier: method == .ties ? .magnitude : .random, electSign: method == .ties,
             normalize: normalize ?? (method == .ties), lambda: lambda, rescale: method == .dare ? rescale : nil)
@@ -87,8 +99,11 @@ public struct ApplyTaskVectorJob: Sendable {
                     b.release(e)
                     return .object([("name", .string(e.name)), ("copied", .bool(true))] + (selected ? [] : [("excluded", .bool(true))]))
                 }
-                let w = touched.map { scales[$0] }
+                let w = touched.map { t in table.map { $0.values[t][blockOf![e.name]!] } ?? scales[t] }
                 var row: [(String, JSONValue)] = [("name", .string(e.name)), ("vectors", .array(touched.map { .int($0) }))]
+                if let table, let block = blockOf?[e.name] {
+                    row += [("block", .string(table.blocks[block])), ("coefficients", .array(w.map { .double(lambda * $0) }))]
+                }
                 if let pipeline, e.info.count > settings.blockAbove {
                     let t = try ApplyTaskVectorJob.streamPipeline(pipeline, e, base: b, vectors: touched.map { tvs[$0] }, weights: w, density: density,
                                                                   seed: seed, blockEntries: settings.blockAbove, as: outputs[i].dtype, writer: writer, index: i)
@@ -126,7 +141,9 @@ public struct ApplyTaskVectorJob: Sendable {
         report.inputs = [RunReport.describe(b)] + tvs.map { RunReport.describe($0.checkpoint) }
         report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
-        report.parameters = [("method", .string(method.rawValue)), ("scales", .array(scales.map { .double($0) })),
+        report.parameters = [("method", .string(method.rawValue)), ("scales", table == nil ? .array(scales.map { .double($0) }) : .null),
+                             ("coefficients", coefficients.map { .string($0) } ?? .null),
+                             ("blocks", table.map { .int($0.blocks.count) } ?? .null),
                              ("lambda", .double(lambda)), ("density", .double(density)), ("seed", .uint(seed)),
                              ("inputs_are", .array(tvs.map { .string($0.isDelta ? "task-vector" : "model") })),
                              ("include", .array(settings.selection.include.map { .string($0) })),
