@@ -131,7 +131,10 @@ struct LowRankCommand: ParsableCommand {
             saved whole in modules_to_save), lora (lora_embedding_A/B), or skip. Other changed tensors \
             (norms) go to modules_to_save (or are skipped and listed with --skip-others); changed \
             biases of adapted modules become lora_B.bias with lora_bias. Tensors are skipped only \
-            when unchanged.
+            when unchanged. --format dora writes a DoRA adapter (use_dora): the same B A plus \
+            lora_magnitude_vector = the fine-tune's exact norm of each output feature, so PEFT's \
+            merged weight has FT's row magnitudes and the truncation's directions (exact when the \
+            rank holds the whole delta).
             """)
         @Option(name: .long, help: ArgumentHelp("The base model.", valueName: "BASE")) var base: String
         @Argument(help: ArgumentHelp("The fine-tuned model.", valueName: "FT")) var finetuned: String
@@ -140,6 +143,7 @@ struct LowRankCommand: ParsableCommand {
         @Option(name: .long, help: ArgumentHelp("sqrt (default) or left.", valueName: "SPLIT")) var split: String = "sqrt"
         @Option(name: .long, help: ArgumentHelp("full (default), lora or skip.", valueName: "MODE")) var embeddings: String = "full"
         @Flag(name: .long, help: "Skip (and list) changed norms instead of saving them in modules_to_save.") var skipOthers = false
+        @Option(name: .long, help: ArgumentHelp("lora (default) or dora (magnitudes = FT's exact row norms).", valueName: "FORMAT")) var format: String = "lora"
         @OptionGroup var svd: SVDOptions
         @Option(name: .long, help: ArgumentHelp("Write the JSON report here (default ADAPTER_DIR/wtool-report.json).", valueName: "FILE")) var report: String?
         @OptionGroup var common: CommonOptions
@@ -147,6 +151,7 @@ struct LowRankCommand: ParsableCommand {
         func validate() throws {
             guard ExtractLoRAJob.Split(rawValue: split) != nil else { throw ValidationError("--split must be sqrt or left") }
             guard ExtractLoRAJob.Embeddings(rawValue: embeddings) != nil else { throw ValidationError("--embeddings must be full, lora or skip") }
+            guard format == "lora" || format == "dora" else { throw ValidationError("--format must be lora or dora") }
         }
 
         func run() throws {
@@ -155,6 +160,7 @@ struct LowRankCommand: ParsableCommand {
             job.split = ExtractLoRAJob.Split(rawValue: split)!
             job.embeddings = ExtractLoRAJob.Embeddings(rawValue: embeddings)!
             job.saveOthers = !skipOthers
+            job.dora = format == "dora"
             job.svd = svd.choice
             job.settings = common.settings(report: report)
             let r = try job.run()

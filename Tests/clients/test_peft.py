@@ -17,7 +17,8 @@ def peft_merged(base, adapter):
     return {k: v.detach().numpy() for k, v in m.merge_and_unload().state_dict().items()}
 
 
-@pytest.mark.parametrize("args", [["--rank", "4"], ["--rank", "8", "--split", "left", "--embeddings", "lora"], ["--energy", "0.9"]])
+@pytest.mark.parametrize("args", [["--rank", "4"], ["--rank", "8", "--split", "left", "--embeddings", "lora"], ["--energy", "0.9"],
+                                  ["--rank", "4", "--format", "dora"], ["--rank", "6", "--format", "dora", "--embeddings", "lora"]])
 def test_extracted_adapter_merges_in_peft_like_wtool_apply(tmp_path, args):
     wtool("lowrank-svd", "extract", "--base", BASE, FT, "-o", tmp_path / "ad", *args, "--quiet")
     wtool("lowrank-svd", "apply", "--base", BASE, tmp_path / "ad", "-o", tmp_path / "merged", "--quiet")
@@ -57,3 +58,44 @@ def test_pickled_adapter_bin_applies_like_its_safetensors(tmp_path):
     theirs = peft_merged(BASE, tmp_path / "bin")
     for k in b:
         np.testing.assert_allclose(b[k], theirs[k], rtol=0, atol=2e-6, err_msg=k)
+
+
+def _peft_adapter(tmp_path, config, perturb):
+    """A PEFT adapter of `config` on the tiny LLaMA with random trainable values, saved."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+    m = AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32)
+    pm = get_peft_model(m, config)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if p.requires_grad and perturb(n):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05 + (1.0 if "magnitude" in n else 0.0) * p)
+    pm.save_pretrained(str(tmp_path / "ad"))
+    return tmp_path / "ad"
+
+
+@pytest.mark.parametrize("name", ["dora", "dora-embedding", "miss", "miss-bat", "miss-mini", "fourierft"])
+def test_adapter_types_merge_like_peft(tmp_path, name):
+    """DoRA, MiSS (default, bat, mini) and FourierFT: wtool's apply equals PEFT's merge_and_unload."""
+    from peft import LoraConfig, MissConfig, FourierFTConfig
+    cfgs = {
+        "dora": (LoraConfig(r=4, lora_alpha=8, use_dora=True, init_lora_weights=False, target_modules=["q_proj", "v_proj", "up_proj"]), lambda n: "lora_" in n),
+        "dora-embedding": (LoraConfig(r=4, lora_alpha=4, use_dora=True, init_lora_weights=False, target_modules=["embed_tokens", "down_proj"]), lambda n: "lora_" in n),
+        "miss": (MissConfig(r=16, target_modules=["q_proj", "up_proj"]), lambda n: "miss_" in n),
+        "miss-bat": (MissConfig(r=8, init_weights="bat", target_modules=["q_proj", "o_proj"]), lambda n: "miss_" in n),
+        "miss-mini": (MissConfig(r=16, mini_r=8, init_weights="mini", target_modules=["q_proj", "up_proj"]), lambda n: "miss_" in n),
+        "fourierft": (FourierFTConfig(n_frequency=60, scaling=20.0, random_loc_seed=777, n_frequency_pattern={"v_proj": 25},
+                                      target_modules=["q_proj", "v_proj", "down_proj"]), lambda n: "fourierft_" in n),
+    }
+    config, perturb = cfgs[name]
+    ad = _peft_adapter(tmp_path, config, perturb)
+    wtool("lowrank-svd", "apply", "--base", BASE, ad, "-o", tmp_path / "merged", "--quiet")
+    ours = load_file(str(tmp_path / "merged" / "model.safetensors"))
+    theirs = peft_merged(BASE, ad)
+    base = load_file(os.path.join(BASE, "model.safetensors"))
+    changed = 0
+    for k in ours:
+        np.testing.assert_allclose(ours[k], theirs[k], rtol=2e-6, atol=2e-6, err_msg=k)
+        changed += not np.array_equal(ours[k], base[k])
+    assert changed >= 2

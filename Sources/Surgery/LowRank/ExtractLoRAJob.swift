@@ -16,6 +16,8 @@ public struct ExtractLoRAJob: Sendable {
     public var embeddings: Embeddings = .full
     /// Other changed tensors (norms, biases of untargeted modules): saved in full, or skipped.
     public var saveOthers = true
+    /// Write a DoRA adapter: the same factors plus each output feature's magnitude in FT.
+    public var dora = false
     public var svd = SVDChoice()
     public var settings = JobSettings()
 
@@ -90,6 +92,10 @@ public struct ExtractLoRAJob: Sendable {
         config.modulesToSave = uniqued(toSave.map { String($0.split(separator: ".").last!) }).sorted()
         config.loraBias = anyBias
         config.baseModel = base
+        if dora {
+            if anyBias { throw UsageError("--format dora: the fine-tune changed biases of adapted modules, which DoRA cannot carry (PEFT refuses lora_bias with DoRA); use --format lora") }
+            config.kind = .dora
+        }
         try ExtractLoRAJob.writeAdapter(try out.folder()!, config: config, tensors: tensors, provenance: settings.provenance)
         timer.lap("write")
         report.inputs = [RunReport.describe(b), RunReport.describe(ft)]
@@ -165,11 +171,41 @@ public struct ExtractLoRAJob: Sendable {
             let (nameA, nameB) = isEmbedding ? (".lora_embedding_A", ".lora_embedding_B") : (".lora_A.weight", ".lora_B.weight")
             out.tensors = [(p + module + nameA, e.info.dtype, [k, am.cols], am.data), (p + module + nameB, e.info.dtype, [bm.rows, k], bm.data)]
             out.rank = (module, k)
+            var doraError: Double? = nil
+            if dora {
+                // m = FT's norm per output feature (rows of a Linear, columns of an embedding);
+                // PEFT then merges m / ||BASE + B A|| · (BASE + B A).
+                let features = isEmbedding ? cols : rows
+                var m = [Double](repeating: 0, count: features), v = [Double](repeating: 0, count: features)
+                var approxLaid = approx
+                if isEmbedding { approxLaid = approx.transposed }
+                for r in 0..<rows {
+                    for c in 0..<cols {
+                        let f = Double(fv[r * cols + c]), x = Double(Float(Double(bv[r * cols + c]) + Double(approxLaid.data[r * cols + c])))
+                        m[isEmbedding ? c : r] += f * f
+                        v[isEmbedding ? c : r] += x * x
+                    }
+                }
+                let magnitude = m.map { Float($0.squareRoot()) }
+                var errSq = 0.0
+                for r in 0..<rows {
+                    for c in 0..<cols {
+                        let k = isEmbedding ? c : r
+                        let x = Double(Float(Double(bv[r * cols + c]) + Double(approxLaid.data[r * cols + c])))
+                        let merged = v[k] > 0 ? Double(magnitude[k]) / v[k].squareRoot() * x : x
+                        let d = merged - Double(fv[r * cols + c])
+                        errSq += d * d
+                    }
+                }
+                doraError = normSq > 0 ? (errSq / normSq).squareRoot() : 0
+                out.tensors.append((p + module + ".lora_magnitude_vector", e.info.dtype, [features], magnitude))
+            }
             let kept = t.s.reduce(0.0) { $0 + Double($1) * Double($1) }
             var row: [(String, JSONValue)] = [("name", .string(e.name)), ("as", .string(isEmbedding ? "lora_embedding" : "lora")),
                                               ("rank", .int(k)), ("why", .string(why)), ("svd", .string(opts.method.rawValue))]
             row += metric("energy_kept", normSq > 0 ? kept / normSq : 1)
             row += metric("relative_error", normSq > 0 ? (errSq / normSq).squareRoot() : 0)
+            if let doraError { row += metric("dora_relative_error", doraError) }
             row += metric("sigma_ratio", t.s[k - 1] > 0 ? Double(t.s[0] / t.s[k - 1]) : .nan)
             row += [("bytes_before", .int(rows * cols * e.info.dtype.size!)), ("bytes_after", .int((rows + cols) * k * e.info.dtype.size!))]
             out.row = .object(row)

@@ -19,6 +19,20 @@ public struct PEFTAdapterConfig: Sendable {
     public var baseModel: String?
     public var initLoraWeights: JSONValue = .bool(true)
 
+    /// The adapter families wtool merges.
+    public enum Kind: String, Sendable { case lora, dora, miss, fourierft }
+    public var kind = Kind.lora
+    /// MiSS / Bone: block size along the input axis, the mini variant's output tiling, the variant.
+    public enum MiSSVariant: String, Sendable { case standard, mini, bat }
+    public var missVariant = MiSSVariant.standard
+    public var miniR = 1
+    /// FourierFT: frequencies per module (and per-module overrides), ΔW's scale, the seed of the
+    /// frequency locations.
+    public var nFrequency = 1000
+    public var nFrequencyPattern: [(String, Int)] = []
+    public var fourierScaling = 150.0
+    public var randomLocSeed: Int64?
+
     public static let prefix = "base_model.model."
     public static let configName = "adapter_config.json"
     public static let weightsName = "adapter_model.safetensors"
@@ -31,8 +45,39 @@ public struct PEFTAdapterConfig: Sendable {
         let json = try JSONParser.parse(try FileSystem.readAll(path))
         func fail(_ m: String) -> FormatError { FormatError(file: path, m) }
         guard let type = json["peft_type"]?.stringValue else { throw fail("no peft_type") }
-        guard type == "LORA" else { throw fail("peft_type \(type) is not supported: wtool merges LoRA adapters only") }
-        if json["use_dora"] == .bool(true) { throw fail("DoRA adapters (use_dora) are not supported: their magnitude vector needs the merged weight's column norms at training time") }
+        switch type {
+        case "LORA": kind = json["use_dora"] == .bool(true) ? .dora : .lora
+        case "MISS", "BONE":
+            kind = .miss
+            r = 64
+            switch json["init_weights"] {
+            case .string("bat")?: missVariant = .bat
+            case .string("mini")?: missVariant = .mini
+            case nil, .bool?, .null?: missVariant = .standard
+            case let v?: throw fail("init_weights \(v.compact()) is not a MiSS variant (true, false, \"bat\", \"mini\")")
+            }
+            if let v = json["mini_r"]?.doubleValue { miniR = Int(v) }
+        case "FOURIERFT":
+            kind = .fourierft
+            if let v = json["n_frequency"]?.doubleValue { nFrequency = Int(v) }
+            nFrequencyPattern = (json["n_frequency_pattern"]?.objectValue ?? []).compactMap { k, v in v.doubleValue.map { (k, Int($0)) } }
+            if let v = json["scaling"]?.doubleValue { fourierScaling = v }
+            switch json["random_loc_seed"] {
+            case nil: randomLocSeed = 777
+            case .null?: throw fail("random_loc_seed is null: FourierFT's frequency locations cannot be drawn (PEFT fails too)")
+            case let v?:
+                guard let d = v.doubleValue, let i = Int64(exactly: d) else { throw fail("random_loc_seed \(v.compact()) is not an integer") }
+                randomLocSeed = i
+            }
+        default:
+            throw fail("peft_type \(type) is not supported: wtool merges LoRA, DoRA, MiSS/Bone and FourierFT adapters")
+        }
+        if kind == .dora, json["lora_bias"] == .bool(true) { throw fail("lora_bias with DoRA: PEFT refuses this combination") }
+        for key in ["layer_replication", "use_qalora", "use_bdlora", "alora_invocation_tokens", "arrow_config", "target_parameters", "trainable_token_indices"] {
+            if let v = json[key], v != .null, v != .bool(false), v != .array([]), v != .object([]) {
+                throw fail("\(key) is set: wtool does not merge that LoRA extension")
+            }
+        }
         if let v = json["r"]?.doubleValue { r = Int(v) }
         if let v = json["lora_alpha"]?.doubleValue { loraAlpha = v }
         useRSLoRA = json["use_rslora"] == .bool(true)
@@ -70,6 +115,12 @@ public struct PEFTAdapterConfig: Sendable {
         return alpha(for: module) / (useRSLoRA ? r.squareRoot() : r)
     }
 
+    /// FourierFT's frequency count for a module: the first n_frequency_pattern key K with
+    /// `re.match(".*\\.K$", module)` (PEFT's rule: a dot before K is required), else n_frequency.
+    public func frequencies(for module: String) -> Int {
+        nFrequencyPattern.first { Regex.wholeMatch(".*\\.(\($0.0))", module) }?.1 ?? nFrequency
+    }
+
     /// Whether target_modules selects a module (exact name, `.name` suffix, or full regex match).
     public func targets(_ module: String) -> Bool {
         switch targetModules {
@@ -83,7 +134,7 @@ public struct PEFTAdapterConfig: Sendable {
         var o: [(String, JSONValue)] = [
             ("peft_type", .string("LORA")), ("task_type", .string("CAUSAL_LM")), ("r", .int(r)), ("lora_alpha", .double(loraAlpha)),
             ("use_rslora", .bool(useRSLoRA)), ("fan_in_fan_out", .bool(fanInFanOut)), ("lora_bias", .bool(loraBias)),
-            ("bias", .string("none")), ("lora_dropout", .double(0)), ("inference_mode", .bool(true)), ("use_dora", .bool(false)),
+            ("bias", .string("none")), ("lora_dropout", .double(0)), ("inference_mode", .bool(true)), ("use_dora", .bool(kind == .dora)),
             ("init_lora_weights", initLoraWeights),
             ("rank_pattern", .object(rankPattern.map { ($0.0, .int($0.1)) })),
             ("alpha_pattern", .object(alphaPattern.map { ($0.0, .double($0.1)) })),
