@@ -17,14 +17,20 @@ struct PruneCommand: ParsableCommand {
         S) over all targets; --nm N:M keeps the N largest of every M consecutive entries of each \
         row. The default scope is each method's own comparison group: row for wanda and DSnoT (as \
         the Wanda authors' prune_wanda), global for soft-threshold, tensor for magnitude and \
-        principal. Ties are pruned lower index first. See wtool-prune-sparse(1).
+        principal. Ties are pruned lower index first. --method structured removes whole units and \
+        rewrites config.json: --target mlp (channels), heads (KV groups), hidden (residual channels \
+        everywhere: embeddings, norms, projections, lm_head; head_dim kept) or layers (whole blocks, \
+        --layers 3,7-9 or the lowest-scoring; renumbered); --select auto|stats|norm|uniform chooses \
+        the units. See wtool-prune-sparse(1).
         """
     )
 
     @Argument(help: ArgumentHelp("A .safetensors file or a model folder.", valueName: "IN")) var input: String
     @Option(name: .short, help: ArgumentHelp("Output: a .safetensors file or a folder.", valueName: "OUT")) var output: String
     @Option(name: .long, help: ArgumentHelp("magnitude (default), wanda, principal, soft-threshold or structured.", valueName: "METHOD")) var method: String = "magnitude"
-    @Option(name: .long, help: ArgumentHelp("structured: mlp (channels) or heads (KV groups).", valueName: "TARGET")) var target: String?
+    @Option(name: .long, help: ArgumentHelp("structured: mlp (channels), heads (KV groups), hidden (residual channels) or layers (whole blocks).", valueName: "TARGET")) var target: String?
+    @Option(name: .long, help: ArgumentHelp("structured: how units are chosen: auto (default: stats if --stats, else norm), stats, norm or uniform (evenly spaced).", valueName: "RULE")) var select: String?
+    @Option(name: .long, help: ArgumentHelp("structured --target layers: the layers to remove, e.g. 3,7-9.", valueName: "LIST")) var layers: String?
     @Option(name: .long, help: ArgumentHelp("Fraction to prune, 0...1 (default 0.5; not with --nm, which prunes (M-N)/M).", valueName: "S")) var sparsity: Double?
     @Option(name: .long, help: ArgumentHelp("tensor, row or global (default: row for wanda and --dsnot, global for soft-threshold, else tensor).", valueName: "SCOPE")) var scope: String?
     @Option(name: .long, help: ArgumentHelp("Keep N of every M consecutive entries per row (2:4, 4:8).", valueName: "N:M")) var nm: String?
@@ -50,7 +56,11 @@ struct PruneCommand: ParsableCommand {
         guard PruneJob.Method(rawValue: method) != nil || method == "structured" else {
             throw ValidationError("--method must be magnitude, wanda, principal, soft-threshold or structured")
         }
-        if let target, StructuredPruneJob.Target(rawValue: target) == nil { throw ValidationError("--target must be mlp or heads") }
+        if let target, StructuredPruneJob.Target(rawValue: target) == nil { throw ValidationError("--target must be mlp, heads, hidden or layers") }
+        if let select, StructuredPruneJob.Selection(rawValue: select) == nil { throw ValidationError("--select must be auto, stats, norm or uniform") }
+        if method != "structured" && (select != nil || layers != nil) { throw ValidationError("--select and --layers belong to --method structured") }
+        if layers != nil && target != "layers" { throw ValidationError("--layers belongs to --target layers") }
+        if layers != nil && sparsity != nil { throw ValidationError("--layers names the layers to remove; do not give --sparsity too") }
         if method == "structured" && (nm != nil || scope != nil || maskOut != nil || rank != nil || dsnot || fallback != nil
                                       || !common.include.isEmpty || !common.exclude.isEmpty) {
             throw ValidationError("structured pruning takes --target, --sparsity and --stats (no --nm, --scope, --rank, --mask-out, --dsnot, --fallback, --include/--exclude: it removes the same units in every layer)")
@@ -102,12 +112,30 @@ struct PruneCommand: ParsableCommand {
     private func runStructured() throws {
         var job = StructuredPruneJob(input: input, output: output)
         job.target = StructuredPruneJob.Target(rawValue: target ?? "mlp")!
-        job.sparsity = sparsity ?? 0.5
+        job.sparsity = sparsity ?? (job.target == .layers || job.target == .hidden ? 0.25 : 0.5)
         job.statsPath = stats
+        job.select = select.flatMap { StructuredPruneJob.Selection(rawValue: $0) } ?? .auto
+        if let layers {
+            var list: [Int] = []
+            for part in layers.split(separator: ",") {
+                let ends = part.split(separator: "-", maxSplits: 1).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+                guard ends.allSatisfy({ $0 != nil }), let a = ends.first!, let b = ends.last!, a <= b else {
+                    throw UsageError("--layers expects indices and ranges like 3,7-9, got '\(part)'")
+                }
+                list += Array(a...b)
+            }
+            job.layerList = list
+        }
         job.settings = common.settings(report: report, shardSize: shardSize)
         let r = try job.run()
         for w in r.warnings { note("warning: \(w)", quiet: common.quiet) }
         let s = Dictionary(uniqueKeysWithValues: r.summary)
+        if job.target == .layers || job.target == .hidden {
+            let what = job.target == .layers ? "layers \(s["layers"]?.compact() ?? "?") -> \(s["layers_out"]?.compact() ?? "?")"
+                : "hidden_size \(s["hidden_size"]?.compact() ?? "?") -> \(s["hidden_size_out"]?.compact() ?? "?")"
+            note("shrank \(what), \(s["bytes_in"]?.compact() ?? "?") -> \(s["bytes_out"]?.compact() ?? "?") bytes -> \(output)", quiet: common.quiet)
+            return
+        }
         note("removed \(s["removed_per_layer"]!.compact()) of \(s["units"]!.compact()) \(job.target == .mlp ? "MLP channels" : "KV groups") in each of \(s["layers"]!.compact()) layers, "
              + "\(s["bytes_in"]!.compact()) -> \(s["bytes_out"]!.compact()) bytes -> \(output)", quiet: common.quiet)
     }

@@ -55,6 +55,17 @@ def test_structured_pruning_loads_with_its_new_config(tmp_path, target):
     np.testing.assert_allclose(hf_logits(tmp_path / "s"), ref.llama_logits(weights(tmp_path / "s"), np.array(TOKENS), cfg), atol=2e-5)
 
 
+@pytest.mark.parametrize("args", [["--target", "layers", "--layers", "1"], ["--target", "hidden", "--sparsity", "0.25"],
+                                  ["--target", "hidden", "--sparsity", "0.5", "--select", "uniform"], ["--target", "mlp", "--select", "uniform"]])
+def test_width_and_depth_shrinking_load_in_transformers(tmp_path, args):
+    """Fewer layers or residual channels: transformers loads the folder with its rewritten config
+    (hidden_size, num_hidden_layers, explicit head_dim) and computes the numpy forward of it."""
+    wtool("prune-sparse", BASE, "-o", tmp_path / "s", "--method", "structured", *args, "--quiet")
+    cfg = numpy_cfg(tmp_path / "s")
+    np.testing.assert_allclose(hf_logits(tmp_path / "s"), ref.llama_logits(weights(tmp_path / "s"), np.array(TOKENS), cfg), atol=2e-5)
+    assert cfg["hd"] == numpy_cfg(BASE)["hd"]
+
+
 def tied(tmp_path):
     d = tmp_path / "tied"
     shutil.copytree(os.path.join(TINY, "ft-bf16"), d)

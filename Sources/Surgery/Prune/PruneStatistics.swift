@@ -20,13 +20,15 @@ public struct PruneStatistics: Sendable {
 
     /// Σx² per input channel for a weight, scaled to a maximum of 1 (only ratios matter, so any
     /// positive scaling of the file gives the same masks). nil when the file has no entry for it.
-    public func channelSquares(forWeight name: String, inputs: Int) throws -> [Double]? {
+    /// - Parameter normalized: divided by the largest (Wanda's scores only compare within a
+    ///   module); false keeps Σx² as recorded, to compare modules (layer importance).
+    public func channelSquares(forWeight name: String, inputs: Int, normalized: Bool = true) throws -> [Double]? {
         guard let v = try vector(forWeight: name, stat: "act_sq_sum", inputs: inputs) else { return nil }
         if let bad = v.firstIndex(where: { !($0 >= 0) || !$0.isFinite }) {
             throw FormatError(file: path, tensor: name, "statistic entry \(bad) is \(v[bad]): Σx² must be finite and >= 0")
         }
         let m = v.max() ?? 0
-        return m > 0 ? v.map { $0 / m } : v
+        return normalized && m > 0 ? v.map { $0 / m } : v
     }
 
     /// Per-channel mean and variance of the inputs (DSnoT); nil when absent.

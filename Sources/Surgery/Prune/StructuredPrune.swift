@@ -7,7 +7,13 @@ import SafeTensors
 /// what the original computes with those channels zeroed.
 public struct StructuredPruneJob: Sendable {
     public var settings = JobSettings()
-    public enum Target: String, Sendable, CaseIterable { case mlp, heads }
+    public enum Target: String, Sendable, CaseIterable { case mlp, heads, hidden, layers }
+    /// How units are chosen: auto (activation statistics when --stats is given, else weight
+    /// norms), stats, norm, or uniform (evenly spaced, the same in every layer).
+    public enum Selection: String, Sendable, CaseIterable { case auto, stats, norm, uniform }
+    public var select: Selection = .auto
+    /// --target layers: the layers to remove (nil: the lowest-scoring).
+    public var layerList: [Int]?
 
     public var input: String
     public var output: String
@@ -19,6 +25,29 @@ public struct StructuredPruneJob: Sendable {
 
     /// Rows or columns of one tensor to keep (sorted), along an axis (0 rows, 1 columns).
     struct Gather: Sendable { let keep: [Int]; let axis: Int }
+
+    /// Copies the kept rows (or columns) of a tensor in its own dtype, no arithmetic, and writes them.
+    static func writeGathered(_ src: UnsafeRawBufferPointer, _ info: TensorInfo, _ gather: Gather, count outCount: Int,
+                              writer: CheckpointWriter, index: Int) throws {
+        let size = info.dtype.size!
+        let shape = info.shapeInts
+        let cols = shape.count == 2 ? shape[1] : 1
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, outCount * size), alignment: 64)
+        defer { buf.deallocate() }
+        var o = 0
+        if gather.axis == 0 {   // rows (or entries of a 1-D tensor)
+            for r in gather.keep {
+                (buf + o).copyMemory(from: src.baseAddress! + r * cols * size, byteCount: cols * size)
+                o += cols * size
+            }
+        } else {                // columns
+            for r in 0..<shape[0] { for c in gather.keep {
+                (buf + o).copyMemory(from: src.baseAddress! + (r * cols + c) * size, byteCount: size)
+                o += size
+            } }
+        }
+        try writer.write(tensor: index, UnsafeRawBufferPointer(start: buf, count: outCount * size))
+    }
 
     public func run() throws -> RunReport {
         var timer = PhaseTimer()
@@ -37,18 +66,29 @@ public struct StructuredPruneJob: Sendable {
         let kvHeads = try config.int("num_key_value_heads") ?? heads
         let headDim = try config.int("head_dim") ?? hidden / heads
         guard kvHeads > 0, heads % kvHeads == 0 else { throw FormatError(file: configPath, "num_attention_heads is not a multiple of num_key_value_heads") }
+        if select == .stats && statsPath == nil { throw UsageError("--select stats needs --stats FILE") }
+        if (select == .norm || select == .uniform) && statsPath != nil { throw UsageError("--select \(select.rawValue) does not read --stats: drop one") }
+        if layerList != nil && target != .layers { throw UsageError("--layers belongs to --target layers") }
         let stats = try statsPath.map { try PruneStatistics(path: $0) }
         var inputs = [ckpt]
         if let c = stats?.checkpoint { inputs.append(c) }
         let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: inputs)
         guard case .folder = out.finalLayout else { throw UsageError("structured pruning writes a folder (it rewrites config.json): give a folder as -o") }
 
-        let layers = uniqued(ckpt.entries.compactMap { e -> String? in
+        // Layer prefixes ("model.layers.7.") in layer order (files list them 0, 1, 10, 11, ..., 2).
+        let numbered = uniqued(ckpt.entries.compactMap { e -> String? in
             guard let l = LayerName(e.name) else { return nil }
             let prefix = LayerName.name(l.template, l.index)
             return String(prefix[..<prefix.range(of: ".\(l.index).")!.upperBound])
-        })
+        }).map { p in (p, Int(p.dropLast().split(separator: ".").last!)!) }
+        let layers = numbered.sorted { $0.1 < $1.1 }.map(\.0)
+        if target == .layers, numbered.map(\.1).sorted() != Array(0..<numbered.count) {
+            throw FormatError(file: input, "layer numbers are not 0..\(numbered.count - 1): cannot renumber the layers")
+        }
         guard !layers.isEmpty else { throw FormatError(file: input, "no layers found (names like model.layers.0.mlp.up_proj.weight)") }
+        let shape = Shape(hidden: hidden, heads: heads, kvHeads: kvHeads, headDim: headDim, inter: inter)
+        if target == .layers { return try runLayers(ckpt, config, layers: layers, shape: shape, stats: stats, out: out, inputs: inputs) }
+        if target == .hidden { return try runHidden(ckpt, config, layers: layers, shape: shape, stats: stats, out: out, inputs: inputs) }
         func need(_ name: String, _ shape: [UInt64]) throws -> Checkpoint.Entry {
             guard let e = ckpt.entry(name) else { throw FormatError(file: input, tensor: name, "missing: structured pruning of \(target.rawValue) needs it") }
             guard e.info.shape == shape else { throw FormatError(file: ckpt.filePath(of: e), tensor: name, "shape \(e.info.shape), expected \(shape) from config.json") }
@@ -105,8 +145,11 @@ public struct StructuredPruneJob: Sendable {
                 for (bias, size) in [("q_proj.bias", perGroup * headDim), ("k_proj.bias", headDim), ("v_proj.bias", headDim)] {
                     if ckpt.entry(prefix + "self_attn." + bias) != nil { member.append((prefix + "self_attn." + bias, 0, size)) }
                 }
+            case .hidden, .layers:
+                break   // handled by runHidden / runLayers above
             }
-            let pruned = scores.withUnsafeBufferPointer { PruneMask.smallest($0, remove) }
+            let pruned = select == .uniform ? StructuredPruneJob.uniformRemoval(units, keep: units - remove)
+                : scores.withUnsafeBufferPointer { PruneMask.smallest($0, remove) }
             let keptUnits = (0..<units).filter { !pruned[$0] }
             for (name, axis, size) in member {
                 gathers[name] = Gather(keep: keptUnits.flatMap { u in (u * size)..<((u + 1) * size) }, axis: axis)
@@ -127,6 +170,7 @@ public struct StructuredPruneJob: Sendable {
         case .heads:
             newSizes = [("num_attention_heads", heads - remove * (heads / kvHeads)), ("num_key_value_heads", kvHeads - remove),
                         ("head_dim", headDim)]  // no longer hidden_size / num_attention_heads
+        case .hidden, .layers: newSizes = []
         }
         timer.lap("plan")
         let writer = try out.writer(tensors: outputs)
@@ -137,25 +181,7 @@ public struct StructuredPruneJob: Sendable {
                 let src = ckpt.bytes(e)
                 defer { ckpt.release(e) }
                 guard let gather = g[e.name] else { try writer.write(tensor: i, src); return 0 }
-                let size = e.info.dtype.size!
-                let shape = e.info.shapeInts
-                let cols = shape.count == 2 ? shape[1] : 1
-                let outCount = outputs[i].count
-                let buf = UnsafeMutableRawPointer.allocate(byteCount: max(1, outCount * size), alignment: 64)
-                defer { buf.deallocate() }
-                var o = 0
-                if gather.axis == 0 {   // rows (or entries of a 1-D bias)
-                    for r in gather.keep {
-                        (buf + o).copyMemory(from: src.baseAddress! + r * cols * size, byteCount: cols * size)
-                        o += cols * size
-                    }
-                } else {                // columns
-                    for r in 0..<shape[0] { for c in gather.keep {
-                        (buf + o).copyMemory(from: src.baseAddress! + (r * cols + c) * size, byteCount: size)
-                        o += size
-                    } }
-                }
-                try writer.write(tensor: i, UnsafeRawBufferPointer(start: buf, count: outCount * size))
+                try StructuredPruneJob.writeGathered(src, e.info, gather, count: outputs[i].count, writer: writer, index: i)
                 return 0
             }
             try writer.commit()
@@ -170,7 +196,7 @@ public struct StructuredPruneJob: Sendable {
         report.output = .object([("path", .string(output)), ("files", .array(writer.shards.map { .string($0.displayPath) })),
                                  ("copied", .array(copied.map { .string($0) }))])
         report.parameters = [("method", .string("structured")), ("target", .string(target.rawValue)), ("sparsity", .double(sparsity)),
-                             ("stats", statsPath.map { .string($0) } ?? .null)]
+                             ("stats", statsPath.map { .string($0) } ?? .null), ("select", .string(select.rawValue))]
         report.tensors = rows
         let before = ckpt.totalBytes, after = outputs.reduce(0) { $0 + UInt64($1.byteCount) }
         report.summary = [("layers", .int(layers.count)), ("units", .int(units)), ("removed_per_layer", .int(remove)),
