@@ -3,7 +3,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CSystem
 
 /// A GGUF file (llama.cpp's container, v2/v3), memory-mapped read-only: its metadata, its tensor
 /// table, and each tensor's bytes. Every length and offset is bounds-checked against the file, so a
@@ -21,10 +20,11 @@ public final class GGUFFile: @unchecked Sendable {
         public var shape: [UInt64] { dims.reversed() }
     }
 
-    public let path: String
+    public var path: String { file.path }
     public let metadata: [(String, GGUFValue)]
     public let tensors: [Tensor]
     public let alignment: Int
+    private let file: MappedFile
     private let base: UnsafeRawPointer
     private let length: Int
     private let dataStart: Int
@@ -37,59 +37,39 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     public init(path: String) throws {
-        self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw FormatError(file: path, "cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { throw FormatError(file: path, "not a regular file") }
-        guard st.st_size >= 24 else { throw FormatError(file: path, "truncated GGUF header (\(st.st_size) bytes)") }
-        length = Int(st.st_size)
-        guard let m = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0), m != MAP_FAILED else {
-            throw FormatError(file: path, "cannot map: \(String(cString: strerror(errno)))")
+        file = try MappedFile(path: path)
+        guard file.size >= 24, let base = file.base else { throw FormatError(file: path, "truncated GGUF header (\(file.size) bytes)") }
+        self.base = base
+        length = Int(file.size)
+        var r = Reader(base: base, count: length, path: path)
+        guard try r.take(4).elementsEqual("GGUF".utf8) else { throw FormatError(file: path, "not a GGUF file (no GGUF magic)") }
+        let version = try r.u32()
+        guard version == 2 || version == 3 else { throw FormatError(file: path, "GGUF version \(version) is not supported (2 or 3)") }
+        let nTensors = try r.u64(), nKV = try r.u64()
+        guard nTensors < 10_000_000, nKV < 10_000_000 else { throw FormatError(file: path, "implausible tensor or metadata count") }
+        var kv: [(String, GGUFValue)] = []
+        var alignment: UInt64 = 32
+        for _ in 0..<nKV {
+            let key = try r.string()
+            let value = try r.value(type: try r.u32())
+            if key == "general.alignment", case let .uint32(a) = value { alignment = UInt64(a) }
+            kv.append((key, value))
         }
-        base = UnsafeRawPointer(m)
-        wt_register_mapping(m, length, path)
-        do {
-            var r = Reader(base: base, count: length, path: path)
-            guard try r.take(4).elementsEqual("GGUF".utf8) else { throw FormatError(file: path, "not a GGUF file (no GGUF magic)") }
-            let version = try r.u32()
-            guard version == 2 || version == 3 else { throw FormatError(file: path, "GGUF version \(version) is not supported (2 or 3)") }
-            let nTensors = try r.u64(), nKV = try r.u64()
-            guard nTensors < 10_000_000, nKV < 10_000_000 else { throw FormatError(file: path, "implausible tensor or metadata count") }
-            var kv: [(String, GGUFValue)] = []
-            var alignment: UInt64 = 32
-            for _ in 0..<nKV {
-                let key = try r.string()
-                let value = try r.value(type: try r.u32())
-                if key == "general.alignment", case let .uint32(a) = value { alignment = UInt64(a) }
-                kv.append((key, value))
-            }
-            guard alignment > 0 && alignment.nonzeroBitCount == 1 else { throw FormatError(file: path, "general.alignment \(alignment) is not a power of two") }
-            var ts: [Tensor] = []
-            for _ in 0..<nTensors {
-                let name = try r.string()
-                let nd = try r.u32()
-                guard nd <= 8 else { throw FormatError(file: path, tensor: name, "\(nd) dimensions") }
-                var dims: [UInt64] = []
-                for _ in 0..<nd { dims.append(try r.u64()) }
-                guard dims.allSatisfy({ $0 < 1 << 40 }) else { throw FormatError(file: path, tensor: name, "implausible dimensions \(dims)") }
-                ts.append(Tensor(name: name, dims: dims, type: try r.u32(), offset: try r.u64()))
-            }
-            self.alignment = Int(alignment)
-            dataStart = (r.pos + self.alignment - 1) / self.alignment * self.alignment
-            metadata = kv
-            tensors = ts
-        } catch {
-            wt_unregister_mapping(m)
-            munmap(m, length)
-            throw error
+        guard alignment > 0 && alignment.nonzeroBitCount == 1 else { throw FormatError(file: path, "general.alignment \(alignment) is not a power of two") }
+        var ts: [Tensor] = []
+        for _ in 0..<nTensors {
+            let name = try r.string()
+            let nd = try r.u32()
+            guard nd <= 8 else { throw FormatError(file: path, tensor: name, "\(nd) dimensions") }
+            var dims: [UInt64] = []
+            for _ in 0..<nd { dims.append(try r.u64()) }
+            guard dims.allSatisfy({ $0 < 1 << 40 }) else { throw FormatError(file: path, tensor: name, "implausible dimensions \(dims)") }
+            ts.append(Tensor(name: name, dims: dims, type: try r.u32(), offset: try r.u64()))
         }
-    }
-
-    deinit {
-        wt_unregister_mapping(base)
-        munmap(UnsafeMutableRawPointer(mutating: base), length)
+        self.alignment = Int(alignment)
+        dataStart = (r.pos + self.alignment - 1) / self.alignment * self.alignment
+        metadata = kv
+        tensors = ts
     }
 
     public func tensor(_ name: String) -> Tensor? { tensors.first { $0.name == name } }
