@@ -64,6 +64,12 @@ public final class GGUFFile: @unchecked Sendable {
             var dims: [UInt64] = []
             for _ in 0..<nd { dims.append(try r.u64()) }
             guard dims.allSatisfy({ $0 < 1 << 40 }) else { throw FormatError(file: path, tensor: name, "implausible dimensions \(dims)") }
+            var count: UInt64 = 1
+            for d in dims {
+                let (p, o) = count.multipliedReportingOverflow(by: d)
+                guard !o, p < 1 << 48 else { throw FormatError(file: path, tensor: name, "dimensions \(dims) hold too many elements") }
+                count = p
+            }
             ts.append(Tensor(name: name, dims: dims, type: try r.u32(), offset: try r.u64()))
         }
         self.alignment = Int(alignment)
