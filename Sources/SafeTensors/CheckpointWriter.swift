@@ -18,6 +18,27 @@ public struct OutputTensor: Sendable, Equatable {
     public var byteCount: Int { count * dtype.bits / 8 }
 }
 
+/// One of n processes writing one sharded checkpoint (`--part i/n`): part `index` (1-based)
+/// writes only its share of the shards, named and filled exactly as the whole run fills them.
+public struct OutputPart: Sendable, Equatable {
+    public let index: Int
+    public let count: Int
+    public init(index: Int, count: Int) { self.index = index; self.count = count }
+
+    /// The part (0-based) each shard belongs to: shards in order, cut into `count` runs of about
+    /// equal bytes (a shard goes to the part holding the middle of its bytes). Depends only on
+    /// the shard sizes, so every process computes the same split.
+    public static func assign(shardBytes: [Int], count: Int) -> [Int] {
+        let total = max(1, shardBytes.reduce(0, +))
+        var before = 0
+        return shardBytes.map { b in
+            defer { before += b }
+            let middle = Double(before) + Double(b) / 2
+            return min(count - 1, Int(middle * Double(count) / Double(total)))
+        }
+    }
+}
+
 /// Where and how a checkpoint is written.
 public enum OutputLayout: Sendable, Equatable {
     /// One `.safetensors` file.
@@ -71,6 +92,9 @@ public final class CheckpointWriter: @unchecked Sendable {
     private var createdFolder = false
     /// The folder output this writer stages into, if any: names in messages are the published ones.
     private let transaction: OutputTransaction?
+    /// With `--part`: which tensors this process writes (their shards are its share).
+    public let part: OutputPart?
+    private var owned: [Bool]
     private func displayPath(_ p: String) -> String { transaction?.published(p) ?? p }
 
     /// Shard file name as Hugging Face writes it (1-based, 5 digits).
@@ -113,11 +137,14 @@ public final class CheckpointWriter: @unchecked Sendable {
 
     /// Lays out and creates the temporary files.
     /// - Parameter metadata: `__metadata__` entries (written with sorted keys).
-    public init(layout: OutputLayout, tensors: [OutputTensor], metadata: [String: String], transaction: OutputTransaction? = nil) throws {
+    public init(layout: OutputLayout, tensors: [OutputTensor], metadata: [String: String], transaction: OutputTransaction? = nil,
+                part: OutputPart? = nil) throws {
         self.layout = layout
         self.transaction = transaction
         self.tensors = tensors
+        self.part = part
         self.written = Array(repeating: 0, count: tensors.count)
+        self.owned = Array(repeating: part == nil, count: tensors.count)
         var seen = Set<String>()
         for t in tensors {
             guard t.name != "__metadata__" else {
@@ -137,7 +164,7 @@ public final class CheckpointWriter: @unchecked Sendable {
             dir = p
             switch FileSystem.kind(p) {
             case .missing:
-                guard mkdir(p, 0o755) == 0 else {
+                guard mkdir(p, 0o755) == 0 || (part != nil && errno == EEXIST) else {
                     throw FormatError(file: p, "cannot create the output folder: \(String(cString: strerror(errno)))")
                 }
                 createdFolder = true
@@ -146,9 +173,12 @@ public final class CheckpointWriter: @unchecked Sendable {
             }
         }
         location = Array(repeating: (0, 0), count: tensors.count)
+        let partOf = part.map { p in OutputPart.assign(shardBytes: files.map { $0.tensors.reduce(0) { $0 + tensors[$1].byteCount } }, count: p.count) }
         do {
             for (k, (finalPath, group)) in files.enumerated() {
-                try createShard(index: k, group: group, finalPath: finalPath, dir: dir, metadata: metadata)
+                if let part, let partOf, partOf[k] != part.index - 1 { continue }
+                for i in group { owned[i] = true }
+                try createShard(index: shards.count, group: group, finalPath: finalPath, dir: dir, metadata: metadata)
             }
         } catch {
             abort()
@@ -219,10 +249,14 @@ public final class CheckpointWriter: @unchecked Sendable {
         }
     }
 
+    /// Whether this process writes tensor `index` (always, unless it is one part of a `--part` run).
+    public func owns(_ index: Int) -> Bool { owned[index] }
+
     /// Writes `bytes` into tensor `index` starting `offset` bytes into the tensor. Thread-safe for
     /// disjoint ranges.
     public func write(tensor index: Int, at offset: Int = 0, _ bytes: UnsafeRawBufferPointer) throws {
         let t = tensors[index]
+        precondition(owned[index], "CheckpointWriter: '\(t.name)' belongs to another part")
         precondition(offset >= 0 && offset + bytes.count <= t.byteCount, "CheckpointWriter: write past the end of '\(t.name)'")
         guard bytes.count > 0 else { return }
         let loc = location[index]
@@ -233,7 +267,7 @@ public final class CheckpointWriter: @unchecked Sendable {
     /// Fsyncs and renames every file into place, writes the index for a sharded folder, and
     /// removes weight files of an earlier run that the new set does not replace.
     public func commit() throws {
-        for (i, t) in tensors.enumerated() where written[i] != t.byteCount {
+        for (i, t) in tensors.enumerated() where owned[i] && written[i] != t.byteCount {
             abort()
             throw FormatError(file: displayPath(layout.path), tensor: t.name, "internal error: \(written[i]) of \(t.byteCount) bytes were written")
         }
@@ -241,7 +275,7 @@ public final class CheckpointWriter: @unchecked Sendable {
             for s in shards {
                 guard fsync(s.fd) == 0 else { throw FormatError(file: s.displayPath, "fsync failed: \(String(cString: strerror(errno)))") }
             }
-            if case let .folder(dir, _) = layout, shards.count > 1 {
+            if case let .folder(dir, _) = layout, shards.count > 1, part == nil {
                 try writeIndex(dir: dir)
             }
             for s in shards {
@@ -252,8 +286,9 @@ public final class CheckpointWriter: @unchecked Sendable {
                 wt_unregister_temporary(s.tmpPath)
             }
             committed = true
-            if case let .folder(dir, _) = layout { removeStaleWeights(dir: dir) }
-            syncDirectory(FileSystem.dirname(shards[0].finalPath))
+            // A part leaves the other parts' shards alone (the index step checks the set).
+            if case let .folder(dir, _) = layout, part == nil { removeStaleWeights(dir: dir) }
+            if let first = shards.first { syncDirectory(FileSystem.dirname(first.finalPath)) }
         } catch {
             abort()
             throw error

@@ -1,3 +1,5 @@
+import SafeTensors
+
 /// What every command's job takes besides its own parameters: how to run, what to record, where
 /// the report goes.
 public struct JobSettings: Sendable {
@@ -20,6 +22,8 @@ public struct JobSettings: Sendable {
     /// task-vector apply): bit for bit the same output, memory a few blocks per input. 2^24 entries is 64 MiB of
     /// f32 per input; WTOOL_BLOCK_ABOVE overrides it (tests set it low).
     public var blockAbove = 1 << 24
+    /// `--part i/n`: compute and write only this share of the output's shards.
+    public var part: OutputPart?
 
     public init() {}
 }

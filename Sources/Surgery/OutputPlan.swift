@@ -19,12 +19,25 @@ public final class OutputPlan: @unchecked Sendable {
     private var transaction: OutputTransaction?
     /// Size, modification time and inode of every input file when the job started.
     private let inputStamps: [(path: String, stamp: FileSystem.Stamp?)]
+    /// `--part i/n`: this process writes its share of the shards straight into the output folder
+    /// (no staging: the other parts write beside it); `wtool index` (or the last part) completes it.
+    public let part: OutputPart?
+    /// Identifies the run (the recipe and the inputs' sizes) in every file's metadata, so the parts
+    /// of one run can be told from another's; the same whether the run is split or not.
+    public let fingerprint: String
 
     /// - Parameter inputFiles: inputs that are not checkpoints (a GGUF being imported), guarded
     ///   the same way: never overwritten, and checked not to change while the job runs.
-    public init(path: String, shardSize: UInt64?, provenance: String, inputs: [Checkpoint], inputFiles: [String] = []) throws {
+    public init(path: String, shardSize: UInt64?, provenance: String, inputs: [Checkpoint], inputFiles: [String] = [],
+                part: OutputPart? = nil) throws {
         finalLayout = try OutputLayout.from(path: path, shardSize: shardSize)
         self.provenance = provenance
+        self.part = part
+        if let part {
+            guard case .folder(_, shardSize: .some) = finalLayout else {
+                throw UsageError("--part \(part.index)/\(part.count) splits the shards of a folder output: give -o DIR and --shard-size")
+            }
+        }
         try OutputPlan.refuseOverwritingInputs(finalLayout, inputs)
         if let outReal = FileSystem.realPath(finalLayout.path) {
             for f in inputFiles where FileSystem.realPath(f).map({ $0 == outReal || FileSystem.dirname($0) == outReal }) == true {
@@ -37,11 +50,17 @@ public final class OutputPlan: @unchecked Sendable {
             OutputTransaction.removeStaleTemporaries(in: dir)
         }
         inputStamps = (inputs.flatMap(\.files).map(\.path) + inputFiles).map { ($0, FileSystem.stamp($0)) }
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in (provenance + "\n" + inputStamps.map { String($0.stamp?.size ?? 0) }.joined(separator: ",")).utf8 {
+            h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3
+        }
+        fingerprint = String(h, radix: 16)
     }
 
     /// Where writers write: the staging folder of a folder output (created on first use), or the
     /// output file itself.
     public func layout() throws -> OutputLayout {
+        if part != nil { return finalLayout }
         switch finalLayout {
         case .file: return finalLayout
         case let .folder(p, shardSize): return .folder(try stage(p).staging, shardSize: shardSize)
@@ -50,6 +69,10 @@ public final class OutputPlan: @unchecked Sendable {
 
     /// The folder to write extra files into (nil for a file output).
     public func folder() throws -> String? {
+        if part != nil, case let .folder(p, _) = finalLayout {
+            guard mkdir(p, 0o755) == 0 || errno == EEXIST else { throw FormatError(file: p, "cannot create the output folder: \(String(cString: strerror(errno)))") }
+            return p
+        }
         if case let .folder(p, _) = finalLayout { return try stage(p).staging }
         return nil
     }
@@ -63,7 +86,7 @@ public final class OutputPlan: @unchecked Sendable {
 
     /// A writer for the output's tensors, staged like everything else.
     public func writer(tensors: [OutputTensor], metadata: [String: String]? = nil) throws -> CheckpointWriter {
-        try CheckpointWriter(layout: try layout(), tensors: tensors, metadata: metadata ?? self.metadata, transaction: transaction)
+        try CheckpointWriter(layout: try layout(), tensors: tensors, metadata: metadata ?? self.metadata, transaction: transaction, part: part)
     }
 
     /// A writer for one checkpoint in a folder inside a folder output (the points of a merge path).
@@ -77,7 +100,7 @@ public final class OutputPlan: @unchecked Sendable {
 
     /// `__metadata__` of every file written: `format: pt` (transformers requires it) plus provenance.
     public var metadata: [String: String] {
-        ["format": "pt", "wtool.version": wtoolVersion, "wtool.command": provenance]
+        ["format": "pt", "wtool.version": wtoolVersion, "wtool.command": provenance, "wtool.run": fingerprint]
     }
 
     /// The default report path: inside an output folder, beside an output file.
@@ -95,6 +118,12 @@ public final class OutputPlan: @unchecked Sendable {
         for (path, before) in inputStamps where FileSystem.stamp(path) != before {
             transaction?.abort()
             throw FormatError(file: path, "the file changed while it was being read (rewritten or replaced by another process); nothing was written")
+        }
+        if let part, case let .folder(dir, _) = finalLayout {
+            // Each part reports beside its shards; the last one to finish completes the folder.
+            try report.write(to: reportPath ?? FileSystem.join(dir, ShardedRun.partReportName(part)))
+            _ = try? ShardedRun.complete(folder: dir)
+            return
         }
         if reportPath == nil, let dir = try folder() {
             try report.write(to: FileSystem.join(dir, "wtool-report.json"))

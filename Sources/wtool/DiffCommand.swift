@@ -38,6 +38,7 @@ struct DiffCommand: ParsableCommand {
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
+        try common.refusePart("diff")
         guard atol >= 0 && atol.isFinite else { throw ValidationError("--atol must be a finite number >= 0") }
     }
 

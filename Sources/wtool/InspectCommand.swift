@@ -28,6 +28,8 @@ struct InspectCommand: ParsableCommand {
 
     @OptionGroup var common: CommonOptions
 
+    func validate() throws { try common.refusePart("inspect") }
+
     func run() throws {
         var job = InspectJob(input: path)
         job.stats = stats

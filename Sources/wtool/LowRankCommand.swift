@@ -39,6 +39,7 @@ struct LowRankCommand: ParsableCommand {
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
+            try common.refusePart("lowrank-svd spectrum")
             guard top >= 1, intruderK >= 1 else { throw ValidationError("--top and --intruder-k must be at least 1") }
             if intruders && base == nil { throw ValidationError("--intruders needs --base") }
         }

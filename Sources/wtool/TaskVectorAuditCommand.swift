@@ -28,6 +28,7 @@ extension TaskVectorCommand {
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
+            try common.refusePart("task-vector audit")
             guard TaskVectorSource.Kind(rawValue: inputs) != nil else { throw ValidationError("--inputs must be auto, task-vector or model") }
             guard threshold.isFinite, threshold >= 0 else { throw ValidationError("--threshold must be a non-negative number") }
             if let failAbove, !failAbove.isFinite { throw ValidationError("--fail-above must be a number") }

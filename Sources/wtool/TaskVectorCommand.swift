@@ -150,6 +150,7 @@ struct TaskVectorCommand: ParsableCommand {
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
+            try common.refusePart("task-vector analyze")
             if vectors.isEmpty { throw ValidationError("name at least one task vector") }
             guard TaskVectorSource.Kind(rawValue: inputs) != nil else { throw ValidationError("--inputs must be auto, task-vector or model") }
             guard top >= 1 else { throw ValidationError("--top must be at least 1") }

@@ -3,6 +3,7 @@ import ArgumentParser
 import Glibc
 #endif
 import Surgery
+import SafeTensors
 
 struct Wtool: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,7 +20,7 @@ struct Wtool: ParsableCommand {
         and wtool-<command>(1).
         """,
         version: wtoolVersion,
-        subcommands: [InspectCommand.self, DiffCommand.self, ConvertCommand.self, MergeCommand.self, TaskVectorCommand.self, PruneCommand.self, LowRankCommand.self, QuantizeCommand.self, PermuteMatchCommand.self]
+        subcommands: [InspectCommand.self, DiffCommand.self, ConvertCommand.self, MergeCommand.self, TaskVectorCommand.self, PruneCommand.self, LowRankCommand.self, QuantizeCommand.self, PermuteMatchCommand.self, IndexCommand.self]
     )
 }
 
@@ -37,6 +38,22 @@ struct CommonOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Skip tensors matching this glob (repeatable).", valueName: "GLOB"))
     var exclude: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp("Compute and write only part I of N of a sharded folder output (needs --shard-size); 'wtool index OUT' completes it.", valueName: "I/N"))
+    var part: String?
+
+    /// Commands that write no checkpoint refuse --part rather than ignore it.
+    func refusePart(_ command: String) throws {
+        if part != nil { throw ValidationError("--part splits the shards a writing command produces; \(command) writes none") }
+    }
+
+    /// --part I/N, 1 <= I <= N.
+    var outputPart: OutputPart? {
+        guard let part else { return nil }
+        let f = part.split(separator: "/").map { Int($0) }
+        guard f.count == 2, let i = f[0], let n = f[1], n >= 1, (1...n).contains(i) else { return nil }
+        return OutputPart(index: i, count: n)
+    }
+
     var selection: TensorSelection { TensorSelection(include: include, exclude: exclude) }
     var threadCount: Int { threads ?? Engine.defaultThreads }
 
@@ -51,6 +68,7 @@ struct CommonOptions: ParsableArguments {
         s.shardSize = shardSize.flatMap { ByteSize.parse($0) }
         s.selection = selection
         if let n = blockAboveOverride { s.blockAbove = n }
+        s.part = outputPart
         return s
     }
 
@@ -62,6 +80,7 @@ struct CommonOptions: ParsableArguments {
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if part != nil && outputPart == nil { throw ValidationError("--part expects I/N with 1 <= I <= N, e.g. 2/4") }
         if getenv("WTOOL_BLOCK_ABOVE") != nil, (blockAboveOverride ?? 0) < 1 {
             throw ValidationError("WTOOL_BLOCK_ABOVE must be a positive number of tensor entries")
         }
@@ -71,7 +90,7 @@ struct CommonOptions: ParsableArguments {
 /// The command as recorded in an output's metadata: argv without the options that cannot change
 /// the output's bytes, so the same job run with other threads or paths writes identical files.
 func provenance(_ argv: [String] = CommandLine.arguments) -> String {
-    let dropWithValue: Set<String> = ["-o", "--output", "--threads", "--report"]
+    let dropWithValue: Set<String> = ["-o", "--output", "--threads", "--report", "--part"]
     let dropAlone: Set<String> = ["--quiet"]
     var out = ["wtool"]
     var i = 1

@@ -22,7 +22,7 @@ public struct ConvertJob: Sendable {
         if GGUFFile.isGGUF(input) { return try GGUFImportJob(convert: self).run() }
         let source = try Checkpoint(path: input)
         report.warnings += source.warnings
-        let plan = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [source])
+        let plan = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [source], part: settings.part)
         report.warnings += settings.selection.unusedPatterns(in: source.tensorNames).map { "pattern '\($0)' matches no tensor" }
         let entries = source.entries
         let outputs: [OutputTensor] = entries.map { e in
@@ -53,7 +53,8 @@ public struct ConvertJob: Sendable {
         let rows: [JSONValue]
         do {
             rows = try Engine.map(count: entries.count, threads: settings.threads, progress: progress) { i in
-                try ConvertJob.convertTensor(source, entries[i], to: outputs[i].dtype, writer: writer, index: i)
+                guard writer.owns(i) else { return .object([("name", .string(entries[i].name)), ("part", .string("another"))]) }
+                return try ConvertJob.convertTensor(source, entries[i], to: outputs[i].dtype, writer: writer, index: i)
             }
             try writer.commit()
         } catch {

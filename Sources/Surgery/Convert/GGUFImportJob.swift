@@ -21,7 +21,7 @@ struct GGUFImportJob {
         let model = try GGUFModelImport(file)
         report.warnings += model.warnings
         let plan = try OutputPlan(path: convert.output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [],
-                                  inputFiles: [file.path])
+                                  inputFiles: [file.path], part: settings.part)
         guard case .folder = plan.finalLayout else {
             throw UsageError("a GGUF import writes a model folder (weights, config.json, tokenizer): give -o DIR, not a .safetensors file")
         }
@@ -55,6 +55,7 @@ struct GGUFImportJob {
         let progress = Progress(total: outputs.count, label: "convert", quiet: settings.quiet)
         do {
             report.tensors = try Engine.map(count: outputs.count, threads: settings.threads, progress: progress) { i in
+                guard writer.owns(i) else { return .object([("name", .string(outputs[i].name)), ("part", .string("another"))]) }
                 try GGUFImportJob.decode(file, model.tensors[i], as: dtype, writer: writer, index: i)
                 return GGUFImportJob.row(model.tensors[i], outputs[i])
             }

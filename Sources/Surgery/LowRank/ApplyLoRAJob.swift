@@ -39,7 +39,7 @@ public struct ApplyLoRAJob: Sendable {
             throw UsageError("--scale multiplies a LoRA delta; merge_and_unload has no scale for \(config.kind.rawValue) adapters")
         }
         let b = try Checkpoint(path: base)
-        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [b, weights])
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [b, weights], part: settings.part)
         // Sort the adapter's tensors by module.
         var modules: [String: Module] = [:]
         var replaced: [String: String] = [:]   // base tensor -> adapter tensor (modules_to_save)
@@ -149,6 +149,7 @@ public struct ApplyLoRAJob: Sendable {
             rows = try Engine.map(count: b.entries.count, threads: settings.threads,
                                   progress: Progress(total: b.entries.count, label: "apply", quiet: settings.quiet)) { i -> JSONValue in
                 let e = b.entries[i]
+                guard writer.owns(i) else { return .object([("name", .string(e.name)), ("part", .string("another"))]) }
                 guard selection.selects(e.name) else {
                     try writer.write(tensor: i, b.bytes(e))
                     b.release(e)

@@ -21,6 +21,7 @@ public struct CompressJob: Sendable {
         if factored && policy.fixedRank == nil { throw UsageError("--factored needs --rank (the factors' shapes are written before any SVD)") }
         if svd.method == .randomized && policy.fixedRank == nil { throw UsageError("--svd randomized needs --rank: the other rules need the whole spectrum") }
         let src = try Checkpoint(path: input)
+        if settings.part != nil { throw UsageError("--part is not supported by lowrank-svd compress (a factored weight's two tensors can fall in different parts)") }
         let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [src])
         let targets = Set(LowRankTargets.select(src, settings.selection).map(\.name))
         var outputs: [OutputTensor] = []

@@ -30,6 +30,7 @@ public struct ExtractLoRAJob: Sendable {
         var report = RunReport(command: settings.command)
         guard !output.hasSuffix(".safetensors") else { throw UsageError("an adapter is a folder (adapter_config.json + adapter_model.safetensors): give a folder as -o") }
         let b = try Checkpoint(path: base), ft = try Checkpoint(path: finetuned)
+        if settings.part != nil { throw UsageError("--part is not supported by lowrank-svd extract (an adapter is one file)") }
         let out = try OutputPlan(path: output, shardSize: nil, provenance: settings.provenance, inputs: [b, ft])
         let linear = Set(LowRankTargets.select(ft, settings.selection).map(\.name))
         // Plan: what each changed tensor becomes.

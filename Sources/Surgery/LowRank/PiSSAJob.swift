@@ -21,6 +21,7 @@ public struct PiSSAJob: Sendable {
         var report = RunReport(command: settings.command)
         guard !output.hasSuffix(".safetensors") else { throw UsageError("pissa writes a folder (the residual model and \(PiSSAJob.adapterFolder)/): give a folder as -o") }
         let src = try Checkpoint(path: input)
+        if settings.part != nil { throw UsageError("--part is not supported by lowrank-svd pissa (it writes an adapter beside the residual model)") }
         let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [src])
         let targets = Set(LowRankTargets.select(src, settings.selection).map(\.name))
         let outputs = src.entries.map { OutputTensor(name: $0.name, dtype: $0.info.dtype, shape: $0.info.shape) }

@@ -51,6 +51,7 @@ extension MergeJob {
         var timer = PhaseTimer()
         var report = RunReport(command: settings.command)
         guard !ts.isEmpty, ts.allSatisfy(\.isFinite) else { throw UsageError("--path needs finite points") }
+        if settings.part != nil { throw UsageError("--part splits one checkpoint's shards; --path writes several checkpoints: run the points as separate jobs instead") }
         let plans = try ts.map { try MergePlan(recipe: try recipe(at: $0), outDType: outDType, selection: settings.selection) }
         if seed != nil { throw UsageError("--seed applies to the methods that drop entries at random, not \(plans[0].method.name)") }
         let first = plans[0]

@@ -28,7 +28,8 @@ public struct MergeJob: Sendable {
             throw UsageError("--seed applies to the methods that drop entries at random (dare_ties, dare_linear, della, della_linear), not \(plan.method.name)")
         }
         let seed = self.seed ?? 0
-        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: plan.checkpoints)
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: plan.checkpoints,
+                                 part: settings.part)
         report.warnings = plan.warnings
         report.inputs = plan.checkpoints.map(RunReport.describe)
         report.parameters = [("method", .string(plan.method.name)), ("seed", .uint(seed)),
@@ -57,7 +58,8 @@ public struct MergeJob: Sendable {
         do {
             rows = try Engine.map(count: plan.items.count, threads: settings.threads,
                                   progress: Progress(total: plan.items.count, label: "merge", quiet: settings.quiet)) { i in
-                try MergeJob.mergeTensor(plan.items[i], plan: plan, seed: seed, writer: writer, index: i, blockAbove: settings.blockAbove)
+                guard writer.owns(i) else { return .object([("name", .string(plan.items[i].output)), ("part", .string("another"))]) }
+                return try MergeJob.mergeTensor(plan.items[i], plan: plan, seed: seed, writer: writer, index: i, blockAbove: settings.blockAbove)
             }
             try writer.commit()
         } catch {

@@ -77,7 +77,7 @@ public struct PermuteMatchJob: Sendable {
         guard let output else { throw UsageError("-o OUT is required") }
         var inputs = [b]
         if let a { inputs.append(a) }
-        let plan = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: inputs)
+        let plan = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: inputs, part: settings.part)
         timer.lap("plan")
 
         var before: Distances? = nil
@@ -99,7 +99,8 @@ public struct PermuteMatchJob: Sendable {
         let rows: [JSONValue]
         do {
             rows = try Engine.map(count: outputs.count, threads: settings.threads, progress: progress) { t in
-                try PermuteMatchJob.writeTensor(b, bound, t, perms, writer)
+                guard writer.owns(t) else { return .object([("name", .string(outputs[t].name)), ("part", .string("another"))]) }
+                return try PermuteMatchJob.writeTensor(b, bound, t, perms, writer)
             }
             try writer.commit()
         } catch {

@@ -63,7 +63,7 @@ public struct PruneJob: Sendable {
         let stats = try statsPath.map { try PruneStatistics(path: $0) }
         var inputs = [ckpt]
         if let c = stats?.checkpoint { inputs.append(c) }
-        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: inputs)
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: inputs, part: settings.part)
         report.warnings = ckpt.warnings
         let defaultSelection = settings.selection.include.isEmpty && settings.selection.exclude.isEmpty
         let targets = ckpt.entries.filter { e in
@@ -142,6 +142,7 @@ public struct PruneJob: Sendable {
         do {
             rows = try Engine.map(count: ckpt.entries.count, threads: settings.threads, progress: Progress(total: ckpt.entries.count, label: "prune", quiet: settings.quiet)) { i in
                 let e = ckpt.entries[i]
+                guard writer.owns(i) else { return .object([("name", .string(e.name)), ("part", .string("another"))]) }
                 let src = ckpt.bytes(e)
                 guard targetSet.contains(e.name) else {
                     try writer.write(tensor: i, src)

@@ -90,6 +90,7 @@ extension StructuredPruneJob {
         let src = sources
         do {
             _ = try Engine.map(count: src.count, threads: settings.threads, progress: Progress(total: src.count, label: "prune", quiet: settings.quiet)) { i in
+                guard writer.owns(i) else { return 0 }
                 try writer.write(tensor: i, ckpt.bytes(src[i]))
                 ckpt.release(src[i])
                 return 0
@@ -201,6 +202,7 @@ extension StructuredPruneJob {
         let writer = try out.writer(tensors: outputs)
         do {
             _ = try Engine.map(count: ckpt.entries.count, threads: settings.threads, progress: Progress(total: outputs.count, label: "prune", quiet: settings.quiet)) { i in
+                guard writer.owns(i) else { return 0 }
                 let e = ckpt.entries[i]
                 defer { ckpt.release(e) }
                 if let g = gathers[e.name] {

@@ -72,7 +72,7 @@ public struct StructuredPruneJob: Sendable {
         let stats = try statsPath.map { try PruneStatistics(path: $0) }
         var inputs = [ckpt]
         if let c = stats?.checkpoint { inputs.append(c) }
-        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: inputs)
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: inputs, part: settings.part)
         guard case .folder = out.finalLayout else { throw UsageError("structured pruning writes a folder (it rewrites config.json): give a folder as -o") }
 
         // Layer prefixes ("model.layers.7.") in layer order (files list them 0, 1, 10, 11, ..., 2).
@@ -177,6 +177,7 @@ public struct StructuredPruneJob: Sendable {
         let g = gathers
         do {
             _ = try Engine.map(count: ckpt.entries.count, threads: settings.threads, progress: Progress(total: outputs.count, label: "prune", quiet: settings.quiet)) { i in
+                guard writer.owns(i) else { return 0 }
                 let e = ckpt.entries[i]
                 let src = ckpt.bytes(e)
                 defer { ckpt.release(e) }

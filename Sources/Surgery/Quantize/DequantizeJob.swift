@@ -36,7 +36,7 @@ public struct DequantizeJob: Sendable {
             items = try compressedTensorsItems(c)
             report.inputs = [RunReport.describe(c)]
         }
-        let plan = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: source.map { [$0] } ?? [])
+        let plan = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: source.map { [$0] } ?? [], part: settings.part)
         if let real = FileSystem.realPath(output), FileSystem.realPath(input) == real {
             throw FormatError(file: output, "is an input of this command; choose another output")
         }
@@ -45,6 +45,7 @@ public struct DequantizeJob: Sendable {
         let progress = Progress(total: items.count, label: "dequantize", quiet: settings.quiet)
         do {
             _ = try Engine.map(count: items.count, threads: settings.threads, progress: progress) { i in
+                guard writer.owns(i) else { return }
                 let bytes = try items[i].fill()
                 try bytes.withUnsafeBytes { try writer.write(tensor: i, $0) }
             }

@@ -216,6 +216,7 @@ public struct QuantizeJob: Sendable {
         var plan: OutputPlan? = nil
         if format == .gguf {
             guard output.hasSuffix(".gguf") else { throw UsageError("--format gguf writes one file: give -o NAME.gguf") }
+            if settings.part != nil { throw UsageError("--part splits the shards of a folder output; a GGUF is one file") }
             try QuantizeJob.refuseOverwriting(output, source)
             OutputTransaction.removeStaleTemporaries(in: FileSystem.dirname(output))
             let metadata = ggufMetadata(source: source, configPath: hasConfig ? configPath : nil, llama: llama, vocabulary: vocabulary,
@@ -223,7 +224,7 @@ public struct QuantizeJob: Sendable {
             sink = .gguf(try GGUFWriter(path: output, metadata: metadata, tensors: ggufOutputs))
         } else {
             guard !output.hasSuffix(".gguf") else { throw UsageError("-o \(output): a .gguf output needs --format gguf") }
-            let p = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [source])
+            let p = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [source], part: settings.part)
             plan = p
             var meta = p.metadata
             if format == .compressedTensors { meta["quantization_config"] = ctConfig(tasks, gran: gran).compact() }
@@ -234,7 +235,9 @@ public struct QuantizeJob: Sendable {
         let rows: [(JSONValue, ErrorAccumulator?, Int, Int)]
         do {
             rows = try Engine.map(count: tasks.count, threads: settings.threads, progress: progress) { i in
-                try process(plannedTasks[i], source: source, quantizer: quantizer, sink: sink)
+                let t = plannedTasks[i]
+                guard sink.owns(t.firstOutput..<(t.firstOutput + t.outputCount)) else { return (.object([("name", .string(t.outputName)), ("part", .string("another"))]), nil, 0, 0) }
+                return try process(t, source: source, quantizer: quantizer, sink: sink)
             }
             if let ropeFreqs { try ropeFreqs.values.withUnsafeBytes { try sink.write(ropeFreqs.index, $0) } }
             try sink.commit()
@@ -511,7 +514,15 @@ enum QuantizeSink: Sendable {
     func write(_ index: Int, at offset: Int = 0, _ bytes: UnsafeRawBufferPointer) throws {
         switch self {
         case let .gguf(w): try w.write(tensor: index, at: offset, bytes)
-        case let .safetensors(w): try w.write(tensor: index, at: offset, bytes)
+        case let .safetensors(w): if w.owns(index) { try w.write(tensor: index, at: offset, bytes) }   // --part: the others' pieces are theirs
+        }
+    }
+
+    /// Whether any of these outputs is this process's to write (always, unless --part).
+    func owns(_ range: Range<Int>) -> Bool {
+        switch self {
+        case .gguf: return true
+        case let .safetensors(w): return range.isEmpty || range.contains { w.owns($0) }
         }
     }
     func commit() throws { switch self { case let .gguf(w): try w.commit(); case let .safetensors(w): try w.commit() } }

@@ -40,7 +40,7 @@ public struct ApplyTaskVectorJob: Sendable {
         if let dtype, !dtype.isFloatingPoint { throw UsageError("--dtype must be a float type") }
         let b = try Checkpoint(path: base)
         let tvs = try vectors.map { try TaskVectorSource(path: $0, kind: kind) }
-        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [b] + tvs.map(\.checkpoint))
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [b] + tvs.map(\.checkpoint), part: settings.part)
         report.warnings = b.warnings + tvs.flatMap(\.checkpoint.warnings)
             + settings.selection.unusedPatterns(in: b.tensorNames).map { "pattern '\($0)' matches no tensor" }
         // Every task-vector tensor must exist in the base with the same shape.
@@ -86,6 +86,7 @@ public struct ApplyTaskVectorJob: Sendable {
         do {
             rows = try Engine.map(count: b.entries.count, threads: settings.threads, progress: Progress(total: b.entries.count, label: "apply", quiet: settings.quiet)) { i in
                 let e = b.entries[i]
+                guard writer.owns(i) else { return .object([("name", .string(e.name)), ("part", .string("another"))]) }
                 let selected = settings.selection.selects(e.name)
                 let touched = selected ? tvs.indices.filter { tvs[$0].checkpoint.entry(e.name) != nil } : []
                 guard e.info.dtype.isFloatingPoint, !touched.isEmpty else {

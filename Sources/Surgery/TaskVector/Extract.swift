@@ -21,7 +21,7 @@ public struct ExtractTaskVectorJob: Sendable {
         guard dtype.isFloatingPoint else { throw UsageError("--dtype must be a float type") }
         if let d = density, !(d > 0 && d <= 1) { throw UsageError("--density must be in (0, 1]") }
         let b = try Checkpoint(path: base), ft = try Checkpoint(path: finetuned)
-        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [b, ft])
+        let out = try OutputPlan(path: output, shardSize: settings.shardSize, provenance: settings.provenance, inputs: [b, ft], part: settings.part)
         report.warnings = b.warnings + ft.warnings
         var floatNames: [String] = [], skipped: [String] = []
         for e in ft.entries where settings.selection.selects(e.name) {
@@ -53,6 +53,7 @@ public struct ExtractTaskVectorJob: Sendable {
         do {
             rows = try Engine.map(count: names.count, threads: settings.threads, progress: Progress(total: names.count, label: "extract", quiet: settings.quiet)) { i in
                 let name = names[i]
+                guard writer.owns(i) else { return .object([("name", .string(name)), ("part", .string("another"))]) }
                 let bv = decodeDoubles(b, b.entry(name)!), fv = decodeDoubles(ft, ft.entry(name)!)
                 // The f64 difference (exact for f32 and narrower inputs), stored rounded to the
                 // target dtype: F64 storage rebuilds any fine-tune exactly, f32 storage every
