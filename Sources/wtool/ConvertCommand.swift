@@ -21,7 +21,7 @@ struct ConvertCommand: ParsableCommand {
         IN may be a llama.cpp GGUF (llama/mistral, qwen2, qwen3): OUT is then a Hugging Face \
         folder: every tensor dequantized, renamed and its Q/K rows un-permuted, config.json from \
         the hyper-parameters, tokenizer.json + tokenizer_config.json from a byte-level BPE \
-        vocabulary. --dtype f32|f16|bf16 (default: the 2-D tensors' float type, else f32).
+        vocabulary (tokenizer.model from a SentencePiece one). --dtype f32|f16|bf16 (default: the 2-D tensors' float type, else f32).
         """
     )
 

@@ -74,3 +74,25 @@ def test_llama_model_quantize_output_imports_to_its_dequantization(tmp_path, fty
     ref = hf_logits(folder)
     cosine = (logits * ref).sum() / np.linalg.norm(logits) / np.linalg.norm(ref)
     assert np.isfinite(logits).all() and cosine > 0.8, cosine
+
+
+def test_sentencepiece_folder_loads_in_transformers(tmp_path):
+    """A SentencePiece llama GGUF: the rebuilt tokenizer.model loads with AutoTokenizer and encodes
+    like the original folder's tokenizer; the weights give the original logits."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+    from tokenizer_fixtures import CORPUS
+    (tmp_path / "corpus.txt").write_text("\n".join(CORPUS))
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "sp"), vocab_size=400,
+                                   model_type="bpe", byte_fallback=True, character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0,
+                                   pad_id=-1, minloglevel=2, normalization_rule_name="identity", remove_extra_whitespaces=False)
+    folder = model_folder(tmp_path / "m", 400, bos_token_id=1, eos_token_id=2)
+    (tmp_path / "sp.model").rename(folder / "tokenizer.model")
+    json.dump({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "legacy": False, "bos_token": "<s>", "eos_token": "</s>",
+               "unk_token": "<unk>"}, open(folder / "tokenizer_config.json", "w"))
+    wtool("quantize", folder, "-o", tmp_path / "m.gguf", "--scheme", "f32", "--llama-cpp", "--quiet")
+    wtool("convert", tmp_path / "m.gguf", "-o", tmp_path / "back", "--quiet")
+    ours, orig = AutoTokenizer.from_pretrained(str(tmp_path / "back")), AutoTokenizer.from_pretrained(str(folder))
+    for text in TEXTS:
+        assert ours(text)["input_ids"] == orig(text)["input_ids"], text
+    np.testing.assert_array_equal(hf_logits(tmp_path / "back"), hf_logits(folder))

@@ -243,3 +243,34 @@ def test_types_wtool_only_reads_equal_gguf_py_dequantization(tmp_path, name):
     assert np.isfinite(up).mean() > 0.9
     report = json.load(open(back / "wtool-report.json"))
     assert {r["dtype_in"] for r in report["tensors"]} == {"f32", name.lower()}
+
+
+@pytest.mark.parametrize("dummy_prefix", [True, False])
+def test_sentencepiece_vocabulary_is_rebuilt(tmp_path, dummy_prefix):
+    """A llama GGUF with a SentencePiece vocabulary: tokenizer.model comes back (pieces, scores,
+    types, special ids, byte fallback) and sentencepiece encodes a corpus as the original does
+    under llama.cpp's normalisation (identity, the dummy prefix as the GGUF says)."""
+    import sentencepiece as spm
+    (tmp_path / "corpus.txt").write_text("\n".join(CORPUS))
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "sp"), vocab_size=400,
+                                   model_type="bpe", byte_fallback=True, character_coverage=1.0,
+                                   bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2, normalization_rule_name="identity",
+                                   remove_extra_whitespaces=False, add_dummy_prefix=dummy_prefix)
+    # (user_defined_symbols are left out: convert types them NORMAL in the GGUF, as llama.cpp treats them)
+    folder = model_folder(tmp_path / "model", 400, bos_token_id=1, eos_token_id=2)
+    os.replace(tmp_path / "sp.model", folder / "tokenizer.model")
+    json.dump({"add_bos_token": True, "chat_template": TEMPLATE, "add_prefix_space": dummy_prefix}, open(folder / "tokenizer_config.json", "w"))
+    back = tmp_path / "back"
+    run("convert", to_gguf(folder, tmp_path, "f32"), "-o", back, "--quiet")
+    orig, rebuilt = spm.SentencePieceProcessor(), spm.SentencePieceProcessor()
+    orig.LoadFromFile(str(folder / "tokenizer.model"))
+    rebuilt.LoadFromFile(str(back / "tokenizer.model"))
+    assert rebuilt.get_piece_size() == orig.get_piece_size()
+    for i in range(orig.get_piece_size()):
+        assert rebuilt.id_to_piece(i) == orig.id_to_piece(i) and rebuilt.get_score(i) == orig.get_score(i), i
+        assert (rebuilt.is_control(i), rebuilt.is_unknown(i), rebuilt.is_byte(i)) == (orig.is_control(i), orig.is_unknown(i), orig.is_byte(i))
+    assert (rebuilt.bos_id(), rebuilt.eos_id(), rebuilt.unk_id()) == (1, 2, 0)
+    for text in CORPUS[:9] + ["  two  spaces", "tab\there", "\u00e9\u00e8 \U0001F642"]:
+        assert rebuilt.encode(text) == orig.encode(text), text
+    tc = json.load(open(back / "tokenizer_config.json"))
+    assert tc["bos_token"] == "<s>" and tc["add_bos_token"] is True and tc["chat_template"] == TEMPLATE

@@ -1,7 +1,7 @@
 import SafeTensors
 
-/// A GGUF's byte-level BPE tokenizer (`tokenizer.ggml.model = "gpt2"`) back as the Hugging Face
-/// files transformers loads: tokenizer.json (BPE vocabulary and merges, the pre-tokenizer llama.cpp
+/// A GGUF's tokenizer back as the Hugging Face files transformers loads: for SentencePiece
+/// ("llama") tokenizer.model (`sentencePiece`); for byte-level BPE (`tokenizer.ggml.model = "gpt2"`) tokenizer.json (BPE vocabulary and merges, the pre-tokenizer llama.cpp
 /// names by `tokenizer.ggml.pre`, byte-level decoding, BOS added when the GGUF says so) and
 /// tokenizer_config.json (special tokens, add_* flags, chat template). The inverse of
 /// `GGUFTokenizer`'s BPE branch. Tokens typed CONTROL or USER_DEFINED become added tokens
@@ -14,14 +14,18 @@ public struct GGUFTokenizerImport: Sendable {
     public init?(_ file: GGUFFile, contextLength: Int?) throws {
         guard let model = file.value("tokenizer.ggml.model")?.string else { return nil }
         let path = file.path
-        guard model == "gpt2" else {
-            throw FormatError(file: path, "tokenizer model '\(model)' (SentencePiece) is not rebuilt; only byte-level BPE ('gpt2') tokenizers are: copy the original tokenizer files, or pass --tokenizer none")
+        guard model == "gpt2" || model == "llama" else {
+            throw FormatError(file: path, "tokenizer model '\(model)' is not rebuilt (byte-level BPE 'gpt2' and SentencePiece 'llama' are): copy the original tokenizer files")
+        }
+        guard case let .array(_, tokenValues)? = file.value("tokenizer.ggml.tokens") else { throw FormatError(file: path, "no tokenizer.ggml.tokens array") }
+        if model == "llama" {
+            files = try GGUFTokenizerImport.sentencePiece(file, tokens: tokenValues.map { $0.string ?? "" }, contextLength: contextLength)
+            return
         }
         let pre = file.value("tokenizer.ggml.pre")?.string ?? "default"
         guard let preTokenizer = GGUFTokenizerImport.preTokenizer(pre) else {
-            throw FormatError(file: path, "tokenizer.ggml.pre '\(pre)' is not one wtool rebuilds (gpt-2, starcoder, smollm, llama-bpe, dbrx, qwen2, tekken, gpt-4o, deepseek-v3); --tokenizer none skips the tokenizer")
+            throw FormatError(file: path, "tokenizer.ggml.pre '\(pre)' is not one wtool rebuilds (gpt-2, starcoder, smollm, llama-bpe, dbrx, qwen2, tekken, gpt-4o, deepseek-v3): copy the original tokenizer files")
         }
-        guard case let .array(_, tokenValues)? = file.value("tokenizer.ggml.tokens") else { throw FormatError(file: path, "no tokenizer.ggml.tokens array") }
         let tokens = tokenValues.map { $0.string ?? "" }
         var types = [Int](repeating: 1, count: tokens.count)
         if case let .array(_, t)? = file.value("tokenizer.ggml.token_type") {
@@ -95,6 +99,40 @@ public struct GGUFTokenizerImport: Sendable {
         if let n = contextLength { config.append(("model_max_length", .int(n))) }
         files = [("tokenizer.json", Array(tokenizer.compact().utf8)),
                  ("tokenizer_config.json", Array((JSONValue.object(config).pretty(indent: 2, sortKeys: true) + "\n").utf8))]
+    }
+
+    /// A SentencePiece vocabulary ("llama"): tokenizer.model rebuilt from the pieces, scores and
+    /// types, with the special ids and the normalisation llama.cpp applies (identity, dummy prefix
+    /// per tokenizer.ggml.add_space_prefix, default true); tokenizer_config.json as for BPE.
+    static func sentencePiece(_ file: GGUFFile, tokens: [String], contextLength: Int?) throws -> [(String, [UInt8])] {
+        let path = file.path
+        func array(_ key: String) -> [GGUFValue]? { if case let .array(_, v)? = file.value(key) { return v }; return nil }
+        let scores = array("tokenizer.ggml.scores")?.map { v -> Float in if case let .float32(f) = v { return f }; return 0 } ?? []
+        let types = array("tokenizer.ggml.token_type")?.map { $0.integer ?? 1 } ?? []
+        guard scores.count == tokens.count, types.count == tokens.count else {
+            throw FormatError(file: path, "tokenizer.ggml.scores / token_type do not have one entry per token (\(tokens.count))")
+        }
+        guard Set(tokens).count == tokens.count else { throw FormatError(file: path, "tokenizer.ggml.tokens holds a token twice: not a SentencePiece vocabulary") }
+        func id(_ key: String) -> Int? {
+            guard let v = file.value("tokenizer.ggml.\(key)_token_id")?.integer, v >= 0, v < tokens.count else { return nil }
+            return v
+        }
+        func flag(_ key: String) -> Bool? { if case let .bool(b)? = file.value("tokenizer.ggml.\(key)") { return b }; return nil }
+        guard let unk = id("unknown") ?? types.firstIndex(of: 2) else { throw FormatError(file: path, "no unknown token: SentencePiece needs one") }
+        let pieces = tokens.indices.map { SentencePieceModel.Piece(text: tokens[$0], score: scores[$0], type: (1...6).contains(types[$0]) ? types[$0] : 1) }
+        let model = SentencePieceModel.serialize(pieces: pieces, unkID: unk, bosID: id("bos"), eosID: id("eos"), padID: id("padding"),
+                                                 byteFallback: types.contains(6), addDummyPrefix: flag("add_space_prefix") ?? true)
+        var config: [(String, JSONValue)] = [("tokenizer_class", .string("LlamaTokenizer")),
+                                             ("add_bos_token", .bool(flag("add_bos_token") ?? true)),
+                                             ("add_eos_token", .bool(flag("add_eos_token") ?? false)),
+                                             ("clean_up_tokenization_spaces", .bool(false)), ("legacy", .bool(false))]
+        if let prefix = flag("add_space_prefix") { config.append(("add_prefix_space", .bool(prefix))) }
+        for (key, name) in [("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")] {
+            if let t = id(key) { config.append((name, .string(tokens[t]))) }
+        }
+        if let template = file.value("tokenizer.chat_template")?.string { config.append(("chat_template", .string(template))) }
+        if let n = contextLength { config.append(("model_max_length", .int(n))) }
+        return [("tokenizer.model", model), ("tokenizer_config.json", Array((JSONValue.object(config).pretty(indent: 2, sortKeys: true) + "\n").utf8))]
     }
 
     /// tokenizer.json's pre_tokenizer for llama.cpp's pre-tokenizer name (the structures

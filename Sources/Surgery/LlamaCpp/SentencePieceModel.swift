@@ -103,3 +103,55 @@ struct ProtobufReader {
         }
     }
 }
+
+extension SentencePieceModel {
+    /// What a GGUF keeps of a SentencePiece model, back as a `tokenizer.model` (ModelProto):
+    /// the pieces (text, score, type), a BPE trainer spec with the special ids and byte fallback,
+    /// and the normalizer llama.cpp applies, i.e. none besides the dummy prefix: name "identity",
+    /// add_dummy_prefix as given, remove_extra_whitespaces false, escape_whitespaces true.
+    static func serialize(pieces: [Piece], unkID: Int, bosID: Int?, eosID: Int?, padID: Int?, byteFallback: Bool,
+                          addDummyPrefix: Bool) -> [UInt8] {
+        var out: [UInt8] = []
+        for p in pieces {
+            var m: [UInt8] = []
+            ProtobufWriter.bytes(1, Array(p.text.utf8), into: &m)
+            ProtobufWriter.fixed32(2, p.score.bitPattern, into: &m)
+            ProtobufWriter.varint(3, UInt64(p.type), into: &m)
+            ProtobufWriter.bytes(1, m, into: &out)
+        }
+        var trainer: [UInt8] = []
+        ProtobufWriter.varint(3, 2, into: &trainer)                        // model_type BPE
+        ProtobufWriter.varint(4, UInt64(pieces.count), into: &trainer)     // vocab_size
+        ProtobufWriter.varint(35, byteFallback ? 1 : 0, into: &trainer)    // byte_fallback
+        for (field, id) in [(40, unkID), (41, bosID ?? -1), (42, eosID ?? -1), (43, padID ?? -1)] {
+            ProtobufWriter.varint(field, UInt64(bitPattern: Int64(id)), into: &trainer)
+        }
+        ProtobufWriter.bytes(2, trainer, into: &out)
+        var normalizer: [UInt8] = []
+        ProtobufWriter.bytes(1, Array("identity".utf8), into: &normalizer)
+        ProtobufWriter.varint(3, addDummyPrefix ? 1 : 0, into: &normalizer)
+        ProtobufWriter.varint(4, 0, into: &normalizer)
+        ProtobufWriter.varint(5, 1, into: &normalizer)
+        ProtobufWriter.bytes(3, normalizer, into: &out)
+        return out
+    }
+}
+
+/// Protocol-buffer wire format, as much as writing a ModelProto needs.
+enum ProtobufWriter {
+    static func raw(_ v: UInt64, into out: inout [UInt8]) {
+        var v = v
+        while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+        out.append(UInt8(v))
+    }
+    static func varint(_ field: Int, _ v: UInt64, into out: inout [UInt8]) { raw(UInt64(field << 3), into: &out); raw(v, into: &out) }
+    static func fixed32(_ field: Int, _ v: UInt32, into out: inout [UInt8]) {
+        raw(UInt64(field << 3 | 5), into: &out)
+        withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) }
+    }
+    static func bytes(_ field: Int, _ b: [UInt8], into out: inout [UInt8]) {
+        raw(UInt64(field << 3 | 2), into: &out)
+        raw(UInt64(b.count), into: &out)
+        out.append(contentsOf: b)
+    }
+}
