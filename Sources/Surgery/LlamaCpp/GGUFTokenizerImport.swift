@@ -1,8 +1,9 @@
 import SafeTensors
 
 /// A GGUF's tokenizer back as the Hugging Face files transformers loads: for SentencePiece
-/// ("llama") tokenizer.model (`sentencePiece`); for byte-level BPE (`tokenizer.ggml.model = "gpt2"`) tokenizer.json (BPE vocabulary and merges, the pre-tokenizer llama.cpp
-/// names by `tokenizer.ggml.pre`, byte-level decoding, BOS added when the GGUF says so) and
+/// ("llama") tokenizer.model (`sentencePiece`); for byte-level BPE (`tokenizer.ggml.model =
+/// "gpt2"`) tokenizer.json (BPE vocabulary and merges, the pre-tokenizer llama.cpp names by
+/// `tokenizer.ggml.pre`, byte-level decoding, BOS added when the GGUF says so) and
 /// tokenizer_config.json (special tokens, add_* flags, chat template). The inverse of
 /// `GGUFTokenizer`'s BPE branch. Tokens typed CONTROL or USER_DEFINED become added tokens
 /// (special for CONTROL) and stay in the vocabulary; "[PAD<id>]" holes (UNUSED) are left out.
