@@ -3,17 +3,12 @@
 back, next to the floor of reading the input and writing the output once (cat + dd with fsync), with
 peak resident memory. Prints ratios; never asserts a time.
 """
-import argparse, os
-from benchlib import best, cleanup, floor, generate, timed
+import os
+from benchlib import standard_args, best, cleanup, floor, generate, timed
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--wtool", required=True)
-    ap.add_argument("--gb", type=float, default=1.0)
-    ap.add_argument("--dir", default="/tmp/wtool-bench")
-    ap.add_argument("--repeat", type=int, default=3)
-    a = ap.parse_args()
+    a = standard_args(repeat=3)
     os.makedirs(a.dir, exist_ok=True)
     src = os.path.join(a.dir, "bf16.safetensors")
     generate(src, int(a.gb * 1e9))

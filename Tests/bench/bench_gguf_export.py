@@ -4,9 +4,9 @@
 (gguf_py_export.py) and to the floor of reading the input and writing the output once. Prints
 seconds, ratios and peak memory; never asserts a time. (Q4_K_M has no gguf-py peer: gguf-py has no
 K-quant encoder; the per-type comparison with ggml's C quantizers is issue #19's.)"""
-import argparse, json, os, sys
+import json, os, sys
 import numpy as np
-from benchlib import best, bf16_bytes, cleanup, floor, timed
+from benchlib import standard_args, best, bf16_bytes, cleanup, floor, timed
 from st_raw import write_raw
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,12 +41,7 @@ def generate_folder(folder, total_bytes):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--wtool", required=True)
-    ap.add_argument("--gb", type=float, default=1.0)
-    ap.add_argument("--dir", default="/tmp/wtool-bench")
-    ap.add_argument("--repeat", type=int, default=2)
-    a = ap.parse_args()
+    a = standard_args()
     folder = os.path.join(a.dir, "llama-bf16")
     generate_folder(folder, int(a.gb * 1e9))
     src = os.path.join(folder, "model.safetensors")

@@ -4,19 +4,14 @@
 (numpy_merge.py), next to the floor of reading the inputs and writing the output once. Prints times,
 ratios and peak resident memory; never asserts a time.
 """
-import argparse, os, sys
-from benchlib import best, cleanup, floor, generate, timed
+import os, sys
+from benchlib import standard_args, best, cleanup, floor, generate, timed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--wtool", required=True)
-    ap.add_argument("--gb", type=float, default=1.0)
-    ap.add_argument("--dir", default="/tmp/wtool-bench")
-    ap.add_argument("--repeat", type=int, default=2)
-    a = ap.parse_args()
+    a = standard_args()
     os.makedirs(a.dir, exist_ok=True)
     base, ft1, ft2 = (os.path.join(a.dir, f"{n}.safetensors") for n in ("bf16", "ft1", "ft2"))
     generate(base, int(a.gb * 1e9))

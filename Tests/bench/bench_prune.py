@@ -4,21 +4,16 @@ generated ~1 GB bf16 checkpoint, by wtool and by a streaming numpy peer (numpy_p
 the floor of reading the input and writing the output once. Prints ratios and peak resident memory;
 never asserts a time.
 """
-import argparse, os, sys
+import os, sys
 import numpy as np
 from safetensors.numpy import save_file
-from benchlib import best, cleanup, floor, generate, llama_like_shapes, timed
+from benchlib import standard_args, best, cleanup, floor, generate, llama_like_shapes, timed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--wtool", required=True)
-    ap.add_argument("--gb", type=float, default=1.0)
-    ap.add_argument("--dir", default="/tmp/wtool-bench")
-    ap.add_argument("--repeat", type=int, default=2)
-    a = ap.parse_args()
+    a = standard_args()
     os.makedirs(a.dir, exist_ok=True)
     src = os.path.join(a.dir, "bf16.safetensors")
     generate(src, int(a.gb * 1e9))

@@ -4,9 +4,9 @@ generated LLaMA-like f32 checkpoint, by wtool and by numpy peers (gguf-py's quan
 numpy_quantize.py), next to the floor of reading the input and writing the output once. Prints
 seconds, MB/s of f32 input, ratios and peak memory; never asserts a time.
 """
-import argparse, os, sys
+import os, sys
 import numpy as np
-from benchlib import best, cleanup, floor, llama_like_shapes, timed
+from benchlib import standard_args, best, cleanup, floor, llama_like_shapes, timed
 from st_raw import write_raw
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -23,12 +23,7 @@ def generate_f32(path, total_bytes):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--wtool", required=True)
-    ap.add_argument("--gb", type=float, default=1.0)
-    ap.add_argument("--dir", default="/tmp/wtool-bench")
-    ap.add_argument("--repeat", type=int, default=2)
-    a = ap.parse_args()
+    a = standard_args()
     os.makedirs(a.dir, exist_ok=True)
     src = os.path.join(a.dir, "f32.safetensors")
     generate_f32(src, int(a.gb * 1e9))

@@ -94,3 +94,14 @@ def cleanup(*paths):
         for q in (p, os.path.splitext(p)[0] + ".report.json"):
             if os.path.exists(q):
                 os.unlink(q)
+
+
+def standard_args(repeat=2):
+    """The options every generated-checkpoint benchmark takes: --wtool, --gb, --dir, --repeat."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--wtool", required=True)
+    ap.add_argument("--gb", type=float, default=1.0)
+    ap.add_argument("--dir", default="/tmp/wtool-bench")
+    ap.add_argument("--repeat", type=int, default=repeat)
+    return ap.parse_args()
