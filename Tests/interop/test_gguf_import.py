@@ -274,3 +274,27 @@ def test_sentencepiece_vocabulary_is_rebuilt(tmp_path, dummy_prefix):
         assert rebuilt.encode(text) == orig.encode(text), text
     tc = json.load(open(back / "tokenizer_config.json"))
     assert tc["bos_token"] == "<s>" and tc["add_bos_token"] is True and tc["chat_template"] == TEMPLATE
+
+
+def test_more_refusals(tmp_path):
+    """GGUF import's other errors: one line, nothing written."""
+    cases = []
+    p = tmp_path / "nokey.gguf"
+    w = gguf.GGUFWriter(str(p), "llama")
+    w.add_block_count(1); w.add_context_length(64); w.add_embedding_length(32); w.add_feed_forward_length(64)
+    w.add_head_count(4); w.add_rope_freq_base(10000.0)   # no layer_norm_rms_epsilon
+    w.add_tensor("token_embd.weight", np.ones((10, 32), np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    cases.append((p, [], "layer_norm_rms_epsilon", 1))
+    p = tmp_path / "noemb.gguf"; write_gguf(p, tensors={"output_norm.weight": np.ones(32, np.float32)}); cases.append((p, [], "token_embd.weight", 1))
+    p = tmp_path / "rope.gguf"
+    write_gguf(p, tensors={"token_embd.weight": np.ones((10, 32), np.float32), "rope_freqs.weight": np.array([1, 3, 2], np.float32)})
+    cases.append((p, [], "rope_freqs.weight", 1))
+    p = tmp_path / "ok.gguf"; write_gguf(p)
+    cases.append((p, ["--include", "token_embd*"], "--include/--exclude", 2))
+    cases.append((p, ["--dtype", "f64"], "f32, f16 or bf16", 2))
+    for path, extra, needle, status in cases:
+        out = tmp_path / ("o-" + path.name + str(len(extra)))
+        code, _, err = run("convert", path, "-o", out, *extra, check=False)
+        assert code == status and needle in err and len(err.strip().splitlines()) == 1, (path, err)
+        assert not out.exists()

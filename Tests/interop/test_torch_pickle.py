@@ -265,3 +265,41 @@ def test_malformed_archives_fail_with_one_line(tmp_path):
         assert len(err.strip().splitlines()) == 1, err
         assert path in err and words in err, err
         assert not out.exists()
+
+
+def test_other_refusals_name_the_file_and_tensor(tmp_path):
+    """Every remaining refusal of the archive reader: one line, naming what is wrong, nothing written."""
+    f32 = np.arange(6, dtype=np.float32)
+    cases = []
+    p = str(tmp_path / "big.bin")
+    save(p, {"w": plain("0", f32)}, extra_records=[])
+    with zipfile.ZipFile(p) as z, zipfile.ZipFile(str(tmp_path / "bigendian.bin"), "w") as w:
+        for i in z.infolist():
+            w.writestr(i.filename, b"big" if i.filename.endswith("byteorder") else z.read(i.filename))
+    cases.append((tmp_path / "bigendian.bin", "byte order 'big'"))
+    p = tmp_path / "c128.bin"
+    save(str(p), {"z": Tensor("0", "ComplexDoubleStorage", bytes(32), 2, 0, (2,), (1,))}); cases.append((p, "complex128"))
+    p = tmp_path / "q.bin"
+    save(str(p), {"q": Tensor("0", "QInt8Storage", bytes(4), 4, 0, (4,), (1,))}); cases.append((p, "no safetensors equivalent"))
+    p = tmp_path / "mixed.bin"
+    save(str(p), {"v": Tensor("0", "FloatStorage", f32.tobytes(), 6, 0, (6,), (1,), v3_dtype="uint16")}); cases.append((p, "view of a float32 storage"))
+    p = tmp_path / "twice.bin"
+    save(str(p), {"a.b": plain("0", f32), "a": {"b": plain("1", f32)}}); cases.append((p, "holds this name twice"))
+    p = tmp_path / "tar.bin"
+    tar = bytearray(1024); tar[257:262] = b"ustar"
+    open(p, "wb").write(bytes(tar)); cases.append((p, "legacy tar format"))
+    # a conjugate view: _rebuild_tensor_v2's 7th argument {'conj': True}
+    pk = Pickle(); pk.ordered_dict(); pk.op(b"("); pk.string("c")
+    pk.glob("torch._utils", "_rebuild_tensor_v2"); pk.op(b"(")
+    pk.op(b"("); pk.string("storage"); pk.glob("torch", "FloatStorage"); pk.string("0"); pk.string("cpu"); pk.int(6); pk.op(b"tQ")
+    pk.int(0); pk.tuple((6,)); pk.tuple((1,)); pk.op(b"\x89"); pk.ordered_dict()
+    pk.op(b"}"); pk.string("conj"); pk.op(b"\x88s")
+    pk.op(b"tRu")
+    p = tmp_path / "conj.bin"
+    save(str(p), {"c": plain("0", f32)}, pickle_bytes=pk.finish()); cases.append((p, "conjugate or negative"))
+    for path, needle in cases:
+        out = tmp_path / ("o-" + path.name)
+        code, _, err = run("convert", path, "-o", out, check=False)
+        assert code == 1, (path, err)
+        assert len(err.strip().splitlines()) == 1 and str(path) in err and needle in err, err
+        assert not out.exists()
