@@ -13,7 +13,8 @@ struct TensorChange: Sendable {
     /// ||Δ[i, :]|| per row and ||Δ[:, j]|| per column (2-D and higher: rows = first axis).
     let rowNorms: [Double]
     let columnNorms: [Double]
-    /// ||Δ||_F² / σ₁² (1 for a rank-one change; the rank for a flat spectrum); nil for 1-D or Δ = 0.
+    /// ||Δ||_F² / σ₁² (1 for a rank-one change; the rank for a flat spectrum); nil for 1-D or Δ = 0
+    /// (or when LAPACK fails on it).
     let stableRank: Double?
 
     /// Δ = fine-tune − base in f64 per entry, stored in f32; `base` nil means `values` is already Δ.
@@ -53,38 +54,10 @@ struct TensorChange: Sendable {
         }
         rowNorms = r.map { $0.squareRoot() }
         columnNorms = c.map { $0.squareRoot() }
-        stableRank = dn > 0 ? dn / TensorChange.largestSquaredSingularValue(delta, rows: rows, cols: cols, stream: name) : nil
-    }
-
-    /// σ₁² by power iteration on ΔᵀΔ (BLAS matrix-vector products), from a start vector seeded by
-    /// the tensor's name: 50 steps or until the estimate moves less than 1e-6 relatively.
-    static func largestSquaredSingularValue(_ d: [Float], rows: Int, cols: Int, stream: String) -> Double {
-        var rng = SeededRNG(seed: 0, stream: "audit:" + stream)
-        var v = (0..<cols).map { _ in rng.nextGaussian() }
-        var u = [Float](repeating: 0, count: rows)
-        var estimate = 0.0
-        for _ in 0..<50 {
-            let norm = v.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-            guard norm > 0 else { return 0 }
-            for j in v.indices { v[j] = Float(Double(v[j]) / norm) }
-            d.withUnsafeBufferPointer { a in
-                v.withUnsafeBufferPointer { x in
-                    u.withUnsafeMutableBufferPointer { y in
-                        sgemm(transA: false, transB: false, m: rows, n: 1, k: cols, a.baseAddress!, lda: cols, x.baseAddress!, ldb: 1, into: y.baseAddress!)
-                    }
-                }
-            }
-            let next = u.reduce(0.0) { $0 + Double($1) * Double($1) }   // ||Δv||² with ||v|| = 1
-            d.withUnsafeBufferPointer { a in
-                u.withUnsafeBufferPointer { x in
-                    v.withUnsafeMutableBufferPointer { y in
-                        sgemm(transA: true, transB: false, m: cols, n: 1, k: rows, a.baseAddress!, lda: cols, x.baseAddress!, ldb: 1, into: y.baseAddress!)
-                    }
-                }
-            }
-            if abs(next - estimate) <= 1e-6 * next { return next }
-            estimate = next
-        }
-        return estimate
+        // σ₁ from the SVD engine lowrank-svd uses: exact where that is cheap, else randomized
+        // rank 1 (with its oversampling and power iterations), seeded by the tensor's name.
+        let opts = SVDChoice().options(rank: 1, rows: rows, cols: cols, stream: "audit:" + name)
+        let sigma = dn > 0 ? (try? TruncatedSVD(Matrix(rows: rows, cols: cols, data: delta), rank: 1, options: opts))?.s.first : nil
+        stableRank = sigma.flatMap { $0 > 0 ? dn / (Double($0) * Double($0)) : nil }
     }
 }
