@@ -24,6 +24,11 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         // F16C half-precision kernels with a runtime CPU check (no unsafe flags needed).
         .target(name: "CHalf", path: "Sources/CHalf"),
+        // ggml's block encoders at C speed: AVX2 chosen at run time, a portable path with the same
+        // bytes. No fused multiply-adds (ggml rounds the multiply and the add apart); optimised in
+        // debug builds too, like Surgery.
+        .target(name: "CQuant", dependencies: ["CHalf"], path: "Sources/CQuant",
+                cSettings: [.unsafeFlags(["-ffp-contract=off"]), .unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // libc settings Swift cannot reach (malloc tuning, cleanup of temporaries on interrupt).
         .target(name: "CSystem", path: "Sources/CSystem"),
         // The file format alone: header parsing/validation, mmap reader, shards, writer, codecs.
@@ -33,7 +38,7 @@ let package = Package(
         // The operations and the streaming engine they share.
         // Optimised in debug builds too: the tests run the debug binary on real tensors, and the
         // K-quant searches (SIMD lanes) are a hundred times slower unoptimised.
-        .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg", "CSystem", .product(name: "Yams", package: "Yams")],
+        .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg", "CSystem", "CQuant", .product(name: "Yams", package: "Yams")],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .executableTarget(name: "wtool", dependencies: [
             "Surgery", "SafeTensors", "Linalg",
@@ -41,7 +46,7 @@ let package = Package(
         ]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
         .testTarget(name: "LinalgTests", dependencies: ["Linalg"]),
-        .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "SafeTensors", "Linalg"]),
+        .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "SafeTensors", "Linalg", "CQuant"]),
         .testTarget(name: "wtoolTests", dependencies: ["SafeTensors"]),
     ]
 )

@@ -47,7 +47,8 @@ def ggml_quantize(type_id, rows, imatrix=None):
     return out.tobytes()
 
 
-@pytest.mark.parametrize("name,type_id", [("q8_0", 8), ("q4_0", 2), ("q4_1", 3), ("q5_0", 6), ("q5_1", 7), ("q2_k", 10), ("q3_k", 11), ("q4_k", 12), ("q5_k", 13), ("q6_k", 14)])
+@pytest.mark.parametrize("name,type_id", [("q8_0", 8), ("q4_0", 2), ("q4_1", 3), ("q5_0", 6), ("q5_1", 7), ("q2_k", 10), ("q3_k", 11), ("q4_k", 12), ("q5_k", 13), ("q6_k", 14),
+                                          ("tq1_0", 34), ("tq2_0", 35)])
 def test_blocks_equal_ggml_quantize_chunk(tmp_path, name, type_id):
     import gguf
     from safetensors.numpy import save_file
@@ -55,6 +56,24 @@ def test_blocks_equal_ggml_quantize_chunk(tmp_path, name, type_id):
     x = rng.standard_normal((16, 512)).astype(np.float32)
     x[1] = 0; x[2, ::7] *= 100; x[3] = np.round(x[3] * 2) / 2; x[4, :256] = 1e-30
     x[5, :32] = 0; x[5, 16:32] = -0.0; x[6, :64] = -0.0  # signed zeros: ggml's comparisons keep +0
+    save_file({"model.layers.0.mlp.up_proj.weight": x}, str(tmp_path / "x.safetensors"))
+    wtool("quantize", tmp_path / "x.safetensors", "-o", tmp_path / "x.gguf", "--scheme", name, "--quiet")
+    t = gguf.GGUFReader(str(tmp_path / "x.gguf")).tensors[0]
+    assert np.array(t.data).tobytes() == ggml_quantize(type_id, x)
+
+
+@pytest.mark.parametrize("name,type_id", [("q8_0", 8), ("q4_0", 2), ("q4_1", 3), ("q5_0", 6), ("q5_1", 7), ("tq1_0", 34), ("tq2_0", 35)])
+def test_extreme_blocks_equal_ggml_quantize_chunk(tmp_path, name, type_id):
+    """The C kernels' special cases against ggml: subnormal scales (the reciprocal overflows; ggml's
+    compiled casts decide the codes), values near the f32 limit, ties, and magnitudes from 1e-40 to
+    1e38, on both wtool paths (AVX2 here; the portable path is checked against it in XCTest)."""
+    import gguf
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(3)
+    rows = [np.full(256, 1e-40), np.where(np.arange(256) % 3 == 0, -3e-39, 2e-39), rng.standard_normal(256) * 1e-42,
+            np.full(256, 3e38), np.where(np.arange(256) % 2 == 0, 3.3e38, -3.3e38), np.tile([1, -1, 0.5, -0.5, 2.5, -2.5, 1.5, 0.25], 32)]
+    rows += [np.clip(rng.standard_normal(256) * 10.0 ** rng.uniform(-40, 38), -3e38, 3e38) for _ in range(42)]
+    x = np.stack(rows).astype(np.float32).reshape(-1, 512)
     save_file({"model.layers.0.mlp.up_proj.weight": x}, str(tmp_path / "x.safetensors"))
     wtool("quantize", tmp_path / "x.safetensors", "-o", tmp_path / "x.gguf", "--scheme", name, "--quiet")
     t = gguf.GGUFReader(str(tmp_path / "x.gguf")).tensors[0]

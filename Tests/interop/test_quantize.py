@@ -58,6 +58,24 @@ def test_block_formats_are_byte_identical_with_gguf_py(hard, tmp_path, t):
     assert got == gguf.quantize(x, qtype(t)).tobytes()
 
 
+@pytest.mark.parametrize("t", LEGACY)
+def test_subnormal_scales_quantize_to_zero(tmp_path, t):
+    """Blocks whose scale is subnormal (1/d overflows; wtool 0.x trapped on TQ1_0 here) encode
+    without error, store an f16 zero scale and decode to zeros; the normal rows beside them stay
+    byte-identical with gguf-py. (The codes of those blocks follow ggml's compiled casts: checked
+    against ggml itself in the client suite.)"""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 512)).astype(np.float32)
+    x[1] = 1e-40; x[2, :256] = np.where(np.arange(256) % 3 == 0, -3e-39, 2e-39)
+    save_file({"layer.weight": x}, str(tmp_path / "x.safetensors"))
+    run("quantize", tmp_path / "x.safetensors", "-o", tmp_path / "x.gguf", "--scheme", t, "--quiet")
+    _, ten = gguf_tensor(tmp_path / "x.gguf", "layer.weight")
+    back = gguf.dequantize(np.array(ten.data), qtype(t)).reshape(x.shape)
+    assert not back[1].any() and not back[2, :256].any()
+    rows = np.array(ten.data).reshape(4, -1)
+    assert rows[[0, 3]].tobytes() == gguf.quantize(x[[0, 3]], qtype(t)).tobytes()
+
+
 @pytest.mark.parametrize("t", ALL_GGML)
 def test_dequantize_matches_gguf_py_bitwise(hard, tmp_path, t):
     p, x = hard

@@ -1,3 +1,4 @@
+import CQuant
 import SafeTensors
 
 /// `wtool quantize`: data-free quantization of a checkpoint into GGUF (llama.cpp),
@@ -232,11 +233,13 @@ public struct QuantizeJob: Sendable {
         }
         let progress = Progress(total: tasks.count, label: "quantize", quiet: settings.quiet)
         let plannedTasks = tasks
-        let rows: [(JSONValue, ErrorAccumulator?, Int, Int)]
+        let rows: [TensorOutcome]
         do {
             rows = try Engine.map(count: tasks.count, threads: settings.threads, progress: progress) { i in
                 let t = plannedTasks[i]
-                guard sink.owns(t.firstOutput..<(t.firstOutput + t.outputCount)) else { return (.object([("name", .string(t.outputName)), ("part", .string("another"))]), nil, 0, 0) }
+                guard sink.owns(t.firstOutput..<(t.firstOutput + t.outputCount)) else {
+                    return TensorOutcome(row: .object([("name", .string(t.outputName)), ("part", .string("another"))]), error: nil, written: 0, stored: 0)
+                }
                 return try process(t, source: source, quantizer: quantizer, sink: sink)
             }
             if let ropeFreqs { try ropeFreqs.values.withUnsafeBytes { try sink.write(ropeFreqs.index, $0) } }
@@ -259,12 +262,14 @@ public struct QuantizeJob: Sendable {
         // ---- report
         var total = ErrorAccumulator()
         var bytesIn = 0, bytesOut = 0, qIn = 0, qOut = 0, qCount = 0
+        var encodeSeconds = 0.0, blockBytesIn = 0
         for (k, t) in tasks.enumerated() {
             bytesIn += t.entry.info.byteCount
-            bytesOut += rows[k].2
-            if let e = rows[k].1 { total.merge(e); qIn += t.entry.info.byteCount; qOut += rows[k].3; qCount += t.entry.info.count }
+            bytesOut += rows[k].written
+            if let e = rows[k].error { total.merge(e); qIn += t.entry.info.byteCount; qOut += rows[k].stored; qCount += t.entry.info.count }
+            if let s = rows[k].encodeSeconds { encodeSeconds += s; blockBytesIn += t.entry.info.count * 4 }
         }
-        report.tensors = rows.map(\.0)
+        report.tensors = rows.map(\.row)
         let files: [String]
         switch sink {
         case .gguf: files = [output]
@@ -290,6 +295,12 @@ public struct QuantizeJob: Sendable {
         summary += metric("throughput_mb_s", throughput)
         report.summary = summary
         report.timing = timer.phases
+        if blockBytesIn > 0 {
+            // The block encoders alone, summed over threads: what `make bench` sets beside ggml's
+            // ggml_quantize_chunk on the same rows (f32 values in per second of one core).
+            report.timing += [("block_encode_thread_s", .double((encodeSeconds * 1e6).rounded() / 1e6))]
+                + metric("block_encode_mb_s_per_thread", encodeSeconds > 0 ? Double(blockBytesIn) / encodeSeconds / 1e6 : 0)
+        }
         if let plan {
             try plan.finish(report, reportPath: settings.reportPath)
         } else {
@@ -298,9 +309,18 @@ public struct QuantizeJob: Sendable {
         return report
     }
 
-    /// Quantizes (or copies) one tensor and writes its outputs; returns the report row, the error
-    /// (quantized tensors), and the bytes written.
-    private func process(_ t: Task, source: Checkpoint, quantizer: TensorQuantizer, sink: QuantizeSink) throws -> (JSONValue, ErrorAccumulator?, Int, Int) {
+    /// What one tensor became: its report row, its error (quantized tensors), the bytes written and
+    /// stored, and for block types the seconds spent in the block encoder.
+    struct TensorOutcome: Sendable {
+        var row: JSONValue
+        var error: ErrorAccumulator?
+        var written: Int
+        var stored: Int
+        var encodeSeconds: Double? = nil
+    }
+
+    /// Quantizes (or copies) one tensor and writes its outputs.
+    private func process(_ t: Task, source: Checkpoint, quantizer: TensorQuantizer, sink: QuantizeSink) throws -> TensorOutcome {
         let e = t.entry
         var row: [(String, JSONValue)] = [("name", .string(e.name)), ("shape", .array(e.info.shape.map { .uint($0) })),
                                           ("dtype_in", .string(e.info.dtype.rawValue)), ("bytes_in", .int(e.info.byteCount))]
@@ -326,10 +346,10 @@ public struct QuantizeJob: Sendable {
             source.release(e)
             row += [("quantized", .bool(false)), ("bytes_out", .int(written))]
             if let r = t.keptReason { row.append(("kept_reason", .string(r))) }
-            return (.object(row), nil, written, written)
+            return TensorOutcome(row: .object(row), error: nil, written: written, stored: written)
         }
         if let type = t.blockType {
-            let (err, written) = try streamBlocks(t, type, source: source, sink: sink)
+            let (err, written, encodeSeconds) = try streamBlocks(t, type, source: source, sink: sink)
             row += [("quantized", .bool(true)), ("scheme", .string(scheme.name)), ("type", .string(type.name))]
             if let r = t.rule { row.append(("rule", .string(r))) }
             if imatrixPath != nil { row.append(("imatrix", .bool(t.importance != nil))) }
@@ -337,7 +357,7 @@ public struct QuantizeJob: Sendable {
             let stored = type.rowBytes(e.info.count)
             row += metric("bits_per_weight", Double(stored * 8) / Double(e.info.count))
             row += errorMetrics(err)
-            return (.object(row), err, written, stored)
+            return TensorOutcome(row: .object(row), error: err, written: written, stored: stored, encodeSeconds: encodeSeconds)
         }
         var x = decodeFloats(source, e)
         if let bad = x.firstIndex(where: { !$0.isFinite }) {
@@ -364,14 +384,14 @@ public struct QuantizeJob: Sendable {
         let stored = format == .fake ? storedBytes(t, quantizer) : written
         row += metric("bits_per_weight", Double(stored * 8) / Double(x.count))
         row += errorMetrics(err) + pieces.extra
-        return (.object(row), err, written, stored)
+        return TensorOutcome(row: .object(row), error: err, written: written, stored: stored)
     }
 
     /// Block formats need no whole-tensor statistics: rows go through in ~1 MB pieces (decode,
     /// encode, decode back for the error, write), so memory stays small and caches stay warm. Q/K
     /// projections re-ordered for llama.cpp are decoded whole and permuted first (blocks run along
     /// rows, so the bytes are the permuted rows' bytes).
-    private func streamBlocks(_ t: Task, _ type: GGMLType, source: Checkpoint, sink: QuantizeSink) throws -> (ErrorAccumulator, Int) {
+    private func streamBlocks(_ t: Task, _ type: GGMLType, source: Checkpoint, sink: QuantizeSink) throws -> (ErrorAccumulator, Int, Double) {
         let e = t.entry
         source.willNeed(e)
         defer { source.release(e) }
@@ -384,7 +404,7 @@ public struct QuantizeJob: Sendable {
         let blob = UnsafeMutableRawPointer.allocate(byteCount: type.rowBytes(rowsPer * cols), alignment: 64)
         let back = UnsafeMutableRawPointer.allocate(byteCount: rowsPer * cols * inSize, alignment: 64)
         defer { x.deallocate(); y.deallocate(); blob.deallocate(); back.deallocate() }
-        var err = ErrorAccumulator(), written = 0
+        var err = ErrorAccumulator(), written = 0, encodeSeconds = 0.0
         var r = 0
         while r < t.rows {
             let m = min(rowsPer, t.rows - r), n = m * cols
@@ -393,14 +413,17 @@ public struct QuantizeJob: Sendable {
             } else {
                 Codec.decode(e.info.dtype, src.baseAddress! + r * cols * inSize, count: n, into: x)
             }
-            for i in 0..<n where !x[i].isFinite {
-                throw FormatError(file: source.filePath(of: e), tensor: e.name, "element \(r * cols + i) is \(x[i]); cannot quantize a non-finite value")
+            let bad = wt_first_nonfinite(x, n)
+            if bad < n {
+                throw FormatError(file: source.filePath(of: e), tensor: e.name, "element \(r * cols + bad) is \(x[bad]); cannot quantize a non-finite value")
             }
+            let started = monotonicSeconds()
             if let qw = t.importance {
                 for k in 0..<m { type.encodeRow(x + k * cols, count: cols, weights: qw, into: blob + type.rowBytes(k * cols)) }
             } else {
                 type.encode(x, count: n, into: blob)
             }
+            encodeSeconds += monotonicSeconds() - started
             type.decode(blob, count: n, into: y)
             err.add(x, y, count: n)
             if format == .fake {
@@ -413,7 +436,7 @@ public struct QuantizeJob: Sendable {
             }
             r += m
         }
-        return (err, written)
+        return (err, written, encodeSeconds)
     }
 
     /// For fake quantization, the bytes the scheme would store (so bits per weight is comparable).

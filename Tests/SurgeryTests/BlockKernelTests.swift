@@ -1,0 +1,105 @@
+import XCTest
+import CQuant
+@testable import Surgery
+import Linalg
+
+/// The C block kernels have an AVX2 path and a portable one; both must give the same bytes (the
+/// portable one is what a CPU without AVX2 runs, and what states the rules). ggml itself is the
+/// reference in the interop and client suites; this checks the two paths against each other on
+/// random data and on the blocks that take the special cases (zeros of both signs, ties in
+/// magnitude, subnormal scales, values near the f32 limit).
+final class BlockKernelTests: XCTestCase {
+    /// 256-value super-blocks covering the special cases, then random blocks of many magnitudes.
+    static func samples() -> [Float] {
+        var v: [Float] = []
+        let tiny = Float.leastNormalMagnitude   // subnormals below come from it (literals would warn)
+        func block(_ f: (Int) -> Float) { v += (0..<256).map(f) }
+        block { _ in 0 }
+        block { _ in -0.0 }
+        block { $0 % 2 == 0 ? -0.0 : 0 }
+        block { $0 == 5 ? -0.0 : Float($0 % 7) }            // -0 then positives only: the min is which zero?
+        block { $0 == 3 ? 0 : -Float($0 % 5) - 0.0 }        // +0 among negatives and -0s
+        block { _ in tiny / 117 }                              // subnormal: the reciprocal scale overflows
+        block { $0 % 3 == 0 ? -tiny / 4 : tiny / 6 }
+        block { _ in 3e38 }
+        block { $0 % 2 == 0 ? 3.3e38 : -3.3e38 }             // max - min overflows
+        block { [1, -1, 0.5, -0.5, 2.5, -2.5, 1.5, 0.25][$0 % 8] }   // ties in rounding
+        block { $0 == 9 ? 4 : ($0 == 3 ? -4 : Float($0 % 3) - 1) }   // equal magnitudes, the first one wins
+        block { Float($0) - 128 }
+        var rng = SeededRNG(seed: 11, stream: "block kernels")
+        for k in 0..<64 {
+            let scale = Float(pow(10, Double(k % 16) * 5 - 40))
+            block { _ in Float(rng.nextGaussian()) * scale }
+        }
+        return v
+    }
+
+    typealias Encoder = (UnsafePointer<Float>, Int, UnsafeMutableRawPointer?) -> Void
+    typealias Decoder = (UnsafeRawPointer?, Int, UnsafeMutablePointer<Float>?) -> Void
+
+    func bothPaths<T: Equatable>(_ f: () -> T) -> (T, T) {
+        defer { wt_quant_allow_avx2(1) }
+        wt_quant_allow_avx2(1)
+        let vector = f()
+        wt_quant_allow_avx2(0)
+        XCTAssertEqual(wt_quant_uses_avx2(), 0)
+        return (vector, f())
+    }
+
+    func testEncodersAndDecodersGiveTheSameBytesOnBothPaths() {
+        let x = BlockKernelTests.samples()
+        let types: [(String, Int, Encoder, Decoder?)] = [
+            ("q8_0", 34 * 8, { wt_encode_q8_0($0, $1, $2) }, { wt_decode_q8_0($0, $1, $2) }),
+            ("q4_0", 18 * 8, { wt_encode_q4_0($0, $1, $2) }, { wt_decode_q4_0($0, $1, $2) }),
+            ("q4_1", 20 * 8, { wt_encode_q4_1($0, $1, $2) }, { wt_decode_q4_1($0, $1, $2) }),
+            ("q5_0", 22 * 8, { wt_encode_q5_0($0, $1, $2) }, { wt_decode_q5_0($0, $1, $2) }),
+            ("q5_1", 24 * 8, { wt_encode_q5_1($0, $1, $2) }, { wt_decode_q5_1($0, $1, $2) }),
+            ("tq1_0", 54, { wt_encode_tq1_0($0, $1, $2) }, nil),
+            ("tq2_0", 66, { wt_encode_tq2_0($0, $1, $2) }, nil),
+        ]
+        for (name, bytesPer256, encode, decode) in types {
+            let (a, b) = bothPaths { () -> [UInt8] in
+                var out = [UInt8](repeating: 0xAA, count: x.count / 256 * bytesPer256)
+                x.withUnsafeBufferPointer { p in out.withUnsafeMutableBytes { encode(p.baseAddress!, x.count, $0.baseAddress!) } }
+                return out
+            }
+            XCTAssertEqual(a, b, "\(name): the AVX2 and portable encoders differ")
+            XCTAssertFalse(a.allSatisfy { $0 == 0xAA }, name)
+            guard let decode else { continue }
+            let (u, v) = bothPaths { () -> [UInt32] in
+                var y = [Float](repeating: .nan, count: x.count)
+                a.withUnsafeBytes { s in y.withUnsafeMutableBufferPointer { decode(s.baseAddress!, x.count, $0.baseAddress!) } }
+                return y.map(\.bitPattern)
+            }
+            XCTAssertEqual(u, v, "\(name): the AVX2 and portable decoders differ")
+        }
+    }
+
+    /// Blocks with a subnormal scale: no trap, an f16 scale of zero, and the codes ggml's compiled
+    /// casts give (all zero for the 32-element types; trit 0 for the ternary ones).
+    func testSubnormalScalesEncodeAsGGMLDoes() {
+        let x = [Float](repeating: Float.leastNormalMagnitude / 117, count: 256)
+        var q8 = [UInt8](repeating: 0xFF, count: 34 * 8), tq2 = [UInt8](repeating: 0xFF, count: 66)
+        for allow: Int32 in [1, 0] {
+            wt_quant_allow_avx2(allow)
+            x.withUnsafeBufferPointer { p in q8.withUnsafeMutableBytes { wt_encode_q8_0(p.baseAddress!, 256, $0.baseAddress!) } }
+            x.withUnsafeBufferPointer { p in tq2.withUnsafeMutableBytes { wt_encode_tq2_0(p.baseAddress!, 256, $0.baseAddress!) } }
+            XCTAssertEqual(Array(q8[0..<34]), [UInt8](repeating: 0, count: 34))
+            XCTAssertEqual(Array(tq2[0..<64]), [UInt8](repeating: 0b0101_0101, count: 64))   // code 1 = trit 0 in every slot
+            XCTAssertEqual(Array(tq2[64..<66]), [0, 0])
+        }
+        wt_quant_allow_avx2(1)
+    }
+
+    func testFirstNonFiniteFindsTheFirstOne() {
+        var x = [Float](repeating: 1, count: 1000)
+        let (none, _) = bothPaths { x.withUnsafeBufferPointer { wt_first_nonfinite($0.baseAddress!, 1000) } }
+        XCTAssertEqual(none, 1000)
+        for (i, v) in [(999, Float.nan), (640, -Float.infinity), (33, Float.infinity), (0, -Float.nan)] {
+            x[i] = v
+            let (a, b) = bothPaths { x.withUnsafeBufferPointer { wt_first_nonfinite($0.baseAddress!, 1000) } }
+            XCTAssertEqual(a, i)
+            XCTAssertEqual(b, i)
+        }
+    }
+}
