@@ -106,7 +106,8 @@ install: release
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 
 ## bench: wtool against the read+write floor and numpy peers on generated checkpoints (ratios).
-bench: release
+bench: release clients-venv
+	$(VPY) Tests/bench/bench_quant_kernels.py --wtool $(RELEASE_BIN)
 	$(VPY) Tests/bench/bench_convert.py --wtool $(RELEASE_BIN)
 	$(VPY) Tests/bench/bench_merge.py --wtool $(RELEASE_BIN)
 	$(VPY) Tests/bench/bench_prune.py --wtool $(RELEASE_BIN)

@@ -40,7 +40,7 @@ struct ErrorAccumulator {
                 d.replace(with: inf, where: d .!= d)                     // finite -> NaN: infinite error
                 d.replace(with: -d, where: d .< 0)
                 let r0 = r.replacing(with: 0, where: .!finite)
-                mx = pointwiseMax(mx, d)
+                mx.replace(with: d, where: d .> mx)   // pointwiseMax is a generic call here, not inlined
                 es += d * d
                 rs += r0 * r0
                 i += 8

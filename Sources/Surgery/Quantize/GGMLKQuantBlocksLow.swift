@@ -115,25 +115,39 @@ extension GGMLKQuantBlocks {
     }
 
     /// From the stored d and 6-bit scales: the levels re-derived, the high bits into hmask, the low
-    /// two bits packed.
+    /// two bits packed. Eight values at a time: the quotient is IEEE-exact in a lane as in a scalar,
+    /// and clamping it to [-8, 8] before ggml's rounding trick leaves the clamped level unchanged.
+    /// A NaN quotient (an f16 scale that overflowed to infinity, times a zero 6-bit scale) is level
+    /// 0, as the scalar nearestInt gives it.
     static func finishQ3_K(_ xb: UnsafePointer<Float>, _ L: inout [Int8], _ o: UnsafeMutableRawPointer) {
         let d = loadHalf(o + 108), sc = o + 96
-        for j in 0..<16 {
-            let dj = d * Float(q3Scale(j, sc))
-            if dj == 0 { continue }
-            for i in 0..<16 { L[16 * j + i] = Int8(max(-4, min(3, nearestInt(xb[16 * j + i] / dj))) + 4) }
-        }
-        // The high bit of level j goes to bit j/32 of hmask[j % 32]; the low two bits to qs.
-        for k in 0..<32 { o.storeBytes(of: 0, toByteOffset: k, as: UInt8.self) }
-        for j in 0..<qk where L[j] > 3 {
-            o.storeBytes(of: o.load(fromByteOffset: j % 32, as: UInt8.self) | UInt8(1 << (j / 32)), toByteOffset: j % 32, as: UInt8.self)
-            L[j] -= 4
-        }
-        for c in 0..<2 {
-            for l in 0..<32 {
-                let e = 128 * c + l
-                let v = UInt8(L[e]) | (UInt8(L[e + 32]) << 2) | (UInt8(L[e + 64]) << 4) | (UInt8(L[e + 96]) << 6)
-                o.storeBytes(of: v, toByteOffset: 32 + 32 * c + l, as: UInt8.self)
+        let raw = UnsafeRawPointer(xb)
+        L.withUnsafeMutableBufferPointer { lp in
+            let l = lp.baseAddress!
+            for j in 0..<16 {
+                let dj = d * Float(q3Scale(j, sc))
+                if dj == 0 { continue }
+                for h in 0..<2 {
+                    var v = raw.loadUnaligned(fromByteOffset: 4 * (16 * j + 8 * h), as: F8.self) / F8(repeating: dj)
+                    v.replace(with: 0, where: v .!= v)
+                    v.replace(with: -8, where: v .< -8)
+                    v.replace(with: 8, where: v .> 8)
+                    let q = clamp8(nearestInt8(v), I8(repeating: -4), I8(repeating: 3)) &+ I8(repeating: 4)
+                    for k in 0..<8 { l[16 * j + 8 * h + k] = Int8(truncatingIfNeeded: q[k]) }
+                }
+            }
+            // The high bit of level j goes to bit j/32 of hmask[j % 32]; the low two bits to qs.
+            let q = o.assumingMemoryBound(to: UInt8.self)
+            for k in 0..<32 {
+                var mask: UInt8 = 0
+                for c in 0..<8 where l[32 * c + k] > 3 { mask |= 1 << c; l[32 * c + k] -= 4 }
+                q[k] = mask
+            }
+            for c in 0..<2 {
+                for i in 0..<32 {
+                    let e = 128 * c + i
+                    q[32 + 32 * c + i] = UInt8(l[e]) | UInt8(l[e + 32]) << 2 | UInt8(l[e + 64]) << 4 | UInt8(l[e + 96]) << 6
+                }
             }
         }
     }
