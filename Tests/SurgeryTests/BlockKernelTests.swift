@@ -2,6 +2,7 @@ import XCTest
 import CQuant
 @testable import Surgery
 import Linalg
+import SafeTensors
 
 /// The C block kernels have an AVX2 path and a portable one; both must give the same bytes (the
 /// portable one is what a CPU without AVX2 runs, and what states the rules). ggml itself is the
@@ -100,6 +101,45 @@ final class BlockKernelTests: XCTestCase {
             let (a, b) = bothPaths { x.withUnsafeBufferPointer { wt_first_nonfinite($0.baseAddress!, 1000) } }
             XCTAssertEqual(a, i)
             XCTAssertEqual(b, i)
+        }
+    }
+}
+
+/// The streamed RTN kernel (C) against `IntegerRTN` (the Swift statement of compressed-tensors'
+/// rules, which the interop suite checks against numpy), on both C paths.
+final class RTNKernelTests: XCTestCase {
+    func testKernelMatchesIntegerRTNOnBothPaths() {
+        let rows = 6, cols = 256
+        var rng = SeededRNG(seed: 5, stream: "rtn kernel")
+        var x = (0..<(rows * cols)).map { _ in Float(rng.nextGaussian()) * 0.02 }
+        for i in 0..<cols { x[i] = 0 }                                 // an all-zero row: eps scales
+        for i in stride(from: cols, to: 2 * cols, by: 5) { x[i] *= 300 }
+        for i in (2 * cols)..<(2 * cols + 64) { x[i] = abs(x[i]) }     // runs with no negative value
+        for (bits, run, symmetric) in [(4, 128, true), (4, 32, false), (8, 256, true), (8, 64, false), (3, 64, false), (2, 16, true), (5, 256, false), (6, 8, true)] {
+            for dtype in [DType.F32, .BF16, .F16] {
+                let q = TensorQuantizer(scheme: .integer(bits: bits), format: .compressedTensors, granularity: .group(run), symmetric: symmetric)
+                let rtn = RTNStream(q, bits: bits, cols: cols, run: run, weightDType: dtype)!
+                let ref = x.withUnsafeBufferPointer { IntegerRTN.quantize($0, runLength: run, bits: bits, symmetric: symmetric, scaleDType: rtn.scaleDType) }
+                var refDecoded = [Float](repeating: 0, count: x.count)
+                refDecoded.withUnsafeMutableBufferPointer { ref.dequantize(into: $0.baseAddress!) }
+                roundInPlace(&refDecoded, to: rtn.scaleDType)
+                let refPacked = CompressedTensorsLayout.pack(ref.q, rows: rows, cols: cols, bits: bits).map { UInt32(bitPattern: $0) }
+                for allow: Int32 in [1, 0] {
+                    wt_quant_allow_avx2(allow)
+                    var scales = [Float](repeating: -1, count: rows * cols / run), zeros = scales
+                    var packed = [UInt32](repeating: 0xFFFF_FFFF, count: rows * rtn.words), decoded = [Float](repeating: .nan, count: x.count)
+                    x.withUnsafeBufferPointer { xp in
+                        wt_rtn_rows(xp.baseAddress!, rows, cols, run, Int32(bits), symmetric ? 1 : 0, rtn.scaleKind, rtn.epsilon,
+                                    &scales, &zeros, &packed, rtn.words, &decoded)
+                    }
+                    let what = "int\(bits) run \(run) \(symmetric ? "sym" : "asym") \(dtype) avx2 \(allow)"
+                    XCTAssertEqual(scales.map(\.bitPattern), ref.scale.map(\.bitPattern), what)
+                    XCTAssertEqual(zeros, ref.zero, what)
+                    XCTAssertEqual(packed, refPacked, what)
+                    XCTAssertEqual(decoded.map(\.bitPattern), refDecoded.map(\.bitPattern), what)
+                }
+                wt_quant_allow_avx2(1)
+            }
         }
     }
 }

@@ -2,11 +2,11 @@
 """`make bench`, quantizer kernels: every ggml block encoder wtool has, one core each, against
 ggml's own C encoder (`ggml_quantize_chunk` from the libggml-base.so of the llama.cpp that
 `make clients-venv` builds) on the same rows. wtool's figure is the block encoders' own time,
-which `quantize --threads 1` measures and reports (timing.block_encode_thread_s); the whole job
+which `quantize --threads 1` measures and reports (timing.encode_thread_s); the whole job
 (read, encode, decode back for the error, write with fsync) is printed beside it. Prints MB/s of
 f32 input and ratios; never asserts a time.
 """
-import ctypes, glob, json, os, sys, time
+import ctypes, glob, json, os, shutil, time
 import numpy as np
 from benchlib import standard_args, timed
 from st_raw import write_raw
@@ -57,9 +57,26 @@ def main():
             t, _ = timed([a.wtool, "quantize", src, "-o", out, "--scheme", name, "--threads", "1", "--quiet"])
             t_job = min(t_job, t)
             with open(report) as f:
-                t_enc = min(t_enc, json.load(f)["timing"]["block_encode_thread_s"])
+                t_enc = min(t_enc, json.load(f)["timing"]["encode_thread_s"])
         mb = x.nbytes / 1e6
         print(f"{name:<6} {mb / t_ggml:>10.0f} {mb / t_enc:>11.0f} {t_ggml / t_enc:>7.2f}x {t_job:>12.3f} {mb / t_job:>9.0f}")
+    # compressed-tensors RTN integers: no C peer does this; the aim is 1.5 GB/s of f32 per core with
+    # the error measured (the numpy peer is in bench_quantize).
+    print(f"\n{'RTN':<22} {'wtool MB/s':>11} {'wtool job s':>12} {'job MB/s':>9}   (codes, packing, decoding back and the error, one core)")
+    ct = os.path.join(a.dir, "kernels-ct")
+    for label, args in [("int4 group 128", ["--scheme", "int4", "--group-size", "128"]),
+                        ("int4 group 128 asym", ["--scheme", "int4", "--group-size", "128", "--asymmetric"]),
+                        ("int8 channel", ["--scheme", "int8", "--granularity", "channel"])]:
+        t_enc = t_job = float("inf")
+        for _ in range(a.repeat):
+            shutil.rmtree(ct, ignore_errors=True)
+            t, _ = timed([a.wtool, "quantize", src, "-o", ct, *args, "--threads", "1", "--quiet"])
+            t_job = min(t_job, t)
+            with open(os.path.join(ct, "wtool-report.json")) as f:
+                t_enc = min(t_enc, json.load(f)["timing"]["encode_thread_s"])
+        mb = x.nbytes / 1e6
+        print(f"{label:<22} {mb / t_enc:>11.0f} {t_job:>12.3f} {mb / t_job:>9.0f}")
+    shutil.rmtree(ct, ignore_errors=True)
     for p in (out, report, src):
         if os.path.exists(p):
             os.unlink(p)

@@ -21,6 +21,18 @@ void wt_decode_q4_1(const void *src, size_t n, float *y);
 void wt_decode_q5_0(const void *src, size_t n, float *y);
 void wt_decode_q5_1(const void *src, size_t n, float *y);
 
+/* compressed-tensors' round-to-nearest integers (IntegerRTN in wtool's Swift states the rules) for
+   `rows` rows of `cols` values, one scale (and zero point) per run of `run` values, run dividing
+   cols. Per run: lo = min(0, min x), hi = max(0, max x); symmetric s = max(-lo, hi) / ((2^b - 1) / 2),
+   else s = (hi - lo) / (2^b - 1) and z = clamp(rint(qmin - lo / s)); a zero s becomes eps; s is
+   rounded to the scale's dtype (scale_dtype 0: f32, 1: f16, 2: bf16) before use; q =
+   round_half_even(clamp(x / s + z, qmin, qmax)). Writes scales[rows * cols / run] and
+   zeros[...] (0 when symmetric), the codes packed as compressed-tensors' dense little-endian bit
+   stream (q + 2^(b-1), words_per_row 32-bit words a row, zero-padded), and decoded[rows * cols] =
+   (q - z) * s rounded to the scale dtype: what an engine computes. bits 2...8. */
+void wt_rtn_rows(const float *x, size_t rows, size_t cols, size_t run, int bits, int symmetric, int scale_dtype, float eps,
+                 float *scales, float *zeros, uint32_t *packed, size_t words_per_row, float *decoded);
+
 /* Index of the first NaN or infinity among x[0..n), or n when all are finite. */
 size_t wt_first_nonfinite(const float *x, size_t n);
 

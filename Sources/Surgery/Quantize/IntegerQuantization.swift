@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CQuant
 import SafeTensors
 
 /// Which values share one scale (and zero point): the whole tensor, one output row, or `size`
@@ -92,6 +93,28 @@ public enum IntegerRTN {
         case .F16: return 0.0009765625
         default: return Float.ulpOfOne
         }
+    }
+}
+
+/// The settings of the streamed RTN kernel (`wt_rtn_rows`, Sources/CQuant/rtn.c: the rules of
+/// `IntegerRTN` in C) for one tensor; nil when its scales do not run within rows (tensor
+/// granularity, which takes `IntegerRTN` over the whole tensor).
+struct RTNStream {
+    let bits: Int, run: Int, symmetric: Bool
+    let scaleDType: DType
+    /// 0: f32, 1: f16, 2: bf16, as the kernel takes it.
+    let scaleKind: Int32
+    let epsilon: Float
+    /// 32-bit words of one packed row.
+    let words: Int
+
+    init?(_ q: TensorQuantizer, bits: Int, cols: Int, run: Int, weightDType: DType) {
+        guard q.format != .gguf, run <= cols, cols % run == 0, (2...8).contains(bits) else { return nil }
+        self.bits = bits; self.run = run; symmetric = q.effectiveSymmetric
+        scaleDType = TensorQuantizer.scaleDType(for: weightDType)
+        scaleKind = scaleDType == .F16 ? 1 : (scaleDType == .BF16 ? 2 : 0)
+        epsilon = IntegerRTN.epsilon(scaleDType)
+        words = CompressedTensorsLayout.packedWords(cols, bits: bits)
     }
 }
 

@@ -262,12 +262,12 @@ public struct QuantizeJob: Sendable {
         // ---- report
         var total = ErrorAccumulator()
         var bytesIn = 0, bytesOut = 0, qIn = 0, qOut = 0, qCount = 0
-        var encodeSeconds = 0.0, blockBytesIn = 0
+        var encodeSeconds = 0.0, kernelBytesIn = 0
         for (k, t) in tasks.enumerated() {
             bytesIn += t.entry.info.byteCount
             bytesOut += rows[k].written
             if let e = rows[k].error { total.merge(e); qIn += t.entry.info.byteCount; qOut += rows[k].stored; qCount += t.entry.info.count }
-            if let s = rows[k].encodeSeconds { encodeSeconds += s; blockBytesIn += t.entry.info.count * 4 }
+            if let s = rows[k].encodeSeconds { encodeSeconds += s; kernelBytesIn += t.entry.info.count * 4 }
         }
         report.tensors = rows.map(\.row)
         let files: [String]
@@ -295,11 +295,12 @@ public struct QuantizeJob: Sendable {
         summary += metric("throughput_mb_s", throughput)
         report.summary = summary
         report.timing = timer.phases
-        if blockBytesIn > 0 {
-            // The block encoders alone, summed over threads: what `make bench` sets beside ggml's
-            // ggml_quantize_chunk on the same rows (f32 values in per second of one core).
-            report.timing += [("block_encode_thread_s", .double((encodeSeconds * 1e6).rounded() / 1e6))]
-                + metric("block_encode_mb_s_per_thread", encodeSeconds > 0 ? Double(blockBytesIn) / encodeSeconds / 1e6 : 0)
+        if kernelBytesIn > 0 {
+            // The quantizer kernels alone, summed over threads (f32 input per second of one core):
+            // a block format's encoder, what `make bench` sets beside ggml's ggml_quantize_chunk on
+            // the same rows; for RTN integers the codes, packing, decoding back and the error.
+            report.timing += [("encode_thread_s", .double((encodeSeconds * 1e6).rounded() / 1e6))]
+                + metric("encode_mb_s_per_thread", encodeSeconds > 0 ? Double(kernelBytesIn) / encodeSeconds / 1e6 : 0)
         }
         if let plan {
             try plan.finish(report, reportPath: settings.reportPath)
@@ -355,6 +356,15 @@ public struct QuantizeJob: Sendable {
             if imatrixPath != nil { row.append(("imatrix", .bool(t.importance != nil))) }
             row += [("granularity", .string(Granularity.group(type.blockSize).description)), ("bytes_out", .int(written))]
             let stored = type.rowBytes(e.info.count)
+            row += metric("bits_per_weight", Double(stored * 8) / Double(e.info.count))
+            row += errorMetrics(err)
+            return TensorOutcome(row: .object(row), error: err, written: written, stored: stored, encodeSeconds: encodeSeconds)
+        }
+        if case let .integer(bits) = scheme, t.permuteHeads == nil, let rtn = RTNStream(quantizer, bits: bits, cols: t.cols, run: run, weightDType: e.info.dtype) {
+            let (err, written, encodeSeconds) = try streamRTN(t, rtn, source: source, sink: sink)
+            row += [("quantized", .bool(true)), ("scheme", .string(scheme.name)), ("granularity", .string(quantizer.granularity.description)),
+                    ("bytes_out", .int(written))]
+            let stored = format == .fake ? storedBytes(t, quantizer) : written
             row += metric("bits_per_weight", Double(stored * 8) / Double(e.info.count))
             row += errorMetrics(err)
             return TensorOutcome(row: .object(row), error: err, written: written, stored: stored, encodeSeconds: encodeSeconds)
@@ -435,6 +445,63 @@ public struct QuantizeJob: Sendable {
                 written += type.rowBytes(n)
             }
             r += m
+        }
+        return (err, written, encodeSeconds)
+    }
+
+    /// Round-to-nearest integers by runs within a row (channel or group scales) go through in ~1 MB
+    /// pieces of rows like the block formats: one C pass per piece gives the packed codes, the
+    /// scales and zero points and the decoded values, whose error is measured while in cache.
+    private func streamRTN(_ t: Task, _ rtn: RTNStream, source: Checkpoint, sink: QuantizeSink) throws -> (ErrorAccumulator, Int, Double) {
+        let e = t.entry
+        source.willNeed(e)
+        defer { source.release(e) }
+        let src = source.bytes(e)
+        let inSize = e.info.dtype.size!, cols = t.cols, runs = cols / rtn.run
+        let rowsPer = max(1, (1 << 18) / max(1, cols))
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: rowsPer * cols)
+        let y = UnsafeMutablePointer<Float>.allocate(capacity: rowsPer * cols)
+        let packed = UnsafeMutablePointer<UInt32>.allocate(capacity: rowsPer * rtn.words)
+        let back = UnsafeMutableRawPointer.allocate(byteCount: rowsPer * cols * inSize, alignment: 64)
+        defer { x.deallocate(); y.deallocate(); packed.deallocate(); back.deallocate() }
+        var scales = [Float](repeating: 0, count: t.rows * runs), zeros = scales
+        var err = ErrorAccumulator(), written = 0, encodeSeconds = 0.0
+        var r = 0
+        while r < t.rows {
+            let m = min(rowsPer, t.rows - r), n = m * cols
+            Codec.decode(e.info.dtype, src.baseAddress! + r * cols * inSize, count: n, into: x)
+            let bad = wt_first_nonfinite(x, n)
+            if bad < n {
+                throw FormatError(file: source.filePath(of: e), tensor: e.name, "element \(r * cols + bad) is \(x[bad]); cannot quantize a non-finite value")
+            }
+            let started = monotonicSeconds()
+            scales.withUnsafeMutableBufferPointer { s in
+                zeros.withUnsafeMutableBufferPointer { z in
+                    wt_rtn_rows(x, m, cols, rtn.run, Int32(rtn.bits), rtn.symmetric ? 1 : 0, rtn.scaleKind, rtn.epsilon,
+                                s.baseAddress! + r * runs, z.baseAddress! + r * runs, packed, rtn.words, y)
+                }
+            }
+            err.add(x, y, count: n)
+            encodeSeconds += monotonicSeconds() - started
+            if format == .fake {
+                Codec.encode(y, count: n, as: e.info.dtype, into: back)
+                try sink.write(t.firstOutput, at: r * cols * inSize, UnsafeRawBufferPointer(start: back, count: n * inSize))
+                written += n * inSize
+            } else {
+                try sink.write(t.firstOutput, at: r * rtn.words * 4, UnsafeRawBufferPointer(start: packed, count: m * rtn.words * 4))
+                written += m * rtn.words * 4
+            }
+            r += m
+        }
+        guard format == .compressedTensors else { return (err, written, encodeSeconds) }
+        var blobs = [encodeFloats(scales, as: rtn.scaleDType), int64Bytes([Int64(t.rows), Int64(cols)])]
+        if !rtn.symmetric {
+            let zp = zeros.map { Int8(clampedRound($0, -128, 127)) }
+            blobs.append(int32Bytes(CompressedTensorsLayout.packColumns(zp, rows: t.rows, cols: runs, bits: rtn.bits)))
+        }
+        for (k, blob) in blobs.enumerated() {
+            try blob.withUnsafeBytes { try sink.write(t.firstOutput + 1 + k, $0) }
+            written += blob.count
         }
         return (err, written, encodeSeconds)
     }
