@@ -143,3 +143,40 @@ final class RTNKernelTests: XCTestCase {
         }
     }
 }
+
+/// The streamed row pruner (C) against `PruneMask.perRow` (the Swift rule) and the generic path's
+/// sums, on bf16-like rows full of ties.
+final class RowPruneKernelTests: XCTestCase {
+    func testRowPrunerMatchesPerRowMasks() {
+        let rows = 5, cols = 300
+        var rng = SeededRNG(seed: 8, stream: "row prune")
+        // values on a coarse grid: many equal magnitudes, so the tie rule decides
+        var w = (0..<(rows * cols)).map { _ in Float(Int(rng.nextGaussian() * 6)) / 8 }
+        w[3] = -0.0; w[cols + 7] = .nan
+        let act = (0..<cols).map { Double($0 % 7) + 0.5 }
+        for (k, wanda) in [(150, false), (0, false), (300, false), (1, true), (299, true), (90, true)] {
+            let scale = wanda ? act.map { $0.squareRoot() } : nil
+            let scores: [Float] = wanda ? w.indices.map { Float(Double(abs(w[$0])) * scale![$0 % cols]) } : w
+            let expected = scores.withUnsafeBufferPointer { PruneMask.perRow($0, cols: cols, sparsity: Double(k) / Double(cols)) }
+            var out = [Float](repeating: 1, count: w.count), scratch = [UInt32](repeating: 0, count: 3 * cols)
+            var tally = wt_prune_tally()
+            w.withUnsafeBufferPointer { wp in
+                out.withUnsafeMutableBytes { o in
+                    if let scale {
+                        scale.withUnsafeBufferPointer { s in act.withUnsafeBufferPointer { a in
+                            wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, s.baseAddress!, a.baseAddress!, o.baseAddress!, &scratch, &tally)
+                        } }
+                    } else {
+                        wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, nil, nil, o.baseAddress!, &scratch, &tally)
+                    }
+                }
+            }
+            let expectedOut = w.indices.map { expected[$0] ? Float(0) : w[$0] }
+            XCTAssertEqual(out.map(\.bitPattern), expectedOut.map(\.bitPattern), "k \(k) wanda \(wanda)")
+            XCTAssertEqual(tally.pruned, expected.filter { $0 }.count)
+            XCTAssertEqual(tally.zeros, w.indices.filter { expected[$0] || w[$0] == 0 }.count)
+            let removed = w.indices.filter { expected[$0] }.reduce(0.0) { $0 + Double(w[$1]) * Double(w[$1]) }
+            if removed.isFinite { XCTAssertEqual(tally.removed_sq, removed, accuracy: 1e-9 * max(1, removed)) }
+        }
+    }
+}

@@ -33,6 +33,22 @@ void wt_decode_q5_1(const void *src, size_t n, float *y);
 void wt_rtn_rows(const float *x, size_t rows, size_t cols, size_t run, int bits, int symmetric, int scale_dtype, float eps,
                  float *scales, float *zeros, uint32_t *packed, size_t words_per_row, float *decoded);
 
+/* What row-wise pruning of a piece of rows removed, for the report. */
+typedef struct {
+    double w_sq, removed_sq;       /* sum of w^2 over all entries / over the pruned ones */
+    double out_num, out_den;       /* sum of removed^2 * act[c] and of w^2 * act[c] (act given) */
+    size_t pruned, zeros;          /* pruned entries; entries zero afterwards */
+} wt_prune_tally;
+
+/* Row-scope pruning of `rows` rows of `cols` decoded values w: per row the k entries of smallest
+   score are pruned (ties: lower index first), score = |w| (col_scale NULL) or
+   (float)((double)|w| * col_scale[c]) (Wanda: col_scale = sqrt of the activations' squared norms).
+   Writes the row bytes of `src` (elem_size 2 or 4) to `dst` with the pruned entries all-zero
+   bytes (+0.0), and adds to `tally` (act: the activations' squared norms, or NULL). scratch holds
+   3 * cols words. dst is aligned for elem_size. */
+void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
+                   const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally);
+
 /* Index of the first NaN or infinity among x[0..n), or n when all are finite. */
 size_t wt_first_nonfinite(const float *x, size_t n);
 

@@ -86,7 +86,7 @@ public enum PruneMask {
                 while i + 4 <= wp.count {
                     let v = SIMD4<Double>(raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
                     let f = SIMD4<Double>(SIMD4<UInt8>(truncatingIfNeeded: m.loadUnaligned(fromByteOffset: i, as: SIMD4<UInt8>.self)))
-                    acc += v * v * f
+                    acc += (v * v).replacing(with: 0, where: f .== 0)   // a kept NaN must not reach the sum
                     i += 4
                 }
                 var total = acc.sum()

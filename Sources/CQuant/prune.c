@@ -1,0 +1,126 @@
+/* Row-scope magnitude and Wanda pruning of a piece of rows in one pass per row: scores, the k-th
+   smallest by selection (not a sort, not a histogram: rows are short), the mask, the output bytes
+   and the report's sums. The mask rule is PruneMask.smallest's (the Swift statement): scores are
+   compared by their bit patterns, which order non-negative floats (NaN above infinity). */
+#include "CQuant.h"
+#include <math.h>
+#include <string.h>
+
+/* The k-th smallest (1-based) of v[0..n), reordering v. Quickselect without data-dependent
+   branches (a partition's comparisons are coin flips on weights, and mispredicted branches cost
+   more than the work): per round one counting pass (below / equal to a median-of-three pivot)
+   and one compaction of the side that holds the answer, in place. The value is the order
+   statistic, so the pivot rule changes the time, never the result. */
+static inline __attribute__((always_inline)) uint32_t kth_smallest(uint32_t *v, size_t n, size_t k) {
+    size_t want = k - 1;
+    while (n > 24) {
+        uint32_t a = v[0], b = v[n / 2], c = v[n - 1];
+        uint32_t pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        size_t lt = 0, eq = 0;
+        for (size_t i = 0; i < n; i++) { lt += v[i] < pivot; eq += v[i] == pivot; }
+        if (want < lt) {
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++) { uint32_t x = v[i]; v[m] = x; m += x < pivot; }
+            n = m;
+        } else if (want < lt + eq) {
+            return pivot;
+        } else {
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++) { uint32_t x = v[i]; v[m] = x; m += x > pivot; }
+            n = m;
+            want -= lt + eq;
+        }
+    }
+    for (size_t i = 1; i < n; i++) {
+        uint32_t x = v[i];
+        size_t j = i;
+        while (j > 0 && v[j - 1] > x) { v[j] = v[j - 1]; j--; }
+        v[j] = x;
+    }
+    return v[want];
+}
+
+/* x where flag is 1, +0.0 where it is 0, by masking the bits (a kept NaN must not reach a sum of
+   the pruned entries, and a multiply by the flag would let it; the AND vectorises, a select did not) */
+static inline double where(double x, uint8_t flag) {
+    uint64_t b;
+    memcpy(&b, &x, 8);
+    b &= (uint64_t)0 - flag;
+    memcpy(&x, &b, 8);
+    return x;
+}
+
+static inline uint32_t score_bits(float w, const double *col_scale, size_t c) {
+    uint32_t b;
+    if (col_scale) {
+        float s = (float)((double)fabsf(w) * col_scale[c]);
+        memcpy(&b, &s, 4);
+    } else {
+        memcpy(&b, &w, 4);
+    }
+    return b & 0x7FFFFFFFu;
+}
+
+#if defined(__x86_64__)
+/* an AVX2 clone chosen at load time (the same operations in the same order: the same results) */
+__attribute__((target_clones("avx2", "default")))
+#endif
+void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
+                   const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally) {
+    /* scratch: cols scores kept, cols reordered by the selection, cols mask bytes */
+    uint32_t *score = scratch, *sel = scratch + cols;
+    uint8_t *mask = (uint8_t *)(scratch + 2 * cols);
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    memcpy(d, s, rows * cols * (size_t)elem_size);
+    for (size_t r = 0; r < rows; r++) {
+        const float *wr = w + r * cols;
+        uint8_t *dr = d + r * cols * (size_t)elem_size;
+        if (k == 0 || k >= cols) {
+            memset(mask, k == 0 ? 0 : 1, cols);
+        } else {
+            /* two loops: a test on col_scale inside would become masked loads through NULL */
+            if (col_scale) for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], col_scale, c);
+            else for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], NULL, c);
+            memcpy(sel, score, cols * sizeof(uint32_t));
+            uint32_t t = kth_smallest(sel, cols, k);
+            size_t below = 0;
+            for (size_t c = 0; c < cols; c++) { mask[c] = score[c] < t; below += mask[c]; }
+            /* the k - below entries equal to t, lower index first */
+            for (size_t c = 0, ties = k - below; ties > 0 && c < cols; c++)
+                if (score[c] == t) { mask[c] = 1; ties--; }
+        }
+        /* branch-free (the mask is a coin flip per entry on real weights), four partial sums a
+           quantity so the adds pipeline and vectorise */
+        double ws[4] = {0}, rs[4] = {0}, ns[4] = {0}, ds[4] = {0};
+        size_t pruned = 0, zeros = 0, c = 0;
+        for (; c + 4 <= cols; c += 4)
+            for (int l = 0; l < 4; l++) {
+                double x = (double)wr[c + l], x2 = x * x;
+                ws[l] += x2;
+                rs[l] += where(x2, mask[c + l]);
+            }
+        for (; c < cols; c++) { double x = (double)wr[c], x2 = x * x; ws[0] += x2; rs[0] += where(x2, mask[c]); }
+        if (act) {   /* a loop of its own: a test inside would become masked loads through NULL */
+            for (c = 0; c + 4 <= cols; c += 4)
+                for (int l = 0; l < 4; l++) {
+                    double x = (double)wr[c + l], x2a = x * x * act[c + l];
+                    ds[l] += x2a;
+                    ns[l] += where(x2a, mask[c + l]);
+                }
+            for (; c < cols; c++) { double x = (double)wr[c], x2a = x * x * act[c]; ds[0] += x2a; ns[0] += where(x2a, mask[c]); }
+        }
+        for (c = 0; c < cols; c++) { pruned += mask[c]; zeros += mask[c] | (wr[c] == 0); }
+        double w_sq = (ws[0] + ws[1]) + (ws[2] + ws[3]), removed_sq = (rs[0] + rs[1]) + (rs[2] + rs[3]);
+        double num = (ns[0] + ns[1]) + (ns[2] + ns[3]), den = (ds[0] + ds[1]) + (ds[2] + ds[3]);
+        if (elem_size == 2) {
+            uint16_t *o = (uint16_t *)dr;
+            for (size_t c = 0; c < cols; c++) o[c] &= (uint16_t)(mask[c] - 1);
+        } else {
+            uint32_t *o = (uint32_t *)dr;
+            for (size_t c = 0; c < cols; c++) o[c] &= (uint32_t)mask[c] - 1;
+        }
+        tally->w_sq += w_sq; tally->removed_sq += removed_sq; tally->out_num += num; tally->out_den += den;
+        tally->pruned += pruned; tally->zeros += zeros;
+    }
+}
