@@ -5,6 +5,9 @@
 #include "CQuant.h"
 #include <math.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 /* The k-th smallest (1-based) of v[0..n), reordering v. Quickselect without data-dependent
    branches (a partition's comparisons are coin flips on weights, and mispredicted branches cost
@@ -123,4 +126,95 @@ void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, 
         tally->w_sq += w_sq; tally->removed_sq += removed_sq; tally->out_num += num; tally->out_den += den;
         tally->pruned += pruned; tally->zeros += zeros;
     }
+}
+
+static void prune_n4_portable(const uint16_t *s, size_t count, int keep, const double *square, uint16_t *d, wt_prune_tally *tally) {
+    int drop = 4 - keep;
+    double norm = 0, removed = 0;
+    size_t pruned = 0, zeros = 0;
+    for (size_t g = 0; g + 4 <= count; g += 4) {
+        uint16_t a[4];
+        for (int j = 0; j < 4; j++) a[j] = s[g + j] & 0x7FFF;
+        for (int j = 0; j < 4; j++) {
+            /* entry j is pruned when fewer than drop entries rank before it (smaller, or equal and
+               at a lower index) */
+            int rank = 0;
+            for (int i = 0; i < 4; i++) rank += (i != j) & ((a[i] < a[j]) | ((a[i] == a[j]) & (i < j)));
+            uint8_t p = rank < drop;
+            d[g + j] = s[g + j] & (uint16_t)(p - 1);
+            norm += square[a[j]];
+            removed += where(square[a[j]], p);
+            pruned += p;
+            zeros += p | (a[j] == 0);
+        }
+    }
+    tally->w_sq += norm; tally->removed_sq += removed; tally->pruned += pruned; tally->zeros += zeros;
+}
+
+#if defined(__x86_64__)
+#define AVX2 __attribute__((target("avx2,f16c")))
+
+/* the squares of four 16-bit magnitudes (as four int64 lanes' worth of f32 values), 0 if not finite */
+AVX2 static inline __m256d squares4(__m128 v) { __m256d x = _mm256_cvtps_pd(v); return _mm256_mul_pd(x, x); }
+
+/* sixteen entries (four groups) at a time, 16-bit lanes: rank by three rotations within groups */
+AVX2 static void prune_n4_avx2(const uint16_t *s, size_t count, int keep, int is_bf16, uint16_t *d, wt_prune_tally *tally) {
+    const __m256i rot[3] = {
+        _mm256_setr_epi8(2, 3, 4, 5, 6, 7, 0, 1, 10, 11, 12, 13, 14, 15, 8, 9, 2, 3, 4, 5, 6, 7, 0, 1, 10, 11, 12, 13, 14, 15, 8, 9),
+        _mm256_setr_epi8(4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11),
+        _mm256_setr_epi8(6, 7, 0, 1, 2, 3, 4, 5, 14, 15, 8, 9, 10, 11, 12, 13, 6, 7, 0, 1, 2, 3, 4, 5, 14, 15, 8, 9, 10, 11, 12, 13)};
+    /* rotation r compares entry j with entry (j + r) % 4, which has a lower index when j >= 4 - r */
+    const __m256i lower[3] = {
+        _mm256_setr_epi16(0, 0, 0, -1, 0, 0, 0, -1, 0, 0, 0, -1, 0, 0, 0, -1),
+        _mm256_setr_epi16(0, 0, -1, -1, 0, 0, -1, -1, 0, 0, -1, -1, 0, 0, -1, -1),
+        _mm256_setr_epi16(0, -1, -1, -1, 0, -1, -1, -1, 0, -1, -1, -1, 0, -1, -1, -1)};
+    const __m256i low15 = _mm256_set1_epi16(0x7FFF), drop = _mm256_set1_epi16((short)(4 - keep));
+    const __m256i inf = _mm256_set1_epi16(is_bf16 ? 0x7F80 : 0x7C00);
+    __m256d norm = _mm256_setzero_pd(), removed = _mm256_setzero_pd();
+    size_t pruned = 0, zeros = 0, g = 0;
+    for (; g + 16 <= count; g += 16) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(s + g)), a = _mm256_and_si256(v, low15);
+        __m256i rank = _mm256_setzero_si256();
+        for (int r = 0; r < 3; r++) {
+            __m256i b = _mm256_shuffle_epi8(a, rot[r]);
+            __m256i before = _mm256_or_si256(_mm256_cmpgt_epi16(a, b), _mm256_and_si256(_mm256_cmpeq_epi16(a, b), lower[r]));
+            rank = _mm256_sub_epi16(rank, before);
+        }
+        __m256i p = _mm256_cmpgt_epi16(drop, rank);   /* all ones where pruned */
+        _mm256_storeu_si256((__m256i *)(d + g), _mm256_andnot_si256(p, v));
+        __m256i zero = _mm256_or_si256(p, _mm256_cmpeq_epi16(a, _mm256_setzero_si256()));
+        pruned += (size_t)__builtin_popcount((unsigned)_mm256_movemask_epi8(p)) / 2;
+        zeros += (size_t)__builtin_popcount((unsigned)_mm256_movemask_epi8(zero)) / 2;
+        /* the values: non-finite magnitudes count as 0, as the table has them */
+        __m256i finite = _mm256_andnot_si256(_mm256_cmpgt_epi16(a, _mm256_sub_epi16(inf, _mm256_set1_epi16(1))), a);
+        for (int h = 0; h < 2; h++) {
+            __m128i m16 = h ? _mm256_extracti128_si256(finite, 1) : _mm256_castsi256_si128(finite);
+            __m128i p16 = h ? _mm256_extracti128_si256(p, 1) : _mm256_castsi256_si128(p);
+            __m256 f = is_bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(m16), 16)) : _mm256_cvtph_ps(m16);
+            for (int q = 0; q < 2; q++) {
+                __m256d sq = squares4(q ? _mm256_extractf128_ps(f, 1) : _mm256_castps256_ps128(f));
+                __m256i pm = _mm256_cvtepi16_epi64(q ? _mm_srli_si128(p16, 8) : p16);
+                norm = _mm256_add_pd(norm, sq);
+                removed = _mm256_add_pd(removed, _mm256_and_pd(sq, _mm256_castsi256_pd(pm)));
+            }
+        }
+    }
+    double nn[4], rr[4];
+    _mm256_storeu_pd(nn, norm); _mm256_storeu_pd(rr, removed);
+    tally->w_sq += (nn[0] + nn[1]) + (nn[2] + nn[3]);
+    tally->removed_sq += (rr[0] + rr[1]) + (rr[2] + rr[3]);
+    tally->pruned += pruned; tally->zeros += zeros;
+}
+#endif
+
+void wt_prune_n4_half(const void *src, size_t count, int keep, int is_bf16, const double *square, void *dst, wt_prune_tally *tally) {
+#if defined(__x86_64__)
+    if (wt_quant_uses_avx2()) {
+        size_t head = count / 16 * 16;
+        prune_n4_avx2(src, head, keep, is_bf16, dst, tally);
+        prune_n4_portable((const uint16_t *)src + head, count - head, keep, square, (uint16_t *)dst + head, tally);
+        return;
+    }
+#endif
+    prune_n4_portable(src, count, keep, square, dst, tally);
 }

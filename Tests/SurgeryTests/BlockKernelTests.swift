@@ -180,3 +180,39 @@ final class RowPruneKernelTests: XCTestCase {
         }
     }
 }
+
+/// N:4 pruning of 16-bit storage: the AVX2 path against the portable one (which states the rule),
+/// on both formats, with ties, signed zeros, infinities and NaN.
+final class HalfNMKernelTests: XCTestCase {
+    func testBothPathsGiveTheSameBytesAndCounts() {
+        var rng = SeededRNG(seed: 9, stream: "n4")
+        for dtype in [DType.BF16, .F16] {
+            var values = (0..<1000).map { _ in Float(Int(rng.nextGaussian() * 4)) / 4 }   // coarse: ties
+            values[1] = -0.0; values[6] = .infinity; values[9] = -.infinity; values[13] = .nan; values[600] = .nan
+            var bits = [UInt16](repeating: 0, count: values.count)
+            values.withUnsafeBufferPointer { v in bits.withUnsafeMutableBytes { Codec.encode(v.baseAddress!, count: v.count, as: dtype, into: $0.baseAddress!) } }
+            var all = (0..<32768).map { UInt16($0) }, mags = [Float](repeating: 0, count: 32768)
+            Codec.decode(dtype, &all, count: 32768, into: &mags)
+            let square = mags.map { $0.isFinite ? Double($0) * Double($0) : 0 }
+            for keep: Int32 in [1, 2, 3] {
+                var results: [([UInt16], wt_prune_tally)] = []
+                for allow: Int32 in [1, 0] {
+                    wt_quant_allow_avx2(allow)
+                    var out = [UInt16](repeating: 0xFFFF, count: bits.count), t = wt_prune_tally()
+                    wt_prune_n4_half(bits, bits.count, keep, dtype == .BF16 ? 1 : 0, square, &out, &t)
+                    results.append((out, t))
+                }
+                wt_quant_allow_avx2(1)
+                let (a, ta) = results[0], (b, tb) = results[1]
+                XCTAssertEqual(a, b, "\(dtype) keep \(keep)")
+                XCTAssertEqual(ta.pruned, tb.pruned); XCTAssertEqual(ta.zeros, tb.zeros)
+                XCTAssertEqual(ta.pruned, bits.count / 4 * Int(4 - keep))
+                XCTAssertEqual(ta.w_sq, tb.w_sq, accuracy: 1e-9 * tb.w_sq)
+                XCTAssertEqual(ta.removed_sq, tb.removed_sq, accuracy: 1e-9 * max(1, tb.removed_sq))
+                // every pruned entry is +0.0 (all-zero bits), never -0.0
+                XCTAssertGreaterThanOrEqual(b.filter { $0 == 0 }.count, Int(ta.pruned))
+                XCTAssertEqual(zip(bits, b).filter { $0 != $1 && $1 != 0 }.count, 0)
+            }
+        }
+    }
+}

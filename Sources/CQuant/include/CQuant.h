@@ -49,6 +49,12 @@ typedef struct {
 void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
                    const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally);
 
+/* N:4 magnitude pruning of 16-bit floats (F16/BF16) on their storage bits: in every 4 consecutive
+   entries the 4 - keep of smallest magnitude (ties: lower index first) become +0.0. `square` holds
+   the square of each of the 32768 magnitudes (0 for non-finite ones) for the report's sums; is_bf16
+   says which format (the AVX2 path decodes the values itself). count is a multiple of 4. */
+void wt_prune_n4_half(const void *src, size_t count, int keep, int is_bf16, const double *square, void *dst, wt_prune_tally *tally);
+
 /* Index of the first NaN or infinity among x[0..n), or n when all are finite. */
 size_t wt_first_nonfinite(const float *x, size_t n);
 

@@ -1,3 +1,4 @@
+import CQuant
 import SafeTensors
 
 /// Magnitude pruning of a whole 16-bit float tensor (F16, BF16) straight on its storage bits: for
@@ -94,29 +95,11 @@ enum HalfMagnitude {
             let len = min(piece, count - at)
             var g = 0
             if m == 4 {
-                // Groups of four (2:4 and friends), on local values: entry j is pruned when fewer
-                // than M - N entries rank before it (smaller magnitude, or equal and lower index).
-                let drop = m - keep
-                square.withUnsafeBufferPointer { sq in
-                    while g + 4 <= len {
-                        let v = raw.loadUnaligned(fromByteOffset: 2 * (at + g), as: SIMD4<UInt16>.self)
-                        let a = v & SIMD4<UInt16>(repeating: 0x7FFF)
-                        var kept = v
-                        for j in 0..<4 {
-                            var rank = 0
-                            for i in 0..<4 where i != j { rank += (a[i] < a[j] || (a[i] == a[j] && i < j)) ? 1 : 0 }
-                            let sj = sq[Int(a[j])]
-                            normSq += sj
-                            if rank < drop {
-                                kept[j] = 0; removedSq += sj; pruned += 1; zeros += 1
-                            } else if a[j] == 0 {
-                                zeros += 1
-                            }
-                        }
-                        out.storeBytes(of: kept, toByteOffset: 2 * g, as: SIMD4<UInt16>.self)
-                        g += 4
-                    }
-                }
+                // Groups of four (2:4 and friends): one C pass (ranks by rotations, sixteen lanes at a time).
+                var t = wt_prune_tally()
+                square.withUnsafeBufferPointer { wt_prune_n4_half(raw + 2 * at, len / 4 * 4, Int32(keep), dtype == .BF16 ? 1 : 0, $0.baseAddress!, out, &t) }
+                pruned += t.pruned; zeros += t.zeros; normSq += t.w_sq; removedSq += t.removed_sq
+                g = len / 4 * 4
             }
             while g + m <= len {
                 for j in 0..<m {
