@@ -34,7 +34,9 @@ struct QuantizeCommand: ParsableCommand {
 
         --dequantize IN -o OUT turns a GGUF or compressed-tensors checkpoint written by wtool back \
         into float safetensors. The report gives per tensor: bits per weight including scales, \
-        bytes, MSE, relative Frobenius error, SQNR (dB), max abs error; HQQ also asymmetric RTN's. \
+        bytes, MSE, relative Frobenius error, SQNR (dB), max abs error; HQQ also asymmetric RTN's; \
+        its timing, the quantizer kernels' own seconds and MB/s per thread (encode_thread_s: the \
+        block encoders, or RTN's codes, packing, decoding and error). \
         compressed-tensors output ignores lm_head (also when it is tied to the embeddings) unless it \
         was quantized. Asymmetric pack-quantized output (int --asymmetric, hqq) loads in vLLM and \
         compressed-tensors, not in transformers 5.x (a warning says so).
