@@ -375,16 +375,8 @@ AVX2 static size_t first_nonfinite_avx2(const float *x, size_t n) {
     return n;
 }
 
-static int cpu_has_avx2(void) {
-    /* atomic: worker threads ask concurrently */
-    static int cached = -1;
-    int c = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-    if (c < 0) {
-        c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-        __atomic_store_n(&cached, c, __ATOMIC_RELAXED);
-    }
-    return c;
-}
+/* CHalf checks the same two features (AVX2 and F16C) once for the process */
+static int cpu_has_avx2(void) { return wt_half_uses_f16c(); }
 #else
 static int cpu_has_avx2(void) { return 0; }
 #endif
