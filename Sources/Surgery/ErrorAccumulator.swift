@@ -1,3 +1,4 @@
+import CQuant
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,34 +23,12 @@ struct ErrorAccumulator {
     }
 
     /// The same over f32 blocks: the difference of an f32 value and its rounding is exact in f32,
-    /// and the squares are summed in f32 over groups of 8 x 512 entries, then in f64.
+    /// and the squares are summed in f32 over groups of 8 x 512 entries, then in f64 (in C,
+    /// `wt_error_add`, with an AVX2 path: every quantize job measures every value it writes).
     mutating func add(_ ref: UnsafePointer<Float>, _ got: UnsafePointer<Float>, count n: Int) {
-        typealias V = SIMD8<Float>
-        let rr = UnsafeRawPointer(ref), rg = UnsafeRawPointer(got)
-        let inf = V(repeating: .infinity)
-        var i = 0
+        wt_error_add(ref, got, n, &maxAbs, &errSq, &refSq)
         count += n - n % 8  // the scalar tail counts its own
-        while i + 8 <= n {
-            let end = min(n - (n - i) % 8, i + 8 * 512)
-            var mx = V(), es = V(), rs = V()
-            while i < end {
-                let r = rr.loadUnaligned(fromByteOffset: 4 * i, as: V.self)
-                let g = rg.loadUnaligned(fromByteOffset: 4 * i, as: V.self)
-                let finite = (r .< inf) .& (r .> -inf)                  // false for NaN and Inf
-                var d = (g - r).replacing(with: 0, where: .!finite)
-                d.replace(with: inf, where: d .!= d)                     // finite -> NaN: infinite error
-                d.replace(with: -d, where: d .< 0)
-                let r0 = r.replacing(with: 0, where: .!finite)
-                mx.replace(with: d, where: d .> mx)   // pointwiseMax is a generic call here, not inlined
-                es += d * d
-                rs += r0 * r0
-                i += 8
-            }
-            maxAbs = max(maxAbs, Double(mx.max()))
-            errSq += Double(es.sum())
-            refSq += Double(rs.sum())
-        }
-        while i < n { add(Double(ref[i]), Double(got[i])); i += 1 }
+        for i in (n - n % 8)..<n { add(Double(ref[i]), Double(got[i])) }
     }
 
     var relative: Double { refSq > 0 ? (errSq / refSq).squareRoot() : (errSq > 0 ? .infinity : 0) }

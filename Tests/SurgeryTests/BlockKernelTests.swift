@@ -216,3 +216,34 @@ final class HalfNMKernelTests: XCTestCase {
         }
     }
 }
+
+/// The error sums every quantize job reports: the AVX2 path against the portable one, with
+/// non-finite references and approximations, across the 512-step runs and the scalar tail.
+final class ErrorKernelTests: XCTestCase {
+    func testBothPathsSumAlike() {
+        var rng = SeededRNG(seed: 10, stream: "error sums")
+        let n = 8 * 512 * 2 + 37
+        var ref = (0..<n).map { _ in Float(rng.nextGaussian()) }
+        var got = ref.map { $0 + Float(rng.nextGaussian()) * 0.01 }
+        ref[5] = .infinity; ref[100] = .nan; got[200] = .nan; got[300] = -.infinity; ref[n - 1] = .nan
+        var sums: [ErrorAccumulator] = []
+        for allow: Int32 in [1, 0] {
+            wt_quant_allow_avx2(allow)
+            var e = ErrorAccumulator()
+            e.add(ref, got, count: n)
+            sums.append(e)
+        }
+        wt_quant_allow_avx2(1)
+        XCTAssertEqual(sums[0].errSq.bitPattern, sums[1].errSq.bitPattern)
+        XCTAssertEqual(sums[0].refSq.bitPattern, sums[1].refSq.bitPattern)
+        XCTAssertEqual(sums[0].maxAbs, .infinity)   // a finite reference approximated by NaN
+        XCTAssertEqual(sums[0].count, n - 1)          // the tail's NaN reference is not counted
+        // finite parts only: the error norm is what numpy would give, to f32 summation accuracy
+        var exact = 0.0
+        for i in 0..<n where ref[i].isFinite && got[i].isFinite { exact += Double(got[i] - ref[i]) * Double(got[i] - ref[i]) }
+        got[200] = ref[200]; got[300] = ref[300]
+        var finite = ErrorAccumulator()
+        finite.add(ref, got, count: n)
+        XCTAssertEqual(finite.errSq, exact, accuracy: 1e-5 * exact)
+    }
+}

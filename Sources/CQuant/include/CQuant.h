@@ -55,6 +55,13 @@ void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, 
    says which format (the AVX2 path decodes the values itself). count is a multiple of 4. */
 void wt_prune_n4_half(const void *src, size_t count, int keep, int is_bf16, const double *square, void *dst, wt_prune_tally *tally);
 
+/* The error of an approximation `got` of `ref` over n values (ErrorAccumulator in Swift states the
+   meaning): per lane of eight, d = |got - ref| in f32 (0 where ref is not finite, infinite where
+   got is NaN and ref finite), squares of d and of the finite refs summed in f32 lanes over runs of
+   512 steps, each run's lane sums (lane 0 to 7 in turn) added in f64; the n % 8
+   tail is left to the caller. Adds to max_abs, err_sq and ref_sq. */
+void wt_error_add(const float *ref, const float *got, size_t n, double *max_abs, double *err_sq, double *ref_sq);
+
 /* Index of the first NaN or infinity among x[0..n), or n when all are finite. */
 size_t wt_first_nonfinite(const float *x, size_t n);
 
