@@ -311,7 +311,7 @@ public struct QuantizeJob: Sendable {
     }
 
     /// What one tensor became: its report row, its error (quantized tensors), the bytes written and
-    /// stored, and for block types the seconds spent in the block encoder.
+    /// stored, and for the streamed kernels (block types, RTN) the seconds spent in them.
     struct TensorOutcome: Sendable {
         var row: JSONValue
         var error: ErrorAccumulator?
@@ -423,10 +423,7 @@ public struct QuantizeJob: Sendable {
             } else {
                 Codec.decode(e.info.dtype, src.baseAddress! + r * cols * inSize, count: n, into: x)
             }
-            let bad = wt_first_nonfinite(x, n)
-            if bad < n {
-                throw FormatError(file: source.filePath(of: e), tensor: e.name, "element \(r * cols + bad) is \(x[bad]); cannot quantize a non-finite value")
-            }
+            try QuantizeJob.requireFinite(x, n, first: r * cols, source, e)
             let started = monotonicSeconds()
             if let qw = t.importance {
                 for k in 0..<m { type.encodeRow(x + k * cols, count: cols, weights: qw, into: blob + type.rowBytes(k * cols)) }
@@ -470,10 +467,7 @@ public struct QuantizeJob: Sendable {
         while r < t.rows {
             let m = min(rowsPer, t.rows - r), n = m * cols
             Codec.decode(e.info.dtype, src.baseAddress! + r * cols * inSize, count: n, into: x)
-            let bad = wt_first_nonfinite(x, n)
-            if bad < n {
-                throw FormatError(file: source.filePath(of: e), tensor: e.name, "element \(r * cols + bad) is \(x[bad]); cannot quantize a non-finite value")
-            }
+            try QuantizeJob.requireFinite(x, n, first: r * cols, source, e)
             let started = monotonicSeconds()
             scales.withUnsafeMutableBufferPointer { s in
                 zeros.withUnsafeMutableBufferPointer { z in
@@ -504,6 +498,13 @@ public struct QuantizeJob: Sendable {
             written += blob.count
         }
         return (err, written, encodeSeconds)
+    }
+
+    /// Refuses a decoded piece holding NaN or an infinity, naming the element.
+    private static func requireFinite(_ x: UnsafePointer<Float>, _ n: Int, first: Int, _ source: Checkpoint, _ e: Checkpoint.Entry) throws {
+        let bad = wt_first_nonfinite(x, n)
+        guard bad < n else { return }
+        throw FormatError(file: source.filePath(of: e), tensor: e.name, "element \(first + bad) is \(x[bad]); cannot quantize a non-finite value")
     }
 
     /// For fake quantization, the bytes the scheme would store (so bits per weight is comparable).
