@@ -64,12 +64,11 @@ static inline uint32_t score_bits(float w, const double *col_scale, size_t c) {
     return b & 0x7FFFFFFFu;
 }
 
-#if defined(__x86_64__)
-/* an AVX2 clone chosen at load time (the same operations in the same order: the same results) */
-__attribute__((target_clones("avx2", "default")))
-#endif
-void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
-                   const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally) {
+/* The body, compiled twice below: for AVX2 and for any x86-64 (the same operations in the same
+   order, so the same results; wt_prune_rows picks one as the other kernels do). */
+static inline __attribute__((always_inline))
+void prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
+                const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally) {
     /* scratch: cols scores kept, cols reordered by the selection, cols mask bytes */
     uint32_t *score = scratch, *sel = scratch + cols;
     uint8_t *mask = (uint8_t *)(scratch + 2 * cols);
@@ -126,6 +125,22 @@ void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, 
         tally->w_sq += w_sq; tally->removed_sq += removed_sq; tally->out_num += num; tally->out_den += den;
         tally->pruned += pruned; tally->zeros += zeros;
     }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+static void prune_rows_avx2(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
+                            const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally) {
+    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dst, scratch, tally);
+}
+#endif
+
+void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
+                   const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally) {
+#if defined(__x86_64__)
+    if (wt_quant_uses_avx2()) { prune_rows_avx2(w, src, elem_size, rows, cols, k, col_scale, act, dst, scratch, tally); return; }
+#endif
+    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dst, scratch, tally);
 }
 
 static void prune_n4_portable(const uint16_t *s, size_t count, int keep, const double *square, uint16_t *d, wt_prune_tally *tally) {

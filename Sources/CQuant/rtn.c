@@ -125,6 +125,13 @@ AVX2 static void rtn_run_avx2(const float *x, size_t n, int bits, int symmetric,
 }
 #endif
 
+void wt_pack_codes(const int8_t *q, size_t rows, size_t cols, int bits, uint32_t *packed, size_t words_per_row) {
+    memset(packed, 0, rows * words_per_row * sizeof(uint32_t));
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++)
+            put_bits(packed + r * words_per_row, c, bits, (uint32_t)((int)q[r * cols + c] + (1 << (bits - 1))));
+}
+
 void wt_rtn_rows(const float *x, size_t rows, size_t cols, size_t run, int bits, int symmetric, int scale_dtype, float eps,
                  float *scales, float *zeros, uint32_t *packed, size_t words_per_row, float *decoded) {
     size_t runs = cols / run;

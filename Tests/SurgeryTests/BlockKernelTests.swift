@@ -144,8 +144,8 @@ final class RTNKernelTests: XCTestCase {
     }
 }
 
-/// The streamed row pruner (C) against `PruneMask.perRow` (the Swift rule) and the generic path's
-/// sums, on bf16-like rows full of ties.
+/// The streamed row pruner (C), both paths, against `PruneMask.perRow` (the Swift rule) and the
+/// generic path's sums, on bf16-like rows full of ties.
 final class RowPruneKernelTests: XCTestCase {
     func testRowPrunerMatchesPerRowMasks() {
         let rows = 5, cols = 300
@@ -158,19 +158,29 @@ final class RowPruneKernelTests: XCTestCase {
             let scale = wanda ? act.map { $0.squareRoot() } : nil
             let scores: [Float] = wanda ? w.indices.map { Float(Double(abs(w[$0])) * scale![$0 % cols]) } : w
             let expected = scores.withUnsafeBufferPointer { PruneMask.perRow($0, cols: cols, sparsity: Double(k) / Double(cols)) }
-            var out = [Float](repeating: 1, count: w.count), scratch = [UInt32](repeating: 0, count: 3 * cols)
-            var tally = wt_prune_tally()
-            w.withUnsafeBufferPointer { wp in
-                out.withUnsafeMutableBytes { o in
-                    if let scale {
-                        scale.withUnsafeBufferPointer { s in act.withUnsafeBufferPointer { a in
-                            wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, s.baseAddress!, a.baseAddress!, o.baseAddress!, &scratch, &tally)
-                        } }
-                    } else {
-                        wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, nil, nil, o.baseAddress!, &scratch, &tally)
+            func run(avx2: Int32) -> ([Float], wt_prune_tally) {
+                wt_quant_allow_avx2(avx2)
+                defer { wt_quant_allow_avx2(1) }
+                var out = [Float](repeating: 1, count: w.count), scratch = [UInt32](repeating: 0, count: 3 * cols)
+                var tally = wt_prune_tally()
+                w.withUnsafeBufferPointer { wp in
+                    out.withUnsafeMutableBytes { o in
+                        if let scale {
+                            scale.withUnsafeBufferPointer { s in act.withUnsafeBufferPointer { a in
+                                wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, s.baseAddress!, a.baseAddress!, o.baseAddress!, &scratch, &tally)
+                            } }
+                        } else {
+                            wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, nil, nil, o.baseAddress!, &scratch, &tally)
+                        }
                     }
                 }
+                return (out, tally)
             }
+            let (out, tally) = run(avx2: 1), (portableOut, portable) = run(avx2: 0)
+            XCTAssertEqual(out.map(\.bitPattern), portableOut.map(\.bitPattern), "k \(k) wanda \(wanda): the two paths differ")
+            XCTAssertEqual(tally.w_sq.bitPattern, portable.w_sq.bitPattern)
+            XCTAssertEqual(tally.removed_sq.bitPattern, portable.removed_sq.bitPattern)
+            XCTAssertEqual(tally.out_num.bitPattern, portable.out_num.bitPattern)
             let expectedOut = w.indices.map { expected[$0] ? Float(0) : w[$0] }
             XCTAssertEqual(out.map(\.bitPattern), expectedOut.map(\.bitPattern), "k \(k) wanda \(wanda)")
             XCTAssertEqual(tally.pruned, expected.filter { $0 }.count)

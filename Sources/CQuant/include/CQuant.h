@@ -33,6 +33,10 @@ void wt_decode_q5_1(const void *src, size_t n, float *y);
 void wt_rtn_rows(const float *x, size_t rows, size_t cols, size_t run, int bits, int symmetric, int scale_dtype, float eps,
                  float *scales, float *zeros, uint32_t *packed, size_t words_per_row, float *decoded);
 
+/* The same bit stream from codes already computed: rows of cols signed b-bit values (the
+   whole-tensor schemes: tensor scales, HQQ, StatsQ, ternary). */
+void wt_pack_codes(const int8_t *q, size_t rows, size_t cols, int bits, uint32_t *packed, size_t words_per_row);
+
 /* What row-wise pruning of a piece of rows removed, for the report. */
 typedef struct {
     double w_sq, removed_sq;       /* sum of w^2 over all entries / over the pruned ones */

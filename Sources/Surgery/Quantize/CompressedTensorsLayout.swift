@@ -1,3 +1,4 @@
+import CQuant
 import SafeTensors
 
 /// The `pack-quantized` and `float-quantized` layouts of compressed-tensors (the safetensors
@@ -7,23 +8,15 @@ import SafeTensors
 /// ceil(len·b/32) int32 words per row, the tail zero-padded. For b = 4 and 8 this equals the older
 /// "pack factor" layout (32/b values per word).
 public enum CompressedTensorsLayout {
-    /// Packs `rows` rows of `cols` signed values along the last dimension.
+    /// Packs `rows` rows of `cols` signed values along the last dimension (the bit stream is written
+    /// by the C kernel that the streamed RTN path packs with, `wt_pack_codes`).
     public static func pack(_ q: [Int8], rows: Int, cols: Int, bits: Int) -> [Int32] {
         let words = packedWords(cols, bits: bits)
         var out = [Int32](repeating: 0, count: rows * words)
-        let offset = Int32(1 << (bits - 1))
+        guard rows * words > 0 else { return out }
         q.withUnsafeBufferPointer { qp in
-            out.withUnsafeMutableBufferPointer { op in
-                let o = UnsafeMutableRawPointer(op.baseAddress!).assumingMemoryBound(to: UInt32.self)
-                for r in 0..<rows {
-                    let row = qp.baseAddress! + r * cols, w0 = o + r * words
-                    for c in 0..<cols {
-                        let u = UInt32(bitPattern: Int32(row[c]) + offset)
-                        let bit = c * bits, w = bit >> 5, shift = UInt32(bit & 31)
-                        w0[w] |= u << shift
-                        if Int(shift) + bits > 32 { w0[w + 1] |= u >> (32 - shift) }
-                    }
-                }
+            out.withUnsafeMutableBytes { o in
+                wt_pack_codes(qp.baseAddress!, rows, cols, Int32(bits), o.baseAddress!.assumingMemoryBound(to: UInt32.self), words)
             }
         }
         return out

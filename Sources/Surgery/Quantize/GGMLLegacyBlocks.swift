@@ -56,14 +56,6 @@ enum GGMLLegacyBlocks {
     v.isNaN ? 0 : Int(max(-1e9, min(1e9, v)))
 }
 
-/// C's `roundf` / `lroundf`: nearest, ties away from zero. Written as truncation plus a carry on the
-/// exact remainder (v - trunc(v) is exact in f32), which vectorises where libm's roundf does not.
-@inline(__always) func roundAway(_ v: Float) -> Int {
-    let t = truncate(v)
-    let frac = v - Float(t)
-    return t + (frac >= 0.5 ? 1 : 0) - (frac <= -0.5 ? 1 : 0)
-}
-
 /// ggml's `nearest_int`: nearest, ties to even, by its own trick (adding 1.5 * 2^23 leaves the
 /// rounded integer in the low mantissa bits), which needs no libm call; outside ggml's asserted
 /// range |v| <= 4194303, rounding and clamping instead.
