@@ -183,3 +183,57 @@ def test_lowrank_errors_write_nothing(tmp_path):
         code, _, err = run("lowrank-svd", *args, check=False)
         assert code == status and message in err, (args, code, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resized.safetensors"]
+
+
+def large_pair(tmp_path, m=768, n=1024, seed=3):
+    """A base and a fine-tune whose q_proj delta is large enough for the iterative and randomized
+    methods (m*n*min(m, n) above 2^29) and has a decaying spectrum (power law plus noise)."""
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    delta = (u * (0.05 / np.arange(1, m + 1))) @ v.T + rng.standard_normal((m, n)) * 1e-5
+    w = rng.standard_normal((m, n)) * 0.02
+    names = ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.o_proj.weight"]
+    base = {k: (w + i).astype(np.float32) for i, k in enumerate(names)}
+    ft = {k: (base[k] + delta * (i + 1)).astype(np.float32) for i, k in enumerate(names)}
+    save_file(base, tmp_path / "base.safetensors")
+    save_file(ft, tmp_path / "ft.safetensors")
+    return base, ft
+
+
+def test_exact_extraction_of_large_matrices_iterates_to_the_optimum(tmp_path):
+    """Exact top-k of a large delta by converged subspace iteration: numpy's truncated SVD to f32
+    precision, the iterations and measured residual reported, the same bytes for any --threads."""
+    base, ft = large_pair(tmp_path)
+    outs = []
+    for threads in ("1", "2", "3"):
+        out = tmp_path / f"a{threads}"
+        run("lowrank-svd", "extract", "--base", tmp_path / "base.safetensors", tmp_path / "ft.safetensors", "-o", out,
+            "--rank", "16", "--svd", "exact", "--threads", threads, "--quiet")
+        outs.append(open(out / "adapter_model.safetensors", "rb").read())
+    assert outs[0] == outs[1] == outs[2]
+    rows = {r["name"]: r for r in json.load(open(tmp_path / "a1" / "wtool-report.json"))["tensors"]}
+    w = load_file(tmp_path / "a1" / "adapter_model.safetensors")
+    for k in base:
+        delta = ft[k].astype(np.float64) - base[k]
+        s = np.linalg.svd(delta, compute_uv=False)
+        row = rows[k]
+        assert row["svd"] == "exact" and 1 <= row["svd_iterations"] < 60 and row["svd_residual"] <= 1e-4
+        assert row["relative_error"] == pytest.approx(np.sqrt((s[16:] ** 2).sum() / (s ** 2).sum()), rel=1e-5)
+        m = k[: -len(".weight")]
+        got = w[P + m + ".lora_B.weight"].astype(np.float64) @ w[P + m + ".lora_A.weight"]
+        expect = truncation(delta, 16)
+        assert np.abs(got - expect).max() <= 1e-4 * np.abs(expect).max()
+
+
+def test_randomized_extraction_is_deterministic_whatever_the_threads(tmp_path):
+    base, ft = large_pair(tmp_path, seed=4)
+    outs = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"a{threads}"
+        run("lowrank-svd", "extract", "--base", tmp_path / "base.safetensors", tmp_path / "ft.safetensors", "-o", out,
+            "--rank", "16", "--svd", "randomized", "--threads", threads, "--quiet")
+        outs.append(open(out / "adapter_model.safetensors", "rb").read())
+        rows = json.load(open(out / "wtool-report.json"))["tensors"]
+        assert all(r["svd"] == "randomized" and "svd_iterations" not in r for r in rows)
+    assert outs[0] == outs[1]

@@ -106,6 +106,7 @@ public struct CompressJob: Sendable {
         let kept = t.s.reduce(0.0) { $0 + Double($1) * Double($1) }
         var row: [(String, JSONValue)] = [("name", .string(e.name)), ("target", .bool(true)), ("shape", .array(shape.map { .int($0) })),
                                           ("rank", .int(k)), ("why", .string(why)), ("svd", .string(how.rawValue))]
+        row += SVDChoice.measured(t)
         row += metric("energy_kept", normSq > 0 ? kept / normSq : 1)
         row += metric("relative_error", normSq > 0 ? (errSq / normSq).squareRoot() : 0)
         row += metric("sigma_ratio", k > 0 && t.s[k - 1] > 0 ? Double(t.s[0] / t.s[k - 1]) : .nan)

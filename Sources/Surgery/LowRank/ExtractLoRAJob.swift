@@ -64,11 +64,32 @@ public struct ExtractLoRAJob: Sendable {
         }
         let plan = steps
         timer.lap("plan")
+        // Matrices whose SVD is products with the whole matrix (randomized, iterative exact) run
+        // two at a time, every worker sharing the products of each (so the last one alone still
+        // has every core, and memory holds two deltas whatever the core count); the rest (small
+        // exact SVDs, copies) one worker each, several at once.
         let job = self
-        let results = try Engine.map(count: plan.count, threads: settings.threads,
-                                     progress: Progress(total: plan.count, label: "extract", quiet: settings.quiet)) { i in
-            try job.factor(plan[i].0, plan[i].1, b: b, ft: ft)
+        let shared = plan.indices.filter { i in
+            switch plan[i].1 {
+            case .linear, .embedding:
+                let shape = plan[i].0.info.shapeInts
+                return svd.sharesWorkers(rank: policy.fixedRank, rows: shape[0], cols: shape[1])
+            default: return false
+            }
         }
+        let sharedSet = Set(shared), alone = plan.indices.filter { !sharedSet.contains($0) }
+        let progress = Progress(total: plan.count, label: "extract", quiet: settings.quiet)
+        let threads = settings.threads
+        let aloneResults = try Engine.map(count: alone.count, threads: threads, progress: progress) { j in
+            try job.factor(plan[alone[j]].0, plan[alone[j]].1, b: b, ft: ft, threads: 1)
+        }
+        let sharedResults = try Engine.map(count: shared.count, threads: min(threads, 2), progress: progress) { j in
+            try job.factor(plan[shared[j]].0, plan[shared[j]].1, b: b, ft: ft, threads: threads)
+        }
+        var byIndex = [Factored?](repeating: nil, count: plan.count)
+        for (j, i) in alone.enumerated() { byIndex[i] = aloneResults[j] }
+        for (j, i) in shared.enumerated() { byIndex[i] = sharedResults[j] }
+        let results = byIndex.map { $0! }
         timer.lap("svd")
         // The adapter: tensors, then the config with ranks and alphas per module.
         var tensors: [(String, DType, [Int], [Float])] = []
@@ -121,29 +142,28 @@ public struct ExtractLoRAJob: Sendable {
         var row: JSONValue = .null
     }
 
-    func factor(_ e: Checkpoint.Entry, _ kind: Kind, b: Checkpoint, ft: Checkpoint) throws -> Factored {
-        let fv = decodeFloats(ft, e), bv = decodeFloats(b, b.entry(e.name)!)
-        let delta = zip(fv, bv).map { Float(Double($0) - Double($1)) }
+    func factor(_ e: Checkpoint.Entry, _ kind: Kind, b: Checkpoint, ft: Checkpoint, threads: Int) throws -> Factored {
+        let be = b.entry(e.name)!
         let p = PEFTAdapterConfig.prefix
         var out = Factored()
         let module = e.name.hasSuffix(".weight") ? String(e.name.dropLast(7)) : e.name
         switch kind {
         case .full:
-            out.tensors = [(p + e.name, e.info.dtype, e.info.shapeInts, fv)]
+            out.tensors = [(p + e.name, e.info.dtype, e.info.shapeInts, decodeFloats(ft, e))]
             out.saved = module
             out.row = .object([("name", .string(e.name)), ("as", .string("modules_to_save"))])
         case let .bias(m):
-            out.tensors = [(p + m + ".lora_B.bias", e.info.dtype, e.info.shapeInts, delta)]
+            out.tensors = [(p + m + ".lora_B.bias", e.info.dtype, e.info.shapeInts, LowRankDelta.decode(ft: ft, e, base: b, be, threads: threads).delta)]
             out.bias = true
             out.row = .object([("name", .string(e.name)), ("as", .string("lora_B.bias"))])
         case .linear, .embedding:
             let isEmbedding: Bool = { if case .embedding = kind { return true }; return false }()
             let (rows, cols) = (e.info.shapeInts[0], e.info.shapeInts[1])
+            let (delta, normSq) = LowRankDelta.decode(ft: ft, e, base: b, be, threads: threads)
             // PEFT's embedding delta is (B A)^T: factor the transpose.
             var a = Matrix(rows: rows, cols: cols, data: delta)
             if isEmbedding { a = a.transposed }
-            let normSq = delta.reduce(0.0) { $0 + Double($1) * Double($1) }
-            let opts = svd.options(rank: policy.fixedRank, rows: a.rows, cols: a.cols, stream: e.name)
+            let opts = svd.options(rank: policy.fixedRank, rows: a.rows, cols: a.cols, stream: e.name, threads: threads)
             let t: TruncatedSVD, why: String
             if let r = policy.fixedRank {
                 t = try TruncatedSVD(a, rank: r, options: opts)
@@ -166,9 +186,7 @@ public struct ExtractLoRAJob: Sendable {
                 for i in 0..<bm.rows { bm[i, j] *= sb }
                 for c in 0..<am.cols { am[j, c] *= sa }
             }
-            let approx = matmul(bm, am)
-            var errSq = 0.0
-            for i in 0..<a.data.count { let d = Double(a.data[i]) - Double(approx.data[i]); errSq += d * d }
+            let errSq = LowRankDelta.residualSq(a, bm, am, threads: threads)
             let (nameA, nameB) = isEmbedding ? (".lora_embedding_A", ".lora_embedding_B") : (".lora_A.weight", ".lora_B.weight")
             out.tensors = [(p + module + nameA, e.info.dtype, [k, am.cols], am.data), (p + module + nameB, e.info.dtype, [bm.rows, k], bm.data)]
             out.rank = (module, k)
@@ -176,10 +194,11 @@ public struct ExtractLoRAJob: Sendable {
             if dora {
                 // m = FT's norm per output feature (rows of a Linear, columns of an embedding);
                 // PEFT then merges m / ||BASE + B A|| · (BASE + B A).
+                let fv = decodeFloats(ft, e), bv = decodeFloats(b, be)
                 let features = isEmbedding ? cols : rows
                 var m = [Double](repeating: 0, count: features), v = [Double](repeating: 0, count: features)
-                var approxLaid = approx
-                if isEmbedding { approxLaid = approx.transposed }
+                var approxLaid = matmul(bm, am)
+                if isEmbedding { approxLaid = approxLaid.transposed }
                 for r in 0..<rows {
                     for c in 0..<cols {
                         let f = Double(fv[r * cols + c]), x = Double(Float(Double(bv[r * cols + c]) + Double(approxLaid.data[r * cols + c])))
@@ -204,6 +223,7 @@ public struct ExtractLoRAJob: Sendable {
             let kept = t.s.reduce(0.0) { $0 + Double($1) * Double($1) }
             var row: [(String, JSONValue)] = [("name", .string(e.name)), ("as", .string(isEmbedding ? "lora_embedding" : "lora")),
                                               ("rank", .int(k)), ("why", .string(why)), ("svd", .string(opts.method.rawValue))]
+            row += SVDChoice.measured(t)
             row += metric("energy_kept", normSq > 0 ? kept / normSq : 1)
             row += metric("relative_error", normSq > 0 ? (errSq / normSq).squareRoot() : 0)
             if let doraError { row += metric("dora_relative_error", doraError) }

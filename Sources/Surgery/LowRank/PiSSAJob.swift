@@ -91,6 +91,7 @@ public struct PiSSAJob: Sendable {
         let normSq = w.data.reduce(0.0) { $0 + Double($1) * Double($1) }
         let kept = t.s.reduce(0.0) { $0 + Double($1) * Double($1) }
         var row: [(String, JSONValue)] = [("name", .string(e.name)), ("target", .bool(true)), ("rank", .int(k)), ("svd", .string(opts.method.rawValue))]
+        row += SVDChoice.measured(t)
         row += metric("principal_energy", normSq > 0 ? kept / normSq : 0)
         return ([(p + module + ".lora_A.weight", e.info.dtype, [k, n], am.data), (p + module + ".lora_B.weight", e.info.dtype, [m, k], bm.data)],
                 (module, k), .object(row))

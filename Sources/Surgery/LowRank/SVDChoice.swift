@@ -22,8 +22,11 @@ public struct SVDChoice: Sendable {
     /// Options for one tensor. Automatic: exact whenever it is cheap (m·n·min(m, n) at most
     /// `exactBudget`), or whenever the randomized method would not save work (rank + oversample
     /// above a quarter of the smaller dimension), or the rank is not fixed (the other rank rules
-    /// need the whole spectrum); randomized otherwise.
-    public func options(rank: Int?, rows: Int, cols: Int, stream: String) -> TruncatedSVD.Options {
+    /// need the whole spectrum); randomized otherwise. The exact method iterates (converged
+    /// subspace iteration, `TruncatedSVD.Options.iterative`) instead of a full gesdd when the rank
+    /// is fixed, gesdd would cost more than `exactBudget`, and its block fits four times in the
+    /// smaller dimension; `threads` workers share the products of one matrix.
+    public func options(rank: Int?, rows: Int, cols: Int, stream: String, threads: Int = 1) -> TruncatedSVD.Options {
         var o = TruncatedSVD.Options()
         if let method {
             o.method = method
@@ -34,7 +37,23 @@ public struct SVDChoice: Sendable {
         o.powerIterations = powerIterations
         o.seed = seed
         o.stream = stream
+        o.iterative = SVDChoice.iterates(rank: rank, rows: rows, cols: cols)
+        o.threads = threads
         return o
+    }
+
+    /// Whether the exact method runs as converged subspace iteration (see `options`).
+    public static func iterates(rank: Int?, rows: Int, cols: Int) -> Bool {
+        guard let r = rank, r > 0 else { return false }
+        let small = min(rows, cols)
+        return Double(rows) * Double(cols) * Double(small) > Double(exactBudget) && 4 * TruncatedSVD.iterativeBlock(rank: r) <= small
+    }
+
+    /// Whether one matrix is worth every worker (products with it split across them) rather than
+    /// one worker a matrix: the randomized and iterative methods, whose cost is products with A.
+    public func sharesWorkers(rank: Int?, rows: Int, cols: Int) -> Bool {
+        let o = options(rank: rank, rows: rows, cols: cols, stream: "")
+        return o.method == .randomized || o.iterative
     }
 
     /// The automatic rule (see `options`).
@@ -44,6 +63,13 @@ public struct SVDChoice: Sendable {
         let cost = Double(rows) * Double(cols) * Double(small)
         if cost <= Double(exactBudget) { return .exact }
         return 4 * (r + oversample) <= small ? .randomized : .exact
+    }
+
+    /// What one tensor's report row says of its SVD beyond the method: the iterative exact method's
+    /// iterations and its measured residual (largest ‖A v_i - s_i u_i‖ / s_1).
+    public static func measured(_ t: TruncatedSVD) -> [(String, JSONValue)] {
+        guard let it = t.iterations, let res = t.residual else { return [] }
+        return [("svd_iterations", .int(it))] + metric("svd_residual", res)
     }
 
     /// The report's parameters.

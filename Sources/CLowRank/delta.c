@@ -1,0 +1,100 @@
+/* Delta and residual passes of lowrank-svd extract (see CLowRank.h). They were a fifth of the
+   extraction's time as Swift closures over arrays (zip/map and a scalar f64 sum). */
+#include "CLowRank.h"
+#include "CHalf.h"
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+static int allow_avx2 = 1;
+int wt_lowrank_uses_avx2(void) { return allow_avx2 && wt_half_uses_f16c(); }
+void wt_lowrank_allow_avx2(int allow) { allow_avx2 = allow; }
+
+static double lanes_total(const double *acc) { return ((acc[0] + acc[1]) + acc[2]) + acc[3]; }
+
+static double delta_portable(float *x, const float *base, size_t n) {
+    double acc[4] = {0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) {
+            float d = (float)((double)x[i + j] - (double)base[i + j]);
+            x[i + j] = d;
+            double dd = (double)d;
+            acc[j] += dd * dd;
+        }
+    for (int j = 0; i < n; i++, j++) {
+        float d = (float)((double)x[i] - (double)base[i]);
+        x[i] = d;
+        acc[j] += (double)d * (double)d;
+    }
+    return lanes_total(acc);
+}
+
+static double diff_portable(const float *a, const float *b, size_t n) {
+    double acc[4] = {0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) {
+            double d = (double)a[i + j] - (double)b[i + j];
+            acc[j] += d * d;
+        }
+    for (int j = 0; i < n; i++, j++) {
+        double d = (double)a[i] - (double)b[i];
+        acc[j] += d * d;
+    }
+    return lanes_total(acc);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+static double delta_avx2(float *x, const float *base, size_t n) {
+    __m256d acc = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), _mm256_cvtps_pd(_mm_loadu_ps(base + i)));
+        __m128 f = _mm256_cvtpd_ps(d);
+        _mm_storeu_ps(x + i, f);
+        __m256d r = _mm256_cvtps_pd(f);
+        acc = _mm256_add_pd(acc, _mm256_mul_pd(r, r));
+    }
+    double a[4];
+    _mm256_storeu_pd(a, acc);
+    for (int j = 0; i < n; i++, j++) {
+        float d = (float)((double)x[i] - (double)base[i]);
+        x[i] = d;
+        a[j] += (double)d * (double)d;
+    }
+    return lanes_total(a);
+}
+
+__attribute__((target("avx2")))
+static double diff_avx2(const float *a, const float *b, size_t n) {
+    __m256d acc = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i)), _mm256_cvtps_pd(_mm_loadu_ps(b + i)));
+        acc = _mm256_add_pd(acc, _mm256_mul_pd(d, d));
+    }
+    double s[4];
+    _mm256_storeu_pd(s, acc);
+    for (int j = 0; i < n; i++, j++) {
+        double d = (double)a[i] - (double)b[i];
+        s[j] += d * d;
+    }
+    return lanes_total(s);
+}
+#endif
+
+double wt_delta_sumsq(float *x, const float *base, size_t n) {
+#if defined(__x86_64__)
+    if (wt_lowrank_uses_avx2()) return delta_avx2(x, base, n);
+#endif
+    return delta_portable(x, base, n);
+}
+
+double wt_diff_sumsq(const float *a, const float *b, size_t n) {
+#if defined(__x86_64__)
+    if (wt_lowrank_uses_avx2()) return diff_avx2(a, b, n);
+#endif
+    return diff_portable(a, b, n);
+}

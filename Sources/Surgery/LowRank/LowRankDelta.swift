@@ -1,0 +1,110 @@
+import CLowRank
+#if canImport(Glibc)
+import Glibc
+#endif
+import Linalg
+import SafeTensors
+
+/// The passes over a whole delta matrix that low-rank extraction makes besides its products:
+/// FT - BASE decoded into one f32 buffer with its squared norm, and the residual of a rank-k
+/// approximation measured block by block (the m x n approximation is never held).
+enum LowRankDelta {
+    /// Elements of BASE decoded at a time (a scratch that stays in cache).
+    static let chunk = 1 << 16
+
+    /// FT - BASE of one tensor, each difference rounded to f32 from f64 (exact for every float
+    /// dtype), and Σ delta² in f64 (CLowRank's lanes, chunk by chunk, the chunks' sums added in
+    /// order), `threads` workers sharing the chunks. The inputs' pages leave the resident set chunk
+    /// by chunk.
+    static func decode(ft: Checkpoint, _ e: Checkpoint.Entry, base: Checkpoint, _ be: Checkpoint.Entry, threads: Int) -> (delta: [Float], normSq: Double) {
+        let n = e.info.count
+        ft.willNeed(e)
+        base.willNeed(be)
+        let fb = Raw(ft.bytes(e).baseAddress), bb = Raw(base.bytes(be).baseAddress)
+        let fdtype = e.info.dtype, bdtype = be.info.dtype
+        let fsize = fdtype.size!, bsize = bdtype.size!
+        let chunks = (n + chunk - 1) / chunk
+        let workers = BlockedProducts.workers(count: n, threads: threads, block: chunk)
+        var sums = [Double](repeating: 0, count: chunks)
+        var scratch = [Float](repeating: 0, count: workers * min(chunk, n))
+        let delta = [Float](unsafeUninitializedCapacity: n) { out, done in
+            adviseHugePages(UnsafeMutableRawBufferPointer(out))
+            scratch.withUnsafeMutableBufferPointer { s in
+                sums.withUnsafeMutableBufferPointer { sp in
+                    let (o, s0, sums0) = (MutablePointer(out.baseAddress), MutablePointer(s.baseAddress), MutablePointer(sp.baseAddress))
+                    BlockedProducts.forEachBlock(count: n, threads: threads, block: chunk) { w, i, end in
+                        let c = end - i, decodedBase = s0.p! + w * chunk
+                        Codec.decode(fdtype, fb.p! + i * fsize, count: c, into: o.p! + i)
+                        Codec.decode(bdtype, bb.p! + i * bsize, count: c, into: decodedBase)
+                        sums0.p![i / chunk] = wt_delta_sumsq(o.p! + i, decodedBase, c)
+                        // Done with these input pages: out of the resident set as we go, so peak
+                        // memory is the delta, not the delta and both inputs.
+                        ft.release(e, bytes: i * fsize..<end * fsize)
+                        base.release(be, bytes: i * bsize..<end * bsize)
+                    }
+                }
+            }
+            done = n
+        }
+        ft.release(e)
+        base.release(be)
+        return (delta, sums.reduce(0, +))
+    }
+
+    /// Rows of the approximation formed at a time, per worker.
+    static let rowsPerBlock = 16
+
+    /// ‖A - B·C‖_F² in f64 for A m x n, B m x k, C k x n: the approximation is formed
+    /// `rowsPerBlock` rows at a time, the blocks shared by `threads` workers, their sums added in
+    /// block order (so the result does not depend on the thread count).
+    static func residualSq(_ a: Matrix, _ b: Matrix, _ c: Matrix, threads: Int) -> Double {
+        let m = a.rows, n = a.cols, k = b.cols
+        precondition(b.rows == m && c.rows == k && c.cols == n, "residualSq: shapes")
+        guard m > 0, n > 0 else { return 0 }
+        let block = rowsPerBlock
+        let blocks = (m + block - 1) / block
+        let workers = BlockedProducts.workers(count: m, threads: threads, block: block)
+        var sums = [Double](repeating: 0, count: blocks)
+        var scratch = [Float](repeating: 0, count: workers * block * n)
+        a.data.withUnsafeBufferPointer { pa in
+            b.data.withUnsafeBufferPointer { pb in
+                c.data.withUnsafeBufferPointer { pc in
+                    scratch.withUnsafeMutableBufferPointer { ps in
+                        sums.withUnsafeMutableBufferPointer { pss in
+                            let (a0, b0, c0) = (Pointer(pa.baseAddress), Pointer(pb.baseAddress), Pointer(pc.baseAddress))
+                            let (s0, out) = (MutablePointer(ps.baseAddress), MutablePointer(pss.baseAddress))
+                            BlockedProducts.forEachBlock(count: m, threads: threads, block: block) { w, r0, r1 in
+                                let rows = r1 - r0, approx = s0.p! + w * block * n
+                                if k > 0 {
+                                    sgemm(transA: false, transB: false, m: rows, n: n, k: k, b0.p! + r0 * k, lda: k, c0.p!, ldb: n, into: approx)
+                                } else {
+                                    approx.update(repeating: 0, count: rows * n)
+                                }
+                                out.p![r0 / block] = wt_diff_sumsq(a0.p! + r0 * n, approx, rows * n)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return sums.reduce(0, +)
+    }
+}
+
+/// Asks for transparent huge pages over a fresh buffer of hundreds of MB before it is first
+/// written: 4 KB pages made first-touch faults a tenth of the extraction's time. A no-op where THP
+/// is off.
+func adviseHugePages(_ buffer: UnsafeMutableRawBufferPointer) {
+    #if os(Linux)
+    guard let base = buffer.baseAddress else { return }
+    let huge = 2 << 20, start = Int(bitPattern: base), end = start + buffer.count
+    let lo = (start + huge - 1) / huge * huge, hi = end / huge * huge
+    if hi > lo { _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_HUGEPAGE) }
+    #endif
+}
+
+/// A tensor's mapped bytes handed to the workers that decode it.
+private struct Raw: @unchecked Sendable {
+    let p: UnsafeRawPointer?
+    init(_ p: UnsafeRawPointer?) { self.p = p }
+}

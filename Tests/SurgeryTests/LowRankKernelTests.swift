@@ -1,0 +1,57 @@
+import XCTest
+import CLowRank
+import Linalg
+@testable import Surgery
+
+/// CLowRank's passes against the Swift they replaced, AVX2 and portable paths alike.
+final class LowRankKernelTests: XCTestCase {
+    func values(_ n: Int, seed: String, scale: Float = 1) -> [Float] {
+        var g = SeededRNG(seed: 5, stream: seed)
+        return (0..<n).map { _ in g.nextGaussian() * scale }
+    }
+
+    func bothPaths(_ body: () -> Void) {
+        defer { wt_lowrank_allow_avx2(1) }
+        for allow: Int32 in [1, 0] { wt_lowrank_allow_avx2(allow); body() }
+    }
+
+    func testDeltaIsTheF64DifferenceRoundedAndItsSquaredNorm() {
+        for n in [0, 3, 4, 1001] {
+            let ft = values(n, seed: "f\(n)"), base = values(n, seed: "b\(n)", scale: 1e-3)
+            let reference = zip(ft, base).map { Float(Double($0) - Double($1)) }
+            let normSq = reference.reduce(0.0) { $0 + Double($1) * Double($1) }
+            var got: [[Float]] = [], sums: [Double] = []
+            bothPaths {
+                var x = ft
+                sums.append(wt_delta_sumsq(&x, base, n))
+                got.append(x)
+            }
+            XCTAssertEqual(got[0], reference)
+            XCTAssertEqual(got[1], reference)
+            XCTAssertEqual(sums[0], sums[1])  // the same lanes on both paths
+            XCTAssertEqual(sums[0], normSq, accuracy: 1e-12 * max(1, normSq))
+        }
+    }
+
+    func testDifferenceSumOfSquares() {
+        let a = values(1003, seed: "a"), b = values(1003, seed: "b")
+        let reference = zip(a, b).reduce(0.0) { $0 + (Double($1.0) - Double($1.1)) * (Double($1.0) - Double($1.1)) }
+        var sums: [Double] = []
+        bothPaths { sums.append(wt_diff_sumsq(a, b, a.count)) }
+        XCTAssertEqual(sums[0], sums[1])
+        XCTAssertEqual(sums[0], reference, accuracy: 1e-12 * reference)
+    }
+
+    func testResidualOfAFactoredApproximation() {
+        let m = 70, n = 45, k = 3
+        let a = Matrix(rows: m, cols: n, data: values(m * n, seed: "A"))
+        let b = Matrix(rows: m, cols: k, data: values(m * k, seed: "B")), c = Matrix(rows: k, cols: n, data: values(k * n, seed: "C"))
+        let approx = matmul(b, c)
+        let reference = zip(a.data, approx.data).reduce(0.0) { $0 + (Double($1.0) - Double($1.1)) * (Double($1.0) - Double($1.1)) }
+        let one = LowRankDelta.residualSq(a, b, c, threads: 1)
+        XCTAssertEqual(one, reference, accuracy: 1e-9 * reference)
+        XCTAssertEqual(LowRankDelta.residualSq(a, b, c, threads: 3), one)  // block order, not worker order
+        let none = LowRankDelta.residualSq(a, Matrix(rows: m, cols: 0), Matrix(rows: 0, cols: n), threads: 2)
+        XCTAssertEqual(none, a.data.reduce(0.0) { $0 + Double($1) * Double($1) }, accuracy: 1e-9 * none)
+    }
+}
