@@ -91,7 +91,9 @@ struct LowRankCommand: ParsableCommand {
             sum sigma^2), --sv-ratio T (sigma > sigma_1 / T) or --sv-epsilon E (sigma > E). Same names, \
             shapes and dtype; with --factored (needs --rank) <name>.left = U_k diag(sigma) [out, k] and \
             <name>.right = V_k^T [k, in] instead. --svd auto (default) is exact whenever that is cheap \
-            (m*n*min(m,n) <= 2^29), or the rank is not fixed, and randomized otherwise. The report gives each \
+            (m*n*min(m,n) <= 2^29), or the rank is not fixed, and randomized otherwise; exact on a large \
+            matrix with a small rank iterates to gesdd's top k (svd_iterations, svd_residual in the \
+            report). The report gives each \
             tensor's rank and why, the energy kept, the measured relative Frobenius error and sizes.
             """)
         @Argument(help: ArgumentHelp("A .safetensors file or a model folder.", valueName: "IN")) var input: String
@@ -135,7 +137,9 @@ struct LowRankCommand: ParsableCommand {
             when unchanged. --format dora writes a DoRA adapter (use_dora): the same B A plus \
             lora_magnitude_vector = the fine-tune's exact norm of each output feature, so PEFT's \
             merged weight has FT's row magnitudes and the truncation's directions (exact when the \
-            rank holds the whole delta).
+            rank holds the whole delta). Large matrices (randomized, or exact by converged subspace \
+            iteration) run two at a time with every worker on their products, in fixed blocks, so \
+            the bytes do not depend on --threads.
             """)
         @Option(name: .long, help: ArgumentHelp("The base model.", valueName: "BASE")) var base: String
         @Argument(help: ArgumentHelp("The fine-tuned model.", valueName: "FT")) var finetuned: String

@@ -4,7 +4,7 @@ import Linalg
 
 /// Which SVD, and the randomized one's parameters: lowrank-svd's actions and principal pruning.
 struct SVDOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("auto (default), exact or randomized.", valueName: "METHOD")) var svd: String = "auto"
+    @Option(name: .long, help: ArgumentHelp("auto (default), exact (gesdd; converged subspace iteration on large matrices) or randomized.", valueName: "METHOD")) var svd: String = "auto"
     @Option(name: .long, help: ArgumentHelp("Randomized: extra columns (default 10).", valueName: "P")) var oversample: Int?
     @Option(name: .long, help: ArgumentHelp("Randomized: power iterations (default 2).", valueName: "Q")) var powerIters: Int?
     @Option(name: .long, help: ArgumentHelp("Randomized: seed (default 0).", valueName: "N")) var seed: UInt64?
