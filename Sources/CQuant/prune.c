@@ -9,29 +9,124 @@
 #include <immintrin.h>
 #endif
 
+#if defined(__x86_64__)
+/* For each 8-bit mask, the indices of its set bits in order, a nibble each (lowest first): the
+   lane permutation that packs the kept lanes of 8 to the front. */
+static const uint32_t compact_lut[256] = {
+    0x00000000, 0x00000000, 0x00000001, 0x00000010, 0x00000002, 0x00000020, 0x00000021, 0x00000210,
+    0x00000003, 0x00000030, 0x00000031, 0x00000310, 0x00000032, 0x00000320, 0x00000321, 0x00003210,
+    0x00000004, 0x00000040, 0x00000041, 0x00000410, 0x00000042, 0x00000420, 0x00000421, 0x00004210,
+    0x00000043, 0x00000430, 0x00000431, 0x00004310, 0x00000432, 0x00004320, 0x00004321, 0x00043210,
+    0x00000005, 0x00000050, 0x00000051, 0x00000510, 0x00000052, 0x00000520, 0x00000521, 0x00005210,
+    0x00000053, 0x00000530, 0x00000531, 0x00005310, 0x00000532, 0x00005320, 0x00005321, 0x00053210,
+    0x00000054, 0x00000540, 0x00000541, 0x00005410, 0x00000542, 0x00005420, 0x00005421, 0x00054210,
+    0x00000543, 0x00005430, 0x00005431, 0x00054310, 0x00005432, 0x00054320, 0x00054321, 0x00543210,
+    0x00000006, 0x00000060, 0x00000061, 0x00000610, 0x00000062, 0x00000620, 0x00000621, 0x00006210,
+    0x00000063, 0x00000630, 0x00000631, 0x00006310, 0x00000632, 0x00006320, 0x00006321, 0x00063210,
+    0x00000064, 0x00000640, 0x00000641, 0x00006410, 0x00000642, 0x00006420, 0x00006421, 0x00064210,
+    0x00000643, 0x00006430, 0x00006431, 0x00064310, 0x00006432, 0x00064320, 0x00064321, 0x00643210,
+    0x00000065, 0x00000650, 0x00000651, 0x00006510, 0x00000652, 0x00006520, 0x00006521, 0x00065210,
+    0x00000653, 0x00006530, 0x00006531, 0x00065310, 0x00006532, 0x00065320, 0x00065321, 0x00653210,
+    0x00000654, 0x00006540, 0x00006541, 0x00065410, 0x00006542, 0x00065420, 0x00065421, 0x00654210,
+    0x00006543, 0x00065430, 0x00065431, 0x00654310, 0x00065432, 0x00654320, 0x00654321, 0x06543210,
+    0x00000007, 0x00000070, 0x00000071, 0x00000710, 0x00000072, 0x00000720, 0x00000721, 0x00007210,
+    0x00000073, 0x00000730, 0x00000731, 0x00007310, 0x00000732, 0x00007320, 0x00007321, 0x00073210,
+    0x00000074, 0x00000740, 0x00000741, 0x00007410, 0x00000742, 0x00007420, 0x00007421, 0x00074210,
+    0x00000743, 0x00007430, 0x00007431, 0x00074310, 0x00007432, 0x00074320, 0x00074321, 0x00743210,
+    0x00000075, 0x00000750, 0x00000751, 0x00007510, 0x00000752, 0x00007520, 0x00007521, 0x00075210,
+    0x00000753, 0x00007530, 0x00007531, 0x00075310, 0x00007532, 0x00075320, 0x00075321, 0x00753210,
+    0x00000754, 0x00007540, 0x00007541, 0x00075410, 0x00007542, 0x00075420, 0x00075421, 0x00754210,
+    0x00007543, 0x00075430, 0x00075431, 0x00754310, 0x00075432, 0x00754320, 0x00754321, 0x07543210,
+    0x00000076, 0x00000760, 0x00000761, 0x00007610, 0x00000762, 0x00007620, 0x00007621, 0x00076210,
+    0x00000763, 0x00007630, 0x00007631, 0x00076310, 0x00007632, 0x00076320, 0x00076321, 0x00763210,
+    0x00000764, 0x00007640, 0x00007641, 0x00076410, 0x00007642, 0x00076420, 0x00076421, 0x00764210,
+    0x00007643, 0x00076430, 0x00076431, 0x00764310, 0x00076432, 0x00764320, 0x00764321, 0x07643210,
+    0x00000765, 0x00007650, 0x00007651, 0x00076510, 0x00007652, 0x00076520, 0x00076521, 0x00765210,
+    0x00007653, 0x00076530, 0x00076531, 0x00765310, 0x00076532, 0x00765320, 0x00765321, 0x07653210,
+    0x00007654, 0x00076540, 0x00076541, 0x00765410, 0x00076542, 0x00765420, 0x00765421, 0x07654210,
+    0x00076543, 0x00765430, 0x00765431, 0x07654310, 0x00765432, 0x07654320, 0x07654321, 0x76543210,
+};
+
+/* Keeps the entries of v[0..n) below the pivot (greater: above it), in order, at the front of v;
+   returns how many. Eight at a time: one compare, the permutation from the table, one store of 8
+   lanes at the write position (never past the lanes just read, so in place is safe). Scores are at
+   most 0x7FFFFFFF, so signed compares order them. */
+__attribute__((target("avx2")))
+static size_t compact_avx2(uint32_t *v, size_t n, uint32_t pivot, int greater) {
+    const __m256i p = _mm256_set1_epi32((int)pivot), shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    const __m256i nibble = _mm256_set1_epi32(0xF);
+    size_t m = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(v + i));
+        __m256i keep = greater ? _mm256_cmpgt_epi32(x, p) : _mm256_cmpgt_epi32(p, x);
+        int mask = _mm256_movemask_ps(_mm256_castsi256_ps(keep));
+        __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)compact_lut[mask]), shifts), nibble);
+        _mm256_storeu_si256((__m256i *)(v + m), _mm256_permutevar8x32_epi32(x, idx));
+        m += (size_t)__builtin_popcount((unsigned)mask);
+    }
+    for (; i < n; i++) { uint32_t x = v[i]; v[m] = x; m += greater ? x > pivot : x < pivot; }
+    return m;
+}
+#endif
+
+#if defined(__x86_64__)
+/* How many of v[0..n) are below / equal to the pivot: eight 32-bit counters (clang's own
+   vectorisation widened them to 64 bits, four lanes a step). */
+__attribute__((target("avx2")))
+static void count_avx2(const uint32_t *v, size_t n, uint32_t pivot, size_t *lt, size_t *eq) {
+    const __m256i p = _mm256_set1_epi32((int)pivot);
+    __m256i l8 = _mm256_setzero_si256(), e8 = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(v + i));
+        l8 = _mm256_sub_epi32(l8, _mm256_cmpgt_epi32(p, x));
+        e8 = _mm256_sub_epi32(e8, _mm256_cmpeq_epi32(p, x));
+    }
+    uint32_t l[8], e[8];
+    _mm256_storeu_si256((__m256i *)l, l8);
+    _mm256_storeu_si256((__m256i *)e, e8);
+    size_t a = 0, b = 0;
+    for (int j = 0; j < 8; j++) { a += l[j]; b += e[j]; }
+    for (; i < n; i++) { a += v[i] < pivot; b += v[i] == pivot; }
+    *lt = a;
+    *eq = b;
+}
+#endif
+
 /* The k-th smallest (1-based) of v[0..n), reordering v. Quickselect without data-dependent
    branches (a partition's comparisons are coin flips on weights, and mispredicted branches cost
    more than the work): per round one counting pass (below / equal to a median-of-three pivot)
-   and one compaction of the side that holds the answer, in place. The value is the order
-   statistic, so the pivot rule changes the time, never the result. */
-static inline __attribute__((always_inline)) uint32_t kth_smallest(uint32_t *v, size_t n, size_t k) {
+   and one compaction of the side that holds the answer, in place (with AVX2, eight lanes at a
+   time). The value is the order statistic, so the pivot rule and the compaction change the time,
+   never the result. */
+static inline __attribute__((always_inline)) uint32_t kth_smallest(uint32_t *v, size_t n, size_t k, int avx2) {
     size_t want = k - 1;
     while (n > 24) {
         uint32_t a = v[0], b = v[n / 2], c = v[n - 1];
         uint32_t pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
         size_t lt = 0, eq = 0;
+#if defined(__x86_64__)
+        if (avx2) count_avx2(v, n, pivot, &lt, &eq);
+        else
+#endif
         for (size_t i = 0; i < n; i++) { lt += v[i] < pivot; eq += v[i] == pivot; }
         if (want < lt) {
+#if defined(__x86_64__)
+            if (avx2) { n = compact_avx2(v, n, pivot, 0); continue; }
+#endif
             size_t m = 0;
             for (size_t i = 0; i < n; i++) { uint32_t x = v[i]; v[m] = x; m += x < pivot; }
             n = m;
         } else if (want < lt + eq) {
             return pivot;
         } else {
+            want -= lt + eq;
+#if defined(__x86_64__)
+            if (avx2) { n = compact_avx2(v, n, pivot, 1); continue; }
+#endif
             size_t m = 0;
             for (size_t i = 0; i < n; i++) { uint32_t x = v[i]; v[m] = x; m += x > pivot; }
             n = m;
-            want -= lt + eq;
         }
     }
     for (size_t i = 1; i < n; i++) {
@@ -66,9 +161,56 @@ static inline uint32_t score_bits(float w, const double *col_scale, size_t c) {
 
 /* The body, compiled twice below: for AVX2 and for any x86-64 (the same operations in the same
    order, so the same results; wt_prune_rows picks one as the other kernels do). */
+#if defined(__x86_64__)
+/* The report's sums of one row (see prune_rows) with explicit AVX2: clang left them scalar. Lane l
+   takes the entries c = l mod 4, as the portable loops do, so the sums are the same bits. */
+__attribute__((target("avx2")))
+static void row_sums_avx2(const float *wr, const uint8_t *mask, const double *act, size_t cols, double ws[4], double rs[4], double ns[4], double ds[4]) {
+    __m256d w4 = _mm256_setzero_pd(), r4 = _mm256_setzero_pd(), n4 = _mm256_setzero_pd(), d4 = _mm256_setzero_pd();
+    const size_t full = cols - cols % 4;
+    /* two loops: a test on act inside stayed a branch per step */
+    if (act) {
+        for (size_t c = 0; c < full; c += 4) {
+            __m256d x = _mm256_cvtps_pd(_mm_loadu_ps(wr + c)), x2 = _mm256_mul_pd(x, x);
+            uint32_t m4;
+            memcpy(&m4, mask + c, 4);
+            __m256d keep = _mm256_castsi256_pd(_mm256_sub_epi64(_mm256_setzero_si256(), _mm256_cvtepu8_epi64(_mm_cvtsi32_si128((int)m4))));
+            __m256d x2a = _mm256_mul_pd(x2, _mm256_loadu_pd(act + c));
+            w4 = _mm256_add_pd(w4, x2);
+            r4 = _mm256_add_pd(r4, _mm256_and_pd(x2, keep));
+            d4 = _mm256_add_pd(d4, x2a);
+            n4 = _mm256_add_pd(n4, _mm256_and_pd(x2a, keep));
+        }
+    } else {
+        for (size_t c = 0; c < full; c += 4) {
+            __m256d x = _mm256_cvtps_pd(_mm_loadu_ps(wr + c)), x2 = _mm256_mul_pd(x, x);
+            uint32_t m4;
+            memcpy(&m4, mask + c, 4);
+            __m256d keep = _mm256_castsi256_pd(_mm256_sub_epi64(_mm256_setzero_si256(), _mm256_cvtepu8_epi64(_mm_cvtsi32_si128((int)m4))));
+            w4 = _mm256_add_pd(w4, x2);
+            r4 = _mm256_add_pd(r4, _mm256_and_pd(x2, keep));
+        }
+    }
+    _mm256_storeu_pd(ws, w4); _mm256_storeu_pd(rs, r4); _mm256_storeu_pd(ns, n4); _mm256_storeu_pd(ds, d4);
+}
+
+/* Marks the first `ties` entries whose score equals t (lower index first). */
+__attribute__((target("avx2")))
+static void mark_ties_avx2(const uint32_t *score, size_t cols, uint32_t t, size_t ties, uint8_t *mask) {
+    const __m256i tt = _mm256_set1_epi32((int)t);
+    size_t c = 0;
+    for (; ties > 0 && c + 8 <= cols; c += 8) {
+        unsigned eq = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(score + c)), tt)));
+        while (eq && ties > 0) { mask[c + (size_t)__builtin_ctz(eq)] = 1; eq &= eq - 1; ties--; }
+    }
+    for (; ties > 0 && c < cols; c++)
+        if (score[c] == t) { mask[c] = 1; ties--; }
+}
+#endif
+
 static inline __attribute__((always_inline))
 void prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
-                const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally) {
+                const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally, int avx2) {
     /* scratch: cols scores kept, cols reordered by the selection, cols mask bytes */
     uint32_t *score = scratch, *sel = scratch + cols;
     uint8_t *mask = (uint8_t *)(scratch + 2 * cols);
@@ -85,10 +227,14 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
             if (col_scale) for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], col_scale, c);
             else for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], NULL, c);
             memcpy(sel, score, cols * sizeof(uint32_t));
-            uint32_t t = kth_smallest(sel, cols, k);
+            uint32_t t = kth_smallest(sel, cols, k, avx2);
             size_t below = 0;
             for (size_t c = 0; c < cols; c++) { mask[c] = score[c] < t; below += mask[c]; }
             /* the k - below entries equal to t, lower index first */
+#if defined(__x86_64__)
+            if (avx2) mark_ties_avx2(score, cols, t, k - below, mask);
+            else
+#endif
             for (size_t c = 0, ties = k - below; ties > 0 && c < cols; c++)
                 if (score[c] == t) { mask[c] = 1; ties--; }
         }
@@ -96,6 +242,15 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
            quantity so the adds pipeline and vectorise */
         double ws[4] = {0}, rs[4] = {0}, ns[4] = {0}, ds[4] = {0};
         size_t pruned = 0, zeros = 0, c = 0;
+#if defined(__x86_64__)
+        if (avx2) {
+            row_sums_avx2(wr, mask, act, cols, ws, rs, ns, ds);
+            c = cols - cols % 4;
+            for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2 = x * x; ws[0] += x2; rs[0] += where(x2, mask[t]); }
+            if (act) for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2a = x * x * act[t]; ds[0] += x2a; ns[0] += where(x2a, mask[t]); }
+        } else
+#endif
+        {
         for (; c + 4 <= cols; c += 4)
             for (int l = 0; l < 4; l++) {
                 double x = (double)wr[c + l], x2 = x * x;
@@ -111,6 +266,7 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
                     ns[l] += where(x2a, mask[c + l]);
                 }
             for (; c < cols; c++) { double x = (double)wr[c], x2a = x * x * act[c]; ds[0] += x2a; ns[0] += where(x2a, mask[c]); }
+        }
         }
         for (c = 0; c < cols; c++) { pruned += mask[c]; zeros += mask[c] | (wr[c] == 0); }
         double w_sq = (ws[0] + ws[1]) + (ws[2] + ws[3]), removed_sq = (rs[0] + rs[1]) + (rs[2] + rs[3]);
@@ -131,7 +287,7 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
 __attribute__((target("avx2")))
 static void prune_rows_avx2(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
                             const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally) {
-    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dst, scratch, tally);
+    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dst, scratch, tally, 1);
 }
 #endif
 
@@ -140,7 +296,7 @@ void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, 
 #if defined(__x86_64__)
     if (wt_quant_uses_avx2()) { prune_rows_avx2(w, src, elem_size, rows, cols, k, col_scale, act, dst, scratch, tally); return; }
 #endif
-    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dst, scratch, tally);
+    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dst, scratch, tally, 0);
 }
 
 static void prune_n4_portable(const uint16_t *s, size_t count, int keep, const double *square, uint16_t *d, wt_prune_tally *tally) {
