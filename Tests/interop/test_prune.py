@@ -313,8 +313,9 @@ def dsnot_reference(w, pruned, mean, var, wanda, nm=None, cycles=50, thr=0.1):
     return pruned
 
 
+@pytest.mark.parametrize("cycles", [50, 3])   # 3: fewer than the candidates, only the ends are ordered
 @pytest.mark.parametrize("nm", [None, (2, 4)])
-def test_dsnot_equals_numpy_and_keeps_counts(tmp_path, nm):
+def test_dsnot_equals_numpy_and_keeps_counts(tmp_path, nm, cycles):
     src, w, stats, _ = wanda_inputs(tmp_path)
     rng = np.random.default_rng(11)
     full = dict(stats)
@@ -325,7 +326,7 @@ def test_dsnot_equals_numpy_and_keeps_counts(tmp_path, nm):
     save_file(full, tmp_path / "moments.safetensors")
     args = ["--nm", "2:4"] if nm else ["--scope", "row", "--sparsity", "0.5"]
     run("prune-sparse", src, "-o", tmp_path / "d.safetensors", "--method", "wanda", "--stats", tmp_path / "moments.safetensors",
-        "--dsnot", "--dsnot-threshold", "0.01", *args, "--quiet")
+        "--dsnot", "--dsnot-threshold", "0.01", "--dsnot-cycles", str(cycles), *args, "--quiet")
     got = tensors(tmp_path / "d.safetensors")
     swaps = 0
     for k, v in w.items():
@@ -337,7 +338,7 @@ def test_dsnot_equals_numpy_and_keeps_counts(tmp_path, nm):
         init = reference_masks(w, {k: wanda}, "row", 0.5, nm=nm)[k]
         mean, var = full[module + ".act_mean"].astype(np.float64), full[module + ".act_var"].astype(np.float64)
         for r in range(v.shape[0]):
-            expect = dsnot_reference(v[r], init[r], mean, var, wanda[r], nm=nm, thr=0.01)
+            expect = dsnot_reference(v[r], init[r], mean, var, wanda[r], nm=nm, thr=0.01, cycles=cycles)
             assert np.array_equal(got[k][r] == 0, expect), (k, r)
             assert expect.sum() == init[r].sum()
             swaps += int((expect != init[r]).sum())
