@@ -4,12 +4,8 @@ import XCTest
 /// The pieces of the large-matrix SVD path: blocked products, CholeskyQR2, and the iterative exact
 /// method, each against a plain reference (one BLAS call, Householder QR, gesdd).
 final class BlockedSVDTests: XCTestCase {
-    func random(_ r: Int, _ c: Int, seed: String) -> Matrix {
-        var g = SeededRNG(seed: 3, stream: seed)
-        return Matrix(rows: r, cols: c, data: (0..<(r * c)).map { _ in g.nextGaussian() })
-    }
-
-    func maxAbs(_ a: Matrix, _ b: Matrix) -> Float { zip(a.data, b.data).map { abs($0 - $1) }.max() ?? 0 }
+    func random(_ r: Int, _ c: Int, seed: String) -> Matrix { gaussianMatrix(r, c, seed: 3, stream: seed) }
+    func maxAbs(_ a: Matrix, _ b: Matrix) -> Float { maxAbsDifference(a, b) }
 
     /// m x n with singular values 1/(j+1) (j < n) and random singular vectors.
     func decaying(_ m: Int, _ n: Int) throws -> Matrix {

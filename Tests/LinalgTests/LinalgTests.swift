@@ -2,12 +2,8 @@ import XCTest
 @testable import Linalg
 
 final class LinalgTests: XCTestCase {
-    func random(_ r: Int, _ c: Int, seed: String) -> Matrix {
-        var g = SeededRNG(seed: 1, stream: seed)
-        return Matrix(rows: r, cols: c, data: (0..<(r * c)).map { _ in g.nextGaussian() })
-    }
-
-    func maxAbs(_ a: Matrix, _ b: Matrix) -> Float { zip(a.data, b.data).map { abs($0 - $1) }.max() ?? 0 }
+    func random(_ r: Int, _ c: Int, seed: String) -> Matrix { gaussianMatrix(r, c, seed: 1, stream: seed) }
+    func maxAbs(_ a: Matrix, _ b: Matrix) -> Float { maxAbsDifference(a, b) }
 
     func testGemmAgainstNaiveProduct() {
         let a = random(5, 7, seed: "a"), b = random(7, 3, seed: "b")
