@@ -96,6 +96,7 @@ public struct TruncatedSVD: Sendable {
                 worst = max(worst, r.squareRoot())
             }
             let rel = s1 > 0 ? worst / s1 : 0
+            guard rel.isFinite else { return nil }   // non-finite entries: gesdd's answer (or error), not 60 rounds of NaN
             if rel < best * 0.5 { best = rel; sinceBest = 0 } else { sinceBest += 1 }
             if rel <= 1e-6 || (sinceBest >= 3 && best <= 1e-4) {
                 var t = TruncatedSVD(u: u, s: small.s, vt: small.vt, keep: k)

@@ -237,3 +237,18 @@ def test_randomized_extraction_is_deterministic_whatever_the_threads(tmp_path):
         rows = json.load(open(out / "wtool-report.json"))["tensors"]
         assert all(r["svd"] == "randomized" and "svd_iterations" not in r for r in rows)
     assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("action", ["extract", "compress"])
+def test_non_finite_values_are_refused_by_name(tmp_path, action):
+    """A NaN in the fine-tune: one line naming the file and the tensor, nothing written."""
+    base, ft = large_pair(tmp_path, m=64, n=96)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    ft[name][3, 5] = np.nan
+    save_file(ft, tmp_path / "ft.safetensors")
+    out = tmp_path / ("adapter" if action == "extract" else "o.safetensors")
+    args = ["--base", tmp_path / "base.safetensors"] if action == "extract" else []
+    status, _, err = run("lowrank-svd", action, *args, tmp_path / "ft.safetensors", "-o", out, "--rank", "4", "--quiet", check=False)
+    assert status == 1 and len(err.strip().splitlines()) == 1
+    assert "ft.safetensors" in err and name in err and "NaN or infinite" in err
+    assert not out.exists()

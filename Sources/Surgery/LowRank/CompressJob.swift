@@ -78,6 +78,9 @@ public struct CompressJob: Sendable {
         let shape = e.info.shapeInts, (m, n) = (shape[0], shape[1])
         let a = Matrix(rows: m, cols: n, data: decodeFloats(src, e))
         let normSq = a.data.reduce(0.0) { $0 + Double($1) * Double($1) }
+        guard normSq.isFinite else {   // Σ w² of finite f32 values cannot overflow an f64
+            throw FormatError(file: src.filePath(of: e), tensor: e.name, "NaN or infinite values, which no SVD can factor")
+        }
         let opts = svd.options(rank: policy.fixedRank, rows: m, cols: n, stream: e.name)
         let how = opts.method
         let t: TruncatedSVD, k: Int, why: String

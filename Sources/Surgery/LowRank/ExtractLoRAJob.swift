@@ -160,6 +160,9 @@ public struct ExtractLoRAJob: Sendable {
             let isEmbedding: Bool = { if case .embedding = kind { return true }; return false }()
             let (rows, cols) = (e.info.shapeInts[0], e.info.shapeInts[1])
             let (delta, normSq) = LowRankDelta.decode(ft: ft, e, base: b, be, threads: threads)
+            guard normSq.isFinite else {   // Σ delta² of finite f32 values cannot overflow an f64
+                throw FormatError(file: ft.filePath(of: e), tensor: e.name, "FT - BASE has NaN or infinite values, which no SVD can factor")
+            }
             // PEFT's embedding delta is (B A)^T: factor the transpose.
             var a = Matrix(rows: rows, cols: cols, data: delta)
             if isEmbedding { a = a.transposed }
