@@ -3,6 +3,7 @@
    and the report's sums. The mask rule is PruneMask.smallest's (the Swift statement): scores are
    compared by their bit patterns, which order non-negative floats (NaN above infinity). */
 #include "CQuant.h"
+#include "masked.h"
 #include <math.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -138,16 +139,6 @@ static inline __attribute__((always_inline)) uint32_t kth_smallest(uint32_t *v, 
     return v[want];
 }
 
-/* x where flag is 1, +0.0 where it is 0, by masking the bits (a kept NaN must not reach a sum of
-   the pruned entries, and a multiply by the flag would let it; the AND vectorises, a select did not) */
-static inline double where(double x, uint8_t flag) {
-    uint64_t b;
-    memcpy(&b, &x, 8);
-    b &= (uint64_t)0 - flag;
-    memcpy(&x, &b, 8);
-    return x;
-}
-
 static inline uint32_t score_bits(float w, const double *col_scale, size_t c) {
     uint32_t b;
     if (col_scale) {
@@ -246,8 +237,8 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
         if (avx2) {
             row_sums_avx2(wr, mask, act, cols, ws, rs, ns, ds);
             c = cols - cols % 4;
-            for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2 = x * x; ws[0] += x2; rs[0] += where(x2, mask[t]); }
-            if (act) for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2a = x * x * act[t]; ds[0] += x2a; ns[0] += where(x2a, mask[t]); }
+            for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2 = x * x; ws[0] += x2; rs[0] += masked(x2, mask[t]); }
+            if (act) for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2a = x * x * act[t]; ds[0] += x2a; ns[0] += masked(x2a, mask[t]); }
         } else
 #endif
         {
@@ -255,17 +246,17 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
             for (int l = 0; l < 4; l++) {
                 double x = (double)wr[c + l], x2 = x * x;
                 ws[l] += x2;
-                rs[l] += where(x2, mask[c + l]);
+                rs[l] += masked(x2, mask[c + l]);
             }
-        for (; c < cols; c++) { double x = (double)wr[c], x2 = x * x; ws[0] += x2; rs[0] += where(x2, mask[c]); }
+        for (; c < cols; c++) { double x = (double)wr[c], x2 = x * x; ws[0] += x2; rs[0] += masked(x2, mask[c]); }
         if (act) {   /* a loop of its own: a test inside would become masked loads through NULL */
             for (c = 0; c + 4 <= cols; c += 4)
                 for (int l = 0; l < 4; l++) {
                     double x = (double)wr[c + l], x2a = x * x * act[c + l];
                     ds[l] += x2a;
-                    ns[l] += where(x2a, mask[c + l]);
+                    ns[l] += masked(x2a, mask[c + l]);
                 }
-            for (; c < cols; c++) { double x = (double)wr[c], x2a = x * x * act[c]; ds[0] += x2a; ns[0] += where(x2a, mask[c]); }
+            for (; c < cols; c++) { double x = (double)wr[c], x2a = x * x * act[c]; ds[0] += x2a; ns[0] += masked(x2a, mask[c]); }
         }
         }
         for (c = 0; c < cols; c++) { pruned += mask[c]; zeros += mask[c] | (wr[c] == 0); }
@@ -314,7 +305,7 @@ static void prune_n4_portable(const uint16_t *s, size_t count, int keep, const d
             uint8_t p = rank < drop;
             d[g + j] = s[g + j] & (uint16_t)(p - 1);
             norm += square[a[j]];
-            removed += where(square[a[j]], p);
+            removed += masked(square[a[j]], p);
             pruned += p;
             zeros += p | (a[j] == 0);
         }

@@ -59,6 +59,13 @@ void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, 
    says which format (the AVX2 path decodes the values itself). count is a multiple of 4. */
 void wt_prune_n4_half(const void *src, size_t count, int keep, int is_bf16, const double *square, void *dst, wt_prune_tally *tally);
 
+/* DSnoT's refinement of one row of `cols` entries in place (pruned: 1 = pruned), DSnoT.swift's rule:
+   w the weights, mean and var per input channel, score the Wanda score of each entry; nm_m: the
+   group size M of N:M pruning (0: unstructured). scratch holds wt_dsnot_scratch_bytes(cols) bytes,
+   aligned for double. Returns the number of swaps. */
+size_t wt_dsnot_row(const float *w, uint8_t *pruned, const double *mean, const double *var, const float *score, size_t cols,
+                    size_t nm_m, size_t max_cycles, double threshold, void *scratch);
+size_t wt_dsnot_scratch_bytes(size_t cols);
 /* The error of an approximation `got` of `ref` over n values (ErrorAccumulator in Swift states the
    meaning): per lane of eight, d = |got - ref| in f32 (0 where ref is not finite, infinite where
    got is NaN and ref finite), squares of d and of the finite refs summed in f32 lanes over runs of

@@ -1,115 +1,40 @@
+import CQuant
+
 /// DSnoT (Zhang et al., "Dynamic Sparse No Training"): training-free prune-and-grow on top of an
 /// initial mask, row by row. The expected output error a row's pruned weights cause is
 /// err = Σ_{j pruned} w_j E[x_j]. While |err| is above a threshold and swapping would not flip its
 /// sign, the pruned weight that best cancels err (ranked by w_j E[x_j] / Var[x_j]) is grown back and
 /// a kept weight is pruned in exchange (unstructured: the lowest Wanda score among the kept weights
 /// whose w_j E[x_j] has the sign that moves err towards 0; N:M: the lowest-scoring kept weight in the
-/// grown weight's group, so every group keeps N). Every swap keeps the row's count.
+/// grown weight's group, so every group keeps N). Every swap keeps the row's count. Ties in every
+/// order go to the lower index. The rows run through CQuant's `wt_dsnot_row`.
 public struct DSnoT: Sendable {
     public var maxCycles = 50
     public var threshold = 0.1
     public init() {}
 
-    /// Refines `pruned` (true = pruned) for one row in place; returns the number of swaps.
+    /// Refines `pruned` (true = pruned), rows of `cols` entries, in place; returns the swaps.
     /// - Parameters:
-    ///   - w: the row's weights; mean, variance: per input channel; score: the Wanda score of each
-    ///     entry (the order in which kept weights are given up); nm: (keep N, of M) or nil.
-    public func refine(_ pruned: inout ArraySlice<Bool>, w: ArraySlice<Float>, mean: [Double], variance: [Double],
-                       score: ArraySlice<Float>, nm: (n: Int, m: Int)?) -> Int {
-        let cols = w.count, base = w.startIndex, sBase = score.startIndex, pBase = pruned.startIndex
-        let contribution = (0..<cols).map { Double(w[base + $0]) * mean[$0] }
-        var err = 0.0
-        for j in 0..<cols where pruned[pBase + j] { err += contribution[j] }
-        let sign0 = err.sign == .minus ? -1.0 : (err == 0 ? 0 : 1)
-        // Growth candidates: pruned entries, ascending by contribution / variance (stable); a
-        // refinement reads at most maxCycles from each end, so only the ends are ordered.
-        func growLess(_ a: Int, _ b: Int) -> Bool {
-            let x = contribution[a] / max(variance[a], 1e-12), y = contribution[b] / max(variance[b], 1e-12)
-            return x < y || (x == y && a < b)
-        }
-        let grow = Ends((0..<cols).filter { pruned[pBase + $0] }, reach: maxCycles, by: growLess)
-        var lo = 0, hi = grow.count - 1
-        // Unstructured pruning candidates: kept entries ascending by Wanda score, those with a
-        // negative contribution (pruned first while err >= 0) and those with a positive one; at
-        // most maxCycles of each are taken.
-        func scoreLess(_ a: Int, _ b: Int) -> Bool {
-            score[sBase + a] < score[sBase + b] || (score[sBase + a] == score[sBase + b] && a < b)
-        }
-        let kept = nm != nil ? [] : (0..<cols).filter { !pruned[pBase + $0] }
-        let negative = firstInOrder(kept.filter { contribution[$0] < 0 }, count: maxCycles, by: scoreLess)
-        let positive = firstInOrder(kept.filter { contribution[$0] > 0 }, count: maxCycles, by: scoreLess)
-        var ni = 0, pi = 0
-        var blocked = [Bool](repeating: false, count: cols)   // N:M: entries not to prune (pruned at start or grown)
-        for j in 0..<cols where pruned[pBase + j] { blocked[j] = true }
+    ///   - w: the weights; mean, variance: per input channel; score: the Wanda score of each entry
+    ///     (the order in which kept weights are given up); groupSize: M of N:M pruning, or nil.
+    public func refine(_ pruned: inout [Bool], w: [Float], cols: Int, mean: [Double], variance: [Double], score: [Float],
+                       groupSize: Int?) -> Int {
+        precondition(pruned.count == w.count && score.count == w.count && mean.count == cols && variance.count == cols,
+                     "DSnoT.refine: sizes")
+        guard cols > 0 else { return 0 }
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(8, wt_dsnot_scratch_bytes(cols)), alignment: 16)
+        defer { scratch.deallocate() }
         var swaps = 0
-        for _ in 0..<maxCycles {
-            guard abs(err) > threshold, lo <= hi else { break }
-            let r = err > 0 ? grow[hi] : grow[lo]
-            let p: Int
-            if let nm {
-                let start = r - r % nm.m
-                guard let q = (start..<(start + nm.m)).filter({ !blocked[$0] }).min(by: scoreLess) else { break }
-                p = q
-            } else if err < 0 {
-                guard pi < positive.count else { break }
-                p = positive[pi]
-            } else {
-                guard ni < negative.count else { break }
-                p = negative[ni]
-            }
-            let after = err + contribution[p] - contribution[r]
-            let signAfter = after.sign == .minus ? -1.0 : (after == 0 ? 0 : 1)
-            guard signAfter == sign0 else { break }
-            pruned[pBase + p] = true
-            pruned[pBase + r] = false
-            blocked[p] = true
-            if nm == nil { if err < 0 { pi += 1 } else { ni += 1 } }
-            if err > 0 { hi -= 1 } else { lo += 1 }
-            err = after
-            swaps += 1
+        pruned.withUnsafeMutableBytes { p in
+            let mask = p.bindMemory(to: UInt8.self)   // Bool is one byte, 0 or 1
+            w.withUnsafeBufferPointer { wp in score.withUnsafeBufferPointer { sp in
+                for r in 0..<(w.count / cols) {
+                    let o = r * cols
+                    swaps += wt_dsnot_row(wp.baseAddress! + o, mask.baseAddress! + o, mean, variance, sp.baseAddress! + o, cols,
+                                          groupSize ?? 0, max(0, maxCycles), threshold, scratch)
+                }
+            } }
         }
         return swaps
-    }
-}
-
-/// The first `count` of `items` in the strict total order `less`, in order: the prefix a full sort
-/// would give, found by insertion into a short sorted list (one comparison rejects most items).
-func firstInOrder(_ items: [Int], count: Int, by less: (Int, Int) -> Bool) -> [Int] {
-    guard count > 0 else { return [] }
-    if items.count <= 4 * count { return Array(items.sorted(by: less).prefix(count)) }
-    var best: [Int] = []
-    best.reserveCapacity(count + 1)
-    for x in items {
-        if best.count == count, !less(x, best[count - 1]) { continue }
-        var lo = 0, hi = best.count
-        while lo < hi { let mid = (lo + hi) / 2; if less(x, best[mid]) { hi = mid } else { lo = mid + 1 } }
-        best.insert(x, at: lo)
-        if best.count > count { best.removeLast() }
-    }
-    return best
-}
-
-/// A sequence sorted by `less` of which only the first and last `reach` positions are read:
-/// those two ends, ordered, or the whole sequence sorted when it is short.
-struct Ends {
-    let count: Int
-    private let front: [Int], back: [Int]
-
-    init(_ items: [Int], reach: Int, by less: (Int, Int) -> Bool) {
-        count = items.count
-        if items.count <= 2 * reach {
-            front = items.sorted(by: less)
-            back = []
-        } else {
-            front = firstInOrder(items, count: reach, by: less)
-            back = Array(firstInOrder(items, count: reach, by: { less($1, $0) }).reversed())
-        }
-    }
-
-    subscript(i: Int) -> Int {
-        if back.isEmpty { return front[i] }
-        if i < front.count { return front[i] }
-        precondition(i >= count - back.count, "Ends: position \(i) of \(count) is not at an end")
-        return back[i - (count - back.count)]
     }
 }

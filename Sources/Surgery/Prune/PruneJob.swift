@@ -206,11 +206,7 @@ public struct PruneJob: Sendable {
                 if let dsnot, let m = mo[e.name] {
                     // DSnoT's order for giving up kept weights is the Wanda score, whatever the initial mask.
                     let wanda = w.indices.map { Float(Double(abs(w[$0])) * m.squares[$0 % cols].squareRoot()) }
-                    var swaps = 0
-                    for r in 0..<(w.count / max(1, cols)) {
-                        let range = (r * cols)..<((r + 1) * cols)
-                        swaps += dsnot.refine(&pruned[range], w: w[range], mean: m.mean, variance: m.variance, score: wanda[range], nm: nm)
-                    }
+                    let swaps = dsnot.refine(&pruned, w: w, cols: cols, mean: m.mean, variance: m.variance, score: wanda, groupSize: nm?.m)
                     row.append(("dsnot_swaps", .int(swaps)))
                 }
                 let size = e.info.dtype.size!

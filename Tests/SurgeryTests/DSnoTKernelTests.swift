@@ -1,0 +1,158 @@
+import XCTest
+import Linalg
+@testable import Surgery
+
+// The Swift DSnoT that CQuant's wt_dsnot_row replaced, kept as the statement it is checked against
+// (itself checked against the numpy reference in Tests/interop/test_prune.py until the C kernel).
+struct DSnoTReference {
+    var maxCycles = 50
+    var threshold = 0.1
+    init() {}
+
+    /// Refines `pruned` (true = pruned) for one row in place; returns the number of swaps.
+    /// - Parameters:
+    ///   - w: the row's weights; mean, variance: per input channel; score: the Wanda score of each
+    ///     entry (the order in which kept weights are given up); nm: (keep N, of M) or nil.
+    func refine(_ pruned: inout ArraySlice<Bool>, w: ArraySlice<Float>, mean: [Double], variance: [Double],
+                       score: ArraySlice<Float>, nm: (n: Int, m: Int)?) -> Int {
+        let cols = w.count, base = w.startIndex, sBase = score.startIndex, pBase = pruned.startIndex
+        let contribution = (0..<cols).map { Double(w[base + $0]) * mean[$0] }
+        var err = 0.0
+        for j in 0..<cols where pruned[pBase + j] { err += contribution[j] }
+        let sign0 = err.sign == .minus ? -1.0 : (err == 0 ? 0 : 1)
+        // Growth candidates: pruned entries, ascending by contribution / variance (stable); a
+        // refinement reads at most maxCycles from each end, so only the ends are ordered.
+        func growLess(_ a: Int, _ b: Int) -> Bool {
+            let x = contribution[a] / max(variance[a], 1e-12), y = contribution[b] / max(variance[b], 1e-12)
+            return x < y || (x == y && a < b)
+        }
+        let grow = ReferenceEnds((0..<cols).filter { pruned[pBase + $0] }, reach: maxCycles, by: growLess)
+        var lo = 0, hi = grow.count - 1
+        // Unstructured pruning candidates: kept entries ascending by Wanda score, those with a
+        // negative contribution (pruned first while err >= 0) and those with a positive one; at
+        // most maxCycles of each are taken.
+        func scoreLess(_ a: Int, _ b: Int) -> Bool {
+            score[sBase + a] < score[sBase + b] || (score[sBase + a] == score[sBase + b] && a < b)
+        }
+        let kept = nm != nil ? [] : (0..<cols).filter { !pruned[pBase + $0] }
+        let negative = referenceFirstInOrder(kept.filter { contribution[$0] < 0 }, count: maxCycles, by: scoreLess)
+        let positive = referenceFirstInOrder(kept.filter { contribution[$0] > 0 }, count: maxCycles, by: scoreLess)
+        var ni = 0, pi = 0
+        var blocked = [Bool](repeating: false, count: cols)   // N:M: entries not to prune (pruned at start or grown)
+        for j in 0..<cols where pruned[pBase + j] { blocked[j] = true }
+        var swaps = 0
+        for _ in 0..<maxCycles {
+            guard abs(err) > threshold, lo <= hi else { break }
+            let r = err > 0 ? grow[hi] : grow[lo]
+            let p: Int
+            if let nm {
+                let start = r - r % nm.m
+                guard let q = (start..<(start + nm.m)).filter({ !blocked[$0] }).min(by: scoreLess) else { break }
+                p = q
+            } else if err < 0 {
+                guard pi < positive.count else { break }
+                p = positive[pi]
+            } else {
+                guard ni < negative.count else { break }
+                p = negative[ni]
+            }
+            let after = err + contribution[p] - contribution[r]
+            let signAfter = after.sign == .minus ? -1.0 : (after == 0 ? 0 : 1)
+            guard signAfter == sign0 else { break }
+            pruned[pBase + p] = true
+            pruned[pBase + r] = false
+            blocked[p] = true
+            if nm == nil { if err < 0 { pi += 1 } else { ni += 1 } }
+            if err > 0 { hi -= 1 } else { lo += 1 }
+            err = after
+            swaps += 1
+        }
+        return swaps
+    }
+}
+
+/// The first `count` of `items` in the strict total order `less`, in order: the prefix a full sort
+/// would give, found by insertion into a short sorted list (one comparison rejects most items).
+func referenceFirstInOrder(_ items: [Int], count: Int, by less: (Int, Int) -> Bool) -> [Int] {
+    guard count > 0 else { return [] }
+    if items.count <= 4 * count { return Array(items.sorted(by: less).prefix(count)) }
+    var best: [Int] = []
+    best.reserveCapacity(count + 1)
+    for x in items {
+        if best.count == count, !less(x, best[count - 1]) { continue }
+        var lo = 0, hi = best.count
+        while lo < hi { let mid = (lo + hi) / 2; if less(x, best[mid]) { hi = mid } else { lo = mid + 1 } }
+        best.insert(x, at: lo)
+        if best.count > count { best.removeLast() }
+    }
+    return best
+}
+
+/// A sequence sorted by `less` of which only the first and last `reach` positions are read:
+/// those two ends, ordered, or the whole sequence sorted when it is short.
+struct ReferenceEnds {
+    let count: Int
+    private let front: [Int], back: [Int]
+
+    init(_ items: [Int], reach: Int, by less: (Int, Int) -> Bool) {
+        count = items.count
+        if items.count <= 2 * reach {
+            front = items.sorted(by: less)
+            back = []
+        } else {
+            front = referenceFirstInOrder(items, count: reach, by: less)
+            back = Array(referenceFirstInOrder(items, count: reach, by: { less($1, $0) }).reversed())
+        }
+    }
+
+    subscript(i: Int) -> Int {
+        if back.isEmpty { return front[i] }
+        if i < front.count { return front[i] }
+        precondition(i >= count - back.count, "Ends: position \(i) of \(count) is not at an end")
+        return back[i - (count - back.count)]
+    }
+}
+
+
+final class DSnoTKernelTests: XCTestCase {
+    func testCKernelEqualsTheSwiftStatement() {
+        var g = SeededRNG(seed: 12, stream: "dsnot")
+        for (cols, cycles, threshold, nm) in [(96, 50, 0.01, nil), (1000, 50, 0.01, nil), (1000, 3, 0.001, nil), (1000, 1000, 0.0, nil),
+                                              (96, 50, 0.01, 4), (1000, 7, 0.001, 4), (64, 0, 0.01, nil)] as [(Int, Int, Double, Int?)] {
+            let rows = 6
+            // coarse weights (ties in every order) and moments with both signs
+            let w = (0..<(rows * cols)).map { _ in Float(Int(g.nextGaussian() * 8)) / 16 }
+            let mean = (0..<cols).map { _ in Double(g.nextGaussian()) * 0.5 }
+            let variance = (0..<cols).map { j in Double(abs(g.nextGaussian())) + (j % 5 == 0 ? 0 : 0.1) }
+            let score = w.indices.map { Float(Double(abs(w[$0])) * (1 + Double($0 % cols % 3))) }
+            var initial = [Bool](repeating: false, count: w.count)
+            for r in 0..<rows {
+                if let m = nm {
+                    for gstart in stride(from: 0, to: cols, by: m) {   // prune the 2 smallest scores of each group
+                        let idx = (gstart..<(gstart + m)).sorted { score[r * cols + $0] < score[r * cols + $1] || (score[r * cols + $0] == score[r * cols + $1] && $0 < $1) }
+                        for j in idx.prefix(m / 2) { initial[r * cols + j] = true }
+                    }
+                } else {
+                    for j in 0..<cols where (j * 7 + r) % 2 == 0 { initial[r * cols + j] = true }
+                }
+            }
+            var reference = DSnoTReference()
+            reference.maxCycles = cycles
+            reference.threshold = threshold
+            var expected = initial, expectedSwaps = 0
+            for r in 0..<rows {
+                let range = (r * cols)..<((r + 1) * cols)
+                expectedSwaps += reference.refine(&expected[range], w: w[range], mean: mean, variance: variance, score: score[range],
+                                                  nm: nm.map { (n: $0 / 2, m: $0) })
+            }
+            var kernel = DSnoT()
+            kernel.maxCycles = cycles
+            kernel.threshold = threshold
+            var got = initial
+            let swaps = kernel.refine(&got, w: w, cols: cols, mean: mean, variance: variance, score: score, groupSize: nm)
+            XCTAssertEqual(got, expected, "cols \(cols) cycles \(cycles) nm \(String(describing: nm))")
+            XCTAssertEqual(swaps, expectedSwaps)
+            if cycles > 0 && threshold <= 0.01 { XCTAssertGreaterThan(swaps, 0, "the data should make DSnoT swap") }
+        }
+    }
+}
