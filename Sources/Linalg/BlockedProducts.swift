@@ -19,7 +19,7 @@ public enum BlockedProducts {
         a.data.withUnsafeBufferPointer { pa in
             x.data.withUnsafeBufferPointer { px in
                 y.data.withUnsafeMutableBufferPointer { py in
-                    let (a0, x0, y0) = (Pointer(pa.baseAddress), Pointer(px.baseAddress), MutablePointer(py.baseAddress))
+                    let (a0, x0, y0) = (SendablePointer(pa.baseAddress), SendablePointer(px.baseAddress), SendableMutablePointer(py.baseAddress))
                     forEachBlock(count: m, threads: threads) { _, r0, r1 in
                         sgemm(transA: false, transB: false, m: r1 - r0, n: l, k: n, a0.p! + r0 * n, lda: n, x0.p!, ldb: l,
                               into: y0.p! + r0 * l)
@@ -38,7 +38,7 @@ public enum BlockedProducts {
         a.data.withUnsafeBufferPointer { pa in
             q.data.withUnsafeBufferPointer { pq in
                 z.data.withUnsafeMutableBufferPointer { pz in
-                    let (a0, q0, z0) = (Pointer(pa.baseAddress), Pointer(pq.baseAddress), MutablePointer(pz.baseAddress))
+                    let (a0, q0, z0) = (SendablePointer(pa.baseAddress), SendablePointer(pq.baseAddress), SendableMutablePointer(pz.baseAddress))
                     forEachBlock(count: n, threads: threads) { _, c0, c1 in
                         sgemm(transA: true, transB: false, m: c1 - c0, n: l, k: m, a0.p! + c0, lda: n, q0.p!, ldb: l,
                               into: z0.p! + c0 * l)
@@ -69,12 +69,12 @@ public enum BlockedProducts {
     }
 }
 
-/// Raw pointers handed to the workers of one blocked product (each writes its own rows).
-public struct Pointer<T>: @unchecked Sendable {
+/// Raw pointers handed to the workers of one blocked pass (each worker writes its own blocks).
+public struct SendablePointer<T>: @unchecked Sendable {
     public let p: UnsafePointer<T>?
     public init(_ p: UnsafePointer<T>?) { self.p = p }
 }
-public struct MutablePointer<T>: @unchecked Sendable {
+public struct SendableMutablePointer<T>: @unchecked Sendable {
     public let p: UnsafeMutablePointer<T>?
     public init(_ p: UnsafeMutablePointer<T>?) { self.p = p }
 }

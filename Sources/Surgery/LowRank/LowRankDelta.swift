@@ -31,7 +31,7 @@ enum LowRankDelta {
             adviseHugePages(UnsafeMutableRawBufferPointer(out))
             scratch.withUnsafeMutableBufferPointer { s in
                 sums.withUnsafeMutableBufferPointer { sp in
-                    let (o, s0, sums0) = (MutablePointer(out.baseAddress), MutablePointer(s.baseAddress), MutablePointer(sp.baseAddress))
+                    let (o, s0, sums0) = (SendableMutablePointer(out.baseAddress), SendableMutablePointer(s.baseAddress), SendableMutablePointer(sp.baseAddress))
                     BlockedProducts.forEachBlock(count: n, threads: threads, block: chunk) { w, i, end in
                         let c = end - i, decodedBase = s0.p! + w * chunk
                         Codec.decode(fdtype, fb.p! + i * fsize, count: c, into: o.p! + i)
@@ -71,8 +71,8 @@ enum LowRankDelta {
                 c.data.withUnsafeBufferPointer { pc in
                     scratch.withUnsafeMutableBufferPointer { ps in
                         sums.withUnsafeMutableBufferPointer { pss in
-                            let (a0, b0, c0) = (Pointer(pa.baseAddress), Pointer(pb.baseAddress), Pointer(pc.baseAddress))
-                            let (s0, out) = (MutablePointer(ps.baseAddress), MutablePointer(pss.baseAddress))
+                            let (a0, b0, c0) = (SendablePointer(pa.baseAddress), SendablePointer(pb.baseAddress), SendablePointer(pc.baseAddress))
+                            let (s0, out) = (SendableMutablePointer(ps.baseAddress), SendableMutablePointer(pss.baseAddress))
                             BlockedProducts.forEachBlock(count: m, threads: threads, block: block) { w, r0, r1 in
                                 let rows = r1 - r0, approx = s0.p! + w * block * n
                                 if k > 0 {
