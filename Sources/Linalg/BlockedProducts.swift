@@ -11,42 +11,39 @@ public enum BlockedProducts {
     /// and a 4096-row matrix still splits evenly between two workers.
     public static let block = 1024
 
-    /// Y = A X (m x l), X n x l.
+    /// Y = A X (m x l), X n x l: blocks of A's rows, each a block of Y's rows.
     public static func times(_ a: Matrix, _ x: Matrix, threads: Int) -> Matrix {
         precondition(x.rows == a.cols, "BlockedProducts.times: \(a.rows)x\(a.cols) * \(x.rows)x\(x.cols)")
-        let m = a.rows, n = a.cols, l = x.cols
-        var y = Matrix(rows: m, cols: l)
-        a.data.withUnsafeBufferPointer { pa in
-            x.data.withUnsafeBufferPointer { px in
-                y.data.withUnsafeMutableBufferPointer { py in
-                    let (a0, x0, y0) = (SendablePointer(pa.baseAddress), SendablePointer(px.baseAddress), SendableMutablePointer(py.baseAddress))
-                    forEachBlock(count: m, threads: threads) { _, r0, r1 in
-                        sgemm(transA: false, transB: false, m: r1 - r0, n: l, k: n, a0.p! + r0 * n, lda: n, x0.p!, ldb: l,
-                              into: y0.p! + r0 * l)
-                    }
-                }
-            }
+        let (m, n, l) = (a.rows, a.cols, x.cols)
+        return blocked(a, x, resultRows: m, threads: threads) { pa, px, py, r0, r1 in
+            sgemm(transA: false, transB: false, m: r1 - r0, n: l, k: n, pa + r0 * n, lda: n, px, ldb: l, into: py + r0 * l)
         }
-        return y
     }
 
     /// Z = Aᵀ Q (n x l), Q m x l: blocks of A's columns, each a block of Z's rows.
     public static func transposedTimes(_ a: Matrix, _ q: Matrix, threads: Int) -> Matrix {
         precondition(q.rows == a.rows, "BlockedProducts.transposedTimes: (\(a.rows)x\(a.cols))ᵀ * \(q.rows)x\(q.cols)")
-        let m = a.rows, n = a.cols, l = q.cols
-        var z = Matrix(rows: n, cols: l)
+        let (m, n, l) = (a.rows, a.cols, q.cols)
+        return blocked(a, q, resultRows: n, threads: threads) { pa, pq, pz, c0, c1 in
+            sgemm(transA: true, transB: false, m: c1 - c0, n: l, k: m, pa + c0, lda: n, pq, ldb: l, into: pz + c0 * l)
+        }
+    }
+
+    /// A result of `resultRows` x panel.cols whose blocks of rows `block(a, panel, result, start,
+    /// end)` computes, shared by the workers.
+    private static func blocked(_ a: Matrix, _ panel: Matrix, resultRows: Int, threads: Int,
+                                _ block: @Sendable (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int, Int) -> Void) -> Matrix {
+        var result = Matrix(rows: resultRows, cols: panel.cols)
         a.data.withUnsafeBufferPointer { pa in
-            q.data.withUnsafeBufferPointer { pq in
-                z.data.withUnsafeMutableBufferPointer { pz in
-                    let (a0, q0, z0) = (SendablePointer(pa.baseAddress), SendablePointer(pq.baseAddress), SendableMutablePointer(pz.baseAddress))
-                    forEachBlock(count: n, threads: threads) { _, c0, c1 in
-                        sgemm(transA: true, transB: false, m: c1 - c0, n: l, k: m, a0.p! + c0, lda: n, q0.p!, ldb: l,
-                              into: z0.p! + c0 * l)
-                    }
+            panel.data.withUnsafeBufferPointer { pp in
+                result.data.withUnsafeMutableBufferPointer { pr in
+                    let (a0, p0, r0) = (SendablePointer(pa.baseAddress), SendablePointer(pp.baseAddress), SendableMutablePointer(pr.baseAddress))
+                    guard a0.p != nil, p0.p != nil, r0.p != nil else { return }   // an empty operand: nothing to compute
+                    forEachBlock(count: resultRows, threads: threads) { _, start, end in block(a0.p!, p0.p!, r0.p!, start, end) }
                 }
             }
         }
-        return z
+        return result
     }
 
     /// Workers `forEachBlock` runs (scratch per worker is indexed by them).

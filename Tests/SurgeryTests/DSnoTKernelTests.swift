@@ -2,8 +2,9 @@ import XCTest
 import Linalg
 @testable import Surgery
 
-// The Swift DSnoT that CQuant's wt_dsnot_row replaced, kept as the statement it is checked against
-// (itself checked against the numpy reference in Tests/interop/test_prune.py until the C kernel).
+// The Swift DSnoT that CQuant's wt_dsnot_row replaced (whole rows sorted, the plainest statement of
+// the rule; it matched the numpy reference of Tests/interop/test_prune.py), kept as what the C
+// kernel is checked against.
 struct DSnoTReference {
     var maxCycles = 50
     var threshold = 0.1
@@ -20,23 +21,18 @@ struct DSnoTReference {
         var err = 0.0
         for j in 0..<cols where pruned[pBase + j] { err += contribution[j] }
         let sign0 = err.sign == .minus ? -1.0 : (err == 0 ? 0 : 1)
-        // Growth candidates: pruned entries, ascending by contribution / variance (stable); a
-        // refinement reads at most maxCycles from each end, so only the ends are ordered.
-        func growLess(_ a: Int, _ b: Int) -> Bool {
+        // Growth candidates: pruned entries, ascending by contribution / variance (stable).
+        let grow = (0..<cols).filter { pruned[pBase + $0] }.sorted { a, b in
             let x = contribution[a] / max(variance[a], 1e-12), y = contribution[b] / max(variance[b], 1e-12)
             return x < y || (x == y && a < b)
         }
-        let grow = ReferenceEnds((0..<cols).filter { pruned[pBase + $0] }, reach: maxCycles, by: growLess)
         var lo = 0, hi = grow.count - 1
         // Unstructured pruning candidates: kept entries ascending by Wanda score, those with a
-        // negative contribution (pruned first while err >= 0) and those with a positive one; at
-        // most maxCycles of each are taken.
-        func scoreLess(_ a: Int, _ b: Int) -> Bool {
+        // negative contribution (pruned first while err >= 0) and those with a positive one.
+        let kept = (0..<cols).filter { !pruned[pBase + $0] }.sorted { a, b in
             score[sBase + a] < score[sBase + b] || (score[sBase + a] == score[sBase + b] && a < b)
         }
-        let kept = nm != nil ? [] : (0..<cols).filter { !pruned[pBase + $0] }
-        let negative = referenceFirstInOrder(kept.filter { contribution[$0] < 0 }, count: maxCycles, by: scoreLess)
-        let positive = referenceFirstInOrder(kept.filter { contribution[$0] > 0 }, count: maxCycles, by: scoreLess)
+        let negative = kept.filter { contribution[$0] < 0 }, positive = kept.filter { contribution[$0] > 0 }
         var ni = 0, pi = 0
         var blocked = [Bool](repeating: false, count: cols)   // N:M: entries not to prune (pruned at start or grown)
         for j in 0..<cols where pruned[pBase + j] { blocked[j] = true }
@@ -47,7 +43,9 @@ struct DSnoTReference {
             let p: Int
             if let nm {
                 let start = r - r % nm.m
-                guard let q = (start..<(start + nm.m)).filter({ !blocked[$0] }).min(by: scoreLess) else { break }
+                guard let q = (start..<(start + nm.m)).filter({ !blocked[$0] }).min(by: { a, b in
+                    score[sBase + a] < score[sBase + b] || (score[sBase + a] == score[sBase + b] && a < b)
+                }) else { break }
                 p = q
             } else if err < 0 {
                 guard pi < positive.count else { break }
@@ -70,49 +68,6 @@ struct DSnoTReference {
         return swaps
     }
 }
-
-/// The first `count` of `items` in the strict total order `less`, in order: the prefix a full sort
-/// would give, found by insertion into a short sorted list (one comparison rejects most items).
-func referenceFirstInOrder(_ items: [Int], count: Int, by less: (Int, Int) -> Bool) -> [Int] {
-    guard count > 0 else { return [] }
-    if items.count <= 4 * count { return Array(items.sorted(by: less).prefix(count)) }
-    var best: [Int] = []
-    best.reserveCapacity(count + 1)
-    for x in items {
-        if best.count == count, !less(x, best[count - 1]) { continue }
-        var lo = 0, hi = best.count
-        while lo < hi { let mid = (lo + hi) / 2; if less(x, best[mid]) { hi = mid } else { lo = mid + 1 } }
-        best.insert(x, at: lo)
-        if best.count > count { best.removeLast() }
-    }
-    return best
-}
-
-/// A sequence sorted by `less` of which only the first and last `reach` positions are read:
-/// those two ends, ordered, or the whole sequence sorted when it is short.
-struct ReferenceEnds {
-    let count: Int
-    private let front: [Int], back: [Int]
-
-    init(_ items: [Int], reach: Int, by less: (Int, Int) -> Bool) {
-        count = items.count
-        if items.count <= 2 * reach {
-            front = items.sorted(by: less)
-            back = []
-        } else {
-            front = referenceFirstInOrder(items, count: reach, by: less)
-            back = Array(referenceFirstInOrder(items, count: reach, by: { less($1, $0) }).reversed())
-        }
-    }
-
-    subscript(i: Int) -> Int {
-        if back.isEmpty { return front[i] }
-        if i < front.count { return front[i] }
-        precondition(i >= count - back.count, "Ends: position \(i) of \(count) is not at an end")
-        return back[i - (count - back.count)]
-    }
-}
-
 
 final class DSnoTKernelTests: XCTestCase {
     func testCKernelEqualsTheSwiftStatement() {

@@ -1,7 +1,4 @@
 import CLowRank
-#if canImport(Glibc)
-import Glibc
-#endif
 import Linalg
 import SafeTensors
 
@@ -28,7 +25,6 @@ enum LowRankDelta {
         var sums = [Double](repeating: 0, count: chunks)
         var scratch = [Float](repeating: 0, count: workers * min(chunk, n))
         let delta = [Float](unsafeUninitializedCapacity: n) { out, done in
-            adviseHugePages(UnsafeMutableRawBufferPointer(out))
             scratch.withUnsafeMutableBufferPointer { s in
                 sums.withUnsafeMutableBufferPointer { sp in
                     let (o, s0, sums0) = (SendableMutablePointer(out.baseAddress), SendableMutablePointer(s.baseAddress), SendableMutablePointer(sp.baseAddress))
@@ -89,18 +85,6 @@ enum LowRankDelta {
         }
         return sums.reduce(0, +)
     }
-}
-
-/// Asks for transparent huge pages over a fresh buffer of hundreds of MB before it is first
-/// written: 4 KB pages made first-touch faults a tenth of the extraction's time. A no-op where THP
-/// is off.
-func adviseHugePages(_ buffer: UnsafeMutableRawBufferPointer) {
-    #if os(Linux)
-    guard let base = buffer.baseAddress else { return }
-    let huge = 2 << 20, start = Int(bitPattern: base), end = start + buffer.count
-    let lo = (start + huge - 1) / huge * huge, hi = end / huge * huge
-    if hi > lo { _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_HUGEPAGE) }
-    #endif
 }
 
 /// A tensor's mapped bytes handed to the workers that decode it.
