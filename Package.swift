@@ -32,6 +32,10 @@ let package = Package(
         // The element-wise f64 passes of low-rank extraction (delta, residual), AVX2 at run time.
         .target(name: "CLowRank", dependencies: ["CHalf"], path: "Sources/CLowRank",
                 cSettings: [.unsafeFlags(["-ffp-contract=off"]), .unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        // The per-entry passes of the task-arithmetic merges (draws, DELLA's ranks, sign election,
+        // report sums), AVX2 at run time.
+        .target(name: "CMerge", dependencies: ["CHalf"], path: "Sources/CMerge",
+                cSettings: [.unsafeFlags(["-ffp-contract=off"]), .unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // libc settings Swift cannot reach (malloc tuning, cleanup of temporaries on interrupt).
         .target(name: "CSystem", path: "Sources/CSystem"),
         // The file format alone: header parsing/validation, mmap reader, shards, writer, codecs.
@@ -41,7 +45,7 @@ let package = Package(
         // The operations and the streaming engine they share.
         // Optimised in debug builds too: the tests run the debug binary on real tensors, and the
         // K-quant searches (SIMD lanes) are a hundred times slower unoptimised.
-        .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg", "CSystem", "CQuant", "CLowRank", .product(name: "Yams", package: "Yams")],
+        .target(name: "Surgery", dependencies: ["SafeTensors", "Linalg", "CSystem", "CQuant", "CLowRank", "CMerge", .product(name: "Yams", package: "Yams")],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .executableTarget(name: "wtool", dependencies: [
             "Surgery", "SafeTensors", "Linalg",
@@ -49,7 +53,7 @@ let package = Package(
         ]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
         .testTarget(name: "LinalgTests", dependencies: ["Linalg"]),
-        .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "SafeTensors", "Linalg", "CQuant", "CLowRank"]),
+        .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "SafeTensors", "Linalg", "CQuant", "CLowRank", "CMerge"]),
         .testTarget(name: "wtoolTests", dependencies: ["SafeTensors"]),
     ]
 )

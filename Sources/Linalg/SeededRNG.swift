@@ -29,6 +29,12 @@ public struct SeededRNG: RandomNumberGenerator, Sendable {
         return result
     }
 
+    /// The state as four words, for C kernels that draw the same sequence (CMerge's DARE and
+    /// DELLA): `body` may advance it in place.
+    public mutating func withState<R>(_ body: (UnsafeMutablePointer<UInt64>) throws -> R) rethrows -> R {
+        try withUnsafeMutableBytes(of: &s) { try body($0.baseAddress!.assumingMemoryBound(to: UInt64.self)) }
+    }
+
     /// Uniform in [0, 1) with 24 bits (every value an exact f32).
     public mutating func nextUnitFloat() -> Float { Float(next() >> 40) * 0x1p-24 }
 

@@ -1,3 +1,4 @@
+import CMerge
 import Linalg
 
 /// One delta's sparsifier, decided once for the whole tensor and then applied block by block, in
@@ -35,14 +36,19 @@ struct BlockSparsifier {
         shape.count >= 2 && shape[0] > 0 ? n / shape[0] : max(1, n)
     }
 
-    /// - Parameter blocks: calls its argument with the delta's blocks in order; called once per
-    ///   selection pass (three for TIES, six for breadcrumbs, none for the random sparsifiers).
+    /// - Parameters:
+    ///   - blocks: calls its argument with the delta's blocks in order; called once per selection
+    ///     pass (one or three for TIES, two or six for breadcrumbs, none for the random sparsifiers).
+    ///   - sample: reads a run of the delta's entries (the selections' bracketing sample).
     init(_ kind: Sparsifier, count n: Int, rowLength: Int, density: Double, gamma: Double, epsilon: Double, rescale: RescaleRule?,
-         rng: SeededRNG, tensor: String, blocks: ((UnsafeBufferPointer<Float>) -> Void) -> Void) throws {
+         rng: SeededRNG, tensor: String, sample: Sparsifier.SampleReader, blocks: ((UnsafeBufferPointer<Float>) -> Void) -> Void) throws {
         self.rng = rng
         var scratch = [Int](repeating: 0, count: 2048)
+        func select(_ k: Int) -> (value: Float, greater: Int, equal: Int) {
+            Sparsifier.selectMagnitude(k, count: n, scratch: &scratch, sample: sample, blocks: blocks)
+        }
         func cut(rank r: Int) -> Cut {   // the magnitude at ascending rank r (0 <= r < n)
-            let s = Sparsifier.selectMagnitude(n - r, scratch: &scratch, blocks: blocks)
+            let s = select(n - r)
             return Cut(bits: s.value.bitPattern, below: n - s.greater - s.equal)
         }
         rescalesL1 = density < 1 && rescale == .l1 && (kind == .random || kind == .dellaMagprune)
@@ -51,7 +57,7 @@ struct BlockSparsifier {
         case .magnitude:
             let k = Int(density * Double(n))
             if k >= n { rule = .keepAll } else if k <= 0 { rule = .dropAll } else {
-                let s = Sparsifier.selectMagnitude(k, scratch: &scratch, blocks: blocks)
+                let s = select(k)
                 rule = .topK(threshold: s.value.bitPattern, ties: k - s.greater)
             }
         case .magnitudeOutliers:
@@ -110,65 +116,41 @@ struct BlockSparsifier {
             rule = .middle(bottom: bottom, bottomRank: bottomRank, top: top, topRank: topRank)
             return kept
         case let .random(density, scale):
-            var kept = 0
-            for i in 0..<count {
-                if Double(rng.nextUnitFloat()) < density { p[i] *= scale; kept += 1 } else { p[i] = 0 }
-            }
-            return kept
+            return rng.withState { Int(wt_dare_drop(p, count, $0, density, scale)) }
         case let .della(density, epsilon, inverse, cols):
-            var kept = 0
-            var lo = 0
+            // Rows of `cols` entries (a shorter last row has its own probabilities): the keep
+            // probability is linear in the magnitude rank within the row.
+            var kept = 0, lo = 0
+            var table: [Double] = [], scratch: UnsafeMutableRawPointer? = nil
+            defer { scratch?.deallocate() }
             while lo < count {
-                let hi = min(count, lo + cols)
-                let order = Sparsifier.ascendingMagnitudeOrder(Array(UnsafeBufferPointer(start: p + lo, count: hi - lo)))
-                // Keep probability linear in the magnitude rank within the row.
-                var prob = [Double](repeating: density, count: hi - lo)
-                if prob.count > 1 {
-                    for (rank, idx) in order.enumerated() {
-                        prob[idx] = min(1, max(0, (density - epsilon) + 2 * epsilon * Double(rank) / Double(prob.count - 1)))
-                    }
+                let len = min(count, lo + cols) - lo
+                if table.count != len {
+                    table = BlockSparsifier.dellaProbabilities(count: len, density: density, epsilon: epsilon)
+                    scratch?.deallocate()
+                    scratch = UnsafeMutableRawPointer.allocate(byteCount: wt_della_scratch_bytes(len), alignment: 64)
                 }
-                for j in 0..<prob.count {
-                    if Double(rng.nextUnitFloat()) < prob[j] {
-                        if inverse { p[lo + j] = Float(Double(p[lo + j]) / prob[j]) }
-                        kept += 1
-                    } else {
-                        p[lo + j] = 0
-                    }
-                }
-                lo = hi
+                kept += rng.withState { Int(wt_della_row(p + lo, len, $0, table, inverse ? 1 : 0, scratch)) }
+                lo += len
             }
             return kept
         }
     }
 
-    /// Zeroes magnitudes at or below `t` except the first `ties` equal to it (counted down), eight
-    /// lanes at a time on the bit patterns (real deltas make every scalar branch a coin flip).
+    /// DELLA's keep probability by ascending magnitude rank in a row of `count` entries:
+    /// density - epsilon at the smallest to density + epsilon at the largest (density alone for one entry).
+    static func dellaProbabilities(count: Int, density: Double, epsilon: Double) -> [Double] {
+        guard count > 1 else { return [Double](repeating: density, count: count) }
+        return (0..<count).map { rank in min(1, max(0, (density - epsilon) + 2 * epsilon * Double(rank) / Double(count - 1))) }
+    }
+
+    /// Zeroes magnitudes at or below `t` except the first `ties` equal to it (counted down): CMerge's
+    /// wt_keep_above, eight lanes at a time on the bit patterns (real deltas make every scalar
+    /// branch a coin flip).
     private static func keepAbove(_ p: UnsafeMutablePointer<Float>, count n: Int, threshold t: UInt32, ties: inout Int) -> Int {
-        let raw = UnsafeMutableRawPointer(p)
-        let tv = SIMD8<UInt32>(repeating: t), signOff = SIMD8<UInt32>(repeating: 0x7FFF_FFFF)
-        var kept = 0
-        var i = 0
-        while i + 8 <= n {
-            let v = raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<UInt32>.self)
-            let m = v & signOff
-            var keep = m .> tv
-            let eq = m .== tv
-            if any(eq) { for l in 0..<8 where eq[l] && ties > 0 { keep[l] = true; ties -= 1 } }
-            kept &+= Int(SIMD8<Int32>(repeating: 0).replacing(with: 1, where: keep).wrappedSum())
-            raw.storeBytes(of: v.replacing(with: 0, where: .!keep), toByteOffset: 4 * i, as: SIMD8<UInt32>.self)
-            i += 8
-        }
-        while i < n {
-            let m = p[i].bitPattern & 0x7FFF_FFFF
-            if m > t || (m == t && ties > 0) {
-                if m == t { ties -= 1 }
-                kept += 1
-            } else {
-                p[i] = 0
-            }
-            i += 1
-        }
+        var left = ties
+        let kept = Int(wt_keep_above(p, n, t, &left))
+        ties = left
         return kept
     }
 }

@@ -1,3 +1,4 @@
+import CMerge
 import Linalg
 
 /// How kept entries are rescaled after random dropping (DARE, DELLA).
@@ -31,7 +32,8 @@ public enum Sparsifier: Sendable {
         return try delta.withUnsafeMutableBufferPointer { d in
             let whole = UnsafeBufferPointer(d)
             var s = try BlockSparsifier(self, count: n, rowLength: BlockSparsifier.rowLength(shape, count: n), density: density, gamma: gamma,
-                                        epsilon: epsilon, rescale: rescale, rng: rng, tensor: tensor) { body in body(whole) }
+                                        epsilon: epsilon, rescale: rescale, rng: rng, tensor: tensor,
+                                        sample: { start, count, into in into.update(from: d.baseAddress! + start, count: count) }) { body in body(whole) }
             guard n > 0 else { return 0 }
             var before = VectorMath.AbsSum(count: n), after = before
             if s.rescalesL1 { before.add(d.baseAddress!, count: n, at: 0) }
@@ -122,16 +124,7 @@ public enum Sparsifier: Sendable {
                 h.baseAddress!.update(repeating: 0, count: buckets)
                 blocks { x in
                     guard let base = x.baseAddress else { return }
-                    let raw = UnsafeRawPointer(base)
-                    @inline(__always) func bits(_ i: Int) -> UInt32 { raw.load(fromByteOffset: 4 * i, as: UInt32.self) & 0x7FFF_FFFF }
-                    if fixedShift >= 31 {
-                        for i in 0..<x.count { h[Int((bits(i) >> shift) & mask)] += 1 }
-                    } else {
-                        for i in 0..<x.count {
-                            let b = bits(i)
-                            if b >> fixedShift == prefix { h[Int((b >> shift) & mask)] += 1 }
-                        }
-                    }
+                    wt_magnitude_histogram(base, x.count, shift, width, fixedShift >= 31 ? 0 : 1, prefix, h.baseAddress!)
                 }
             }
             var digit = Int(mask)
@@ -140,6 +133,50 @@ public enum Sparsifier: Sendable {
             equal = hist[digit]   // after the last pass: every bit fixed, the count of exact equals
         }
         return (Float(bitPattern: prefix), k - remaining, equal)
+    }
+
+    /// Reads entries [start, start + count) of the data `selectMagnitude` selects from.
+    typealias SampleReader = (_ start: Int, _ count: Int, _ into: UnsafeMutablePointer<Float>) -> Void
+
+    /// `selectMagnitude` in one pass over the data instead of three: a sample of the entries
+    /// (1024 runs of 16, evenly spaced) brackets the k-th largest magnitude, one pass counts the
+    /// magnitudes above the bracket and keeps those inside it, and the radix selection finishes on
+    /// those few. The answer is the same exact value; when the bracket misses it, or holds far more
+    /// entries than a sample predicts (heavy ties), the three-pass selection runs instead.
+    static func selectMagnitude(_ k: Int, count n: Int, scratch hist: inout [Int], sample: SampleReader,
+                                blocks: ((UnsafeBufferPointer<Float>) -> Void) -> Void) -> (value: Float, greater: Int, equal: Int) {
+        precondition(k >= 1 && k <= n)
+        let runs = 1024, run = 16, S = runs * run
+        guard n >= 16 * S else { return selectMagnitude(k, scratch: &hist, blocks: blocks) }
+        var sampled = [UInt32](repeating: 0, count: S)
+        sampled.withUnsafeMutableBytes { raw in
+            let f = raw.baseAddress!.assumingMemoryBound(to: Float.self)
+            for r in 0..<runs { sample(r * (n - run) / (runs - 1), run, f + r * run) }
+        }
+        for i in 0..<S { sampled[i] &= 0x7FFF_FFFF }
+        sampled.sort(by: >)
+        // The k-th largest sits near sample rank k S / n; the margin is 6 binomial deviations
+        // plus two runs (neighbours in a run are not independent draws).
+        let q = Double(k) / Double(n), at = Int(q * Double(S))
+        let margin = Int(6 * (Double(S) * q * (1 - q)).squareRoot()) + 2 * run
+        let hi: UInt32 = at - margin <= 0 ? UInt32.max : sampled[at - margin]
+        let lo: UInt32 = at + margin >= S ? 0 : sampled[at + margin]
+        // Room for four times the entries the sample puts inside (uninitialised: only what is written is read).
+        let cap = 4 * (2 * margin + 1) * (n / S + 1) + 4096
+        let inside = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: cap + 8)
+        defer { inside.deallocate() }
+        var above = 0, count = 0
+        blocks { x in
+            guard let p = x.baseAddress else { return }
+            var a = 0
+            count += Int(wt_bracket(p, x.count, lo, hi, inside.baseAddress! + min(count, cap), max(0, cap - count), &a))
+            above += a
+        }
+        guard count <= cap, above < k, k <= above + count else { return selectMagnitude(k, scratch: &hist, blocks: blocks) }
+        let r = UnsafeRawPointer(inside.baseAddress!).withMemoryRebound(to: Float.self, capacity: count) { f in
+            selectMagnitude(k - above, scratch: &hist) { body in body(UnsafeBufferPointer(start: f, count: count)) }
+        }
+        return (r.value, above + r.greater, r.equal)
     }
 
     /// Indices sorted by |x| ascending, ties by index (a stable order).

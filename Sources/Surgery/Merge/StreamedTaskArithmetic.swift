@@ -26,9 +26,10 @@ struct StreamedTaskArithmetic {
     /// Entries per block at most (rounded down to whole rows, at least one row).
     let blockEntries: Int
 
-    /// Blocks of 2^18 entries (1 MiB of f32 per input: they stay in cache between the passes), or
-    /// smaller when the caller's threshold is smaller (tests use that to cut rows into blocks).
-    static func blockEntries(threshold: Int) -> Int { min(threshold, 1 << 18) }
+    /// Blocks of 2^16 entries (256 KiB of f32 per buffer: the M + 3 of them stay in a core's L2
+    /// between the steps of a pass), or smaller when the caller's threshold is smaller (tests use
+    /// that to cut rows into blocks).
+    static func blockEntries(threshold: Int) -> Int { min(threshold, 1 << 16) }
 
     /// What the pass measured: the pipeline's figures, the geometry of the models' deltas (models
     /// only, as `VectorMath.deltaSums` pairs them) and ||out - base||², ||base||².
@@ -82,7 +83,10 @@ struct StreamedTaskArithmetic {
             let t = tasks[m]
             let rng = SeededRNG(seed: seed, stream: tensor, block: UInt64(m))
             let s = try BlockSparsifier(kind, count: n, rowLength: rowLength, density: t.density, gamma: t.gamma, epsilon: t.epsilon,
-                                        rescale: pipeline.rescale, rng: rng, tensor: tensor) { forEachDeltaBlock(m, $0) }
+                                        rescale: pipeline.rescale, rng: rng, tensor: tensor, sample: { start, len, into in
+                                            base(start, len, baseBuf)
+                                            readDelta(m, start, len, into: into)
+                                        }) { forEachDeltaBlock(m, $0) }
             if s.rescalesL1 {
                 var probe = s, before = VectorMath.AbsSum(count: n), after = before
                 var start = 0

@@ -1,3 +1,4 @@
+import CMerge
 import Linalg
 import SafeTensors
 
@@ -59,57 +60,16 @@ public struct TaskArithmeticPipeline: Sendable {
 }
 
 extension TaskArithmeticPipeline {
-    /// TIES sign election and disjoint sum, four entries at a time without branches (the signs of
-    /// real deltas are random, so a branchy loop mispredicts half the time). Per entry: the
-    /// majority sign is the sign of Σ w_m δ_m (0 elects +); the deltas of that sign (zeros never
-    /// agree) are summed and, with normalize, divided by the sum of their weights. Returns the
-    /// number of entries where deltas of both signs met.
+    /// TIES sign election and disjoint sum (CMerge's wt_elect_sum, branch-free: the signs of real
+    /// deltas are random, so a branchy loop mispredicts half the time). Per entry: the majority
+    /// sign is the sign of Σ w_m δ_m (0 elects +); the deltas of that sign (zeros never agree) are
+    /// summed and, with normalize, divided by the sum of their weights. Returns the number of
+    /// entries where deltas of both signs met.
     static func electAndSum(_ ptrs: [UnsafePointer<Float>], weights w: [Double], into out: UnsafeMutablePointer<Float>,
                             count n: Int, normalize: Bool, lambda: Double) -> Int {
-        typealias V = SIMD4<Double>
-        let M = ptrs.count
-        let zero = V(repeating: 0), one = V(repeating: 1)
-        var conflicts = 0
-        @inline(__always) func load(_ m: Int, _ i: Int) -> V {
-            V(UnsafeRawPointer(ptrs[m] + i).loadUnaligned(as: SIMD4<Float>.self)) * w[m]
-        }
-        var i = 0
-        while i + 4 <= n {
-            var total = zero
-            var pos = SIMDMask<SIMD4<Int64>>(repeating: false), neg = pos
-            for m in 0..<M {
-                let d = load(m, i)
-                total += d
-                pos .|= d .> zero
-                neg .|= d .< zero
-            }
-            conflicts &+= Int(SIMD4<Int64>(repeating: 0).replacing(with: 1, where: pos .& neg).wrappedSum())
-            let sign = one.replacing(with: -1, where: total .< zero)
-            var sum = zero, div = zero
-            for m in 0..<M {
-                let d = load(m, i)
-                let agree = d * sign .> zero
-                sum += d.replacing(with: 0, where: .!agree)
-                div += V(repeating: w[m]).replacing(with: 0, where: .!agree)
-            }
-            if normalize { sum /= div.replacing(with: 1, where: div .== zero) }
-            UnsafeMutableRawPointer(out + i).storeBytes(of: SIMD4<Float>(sum * lambda), as: SIMD4<Float>.self)
-            i += 4
-        }
-        for j in i..<n {  // the tail, one entry at a time, same rule
-            var total = 0.0, pos = false, neg = false
-            for m in 0..<M { let d = w[m] * Double(ptrs[m][j]); total += d; pos = pos || d > 0; neg = neg || d < 0 }
-            if pos && neg { conflicts += 1 }
-            let sign = total < 0 ? -1.0 : 1.0
-            var sum = 0.0, div = 0.0
-            for m in 0..<M {
-                let d = w[m] * Double(ptrs[m][j])
-                if d * sign > 0 { sum += d; div += w[m] }
-            }
-            if normalize && div != 0 { sum /= div }
-            out[j] = Float(sum * lambda)
-        }
-        return conflicts
+        precondition(ptrs.count == w.count)
+        let xs = ptrs.map { Optional($0) }
+        return Int(wt_elect_sum(xs, w, ptrs.count, out, n, normalize ? 1 : 0, lambda))
     }
 }
 

@@ -1,3 +1,5 @@
+import CMerge
+
 /// Reductions over f32 data with f64 accumulation (fixed order for a fixed length, so results do
 /// not depend on threads), and the element-wise helpers the methods share.
 enum VectorMath {
@@ -50,6 +52,25 @@ enum VectorMath {
             }
         }
 
+        /// The same sum with the aligned middle done by `quads(i, q, lanes)`, which adds the
+        /// block's terms i ..< i + 4q to the four lanes (term i + 4r + j to lane j): C kernels.
+        @inline(__always)
+        mutating func add(count: Int, at start: Int, one: (Int) -> Double,
+                          quads: (_ i: Int, _ quads: Int, _ lanes: UnsafeMutablePointer<Double>) -> Void) {
+            var i = 0
+            while i < count && (start + i) & 3 != 0 && start + i < body { lanes[(start + i) & 3] += one(i); i += 1 }
+            let q = max(0, min(count - i, body - start - i) / 4)
+            if q > 0 {
+                let from = i
+                withUnsafeMutableBytes(of: &lanes) { quads(from, q, $0.baseAddress!.assumingMemoryBound(to: Double.self)) }
+                i += 4 * q
+            }
+            while i < count {
+                if start + i < body { lanes[(start + i) & 3] += one(i) } else { tail.append(one(i)) }
+                i += 1
+            }
+        }
+
         var total: Double { tail.reduce(lanes.sum(), +) }
     }
 
@@ -58,11 +79,7 @@ enum VectorMath {
         private var sum: LaneSum
         init(count: Int) { sum = LaneSum(count: count) }
         mutating func add(_ p: UnsafePointer<Float>, count: Int, at start: Int) {
-            let r = UnsafeRawPointer(p)
-            sum.add(count: count, at: start, four: { i in
-                let v = SIMD4<Double>(r.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
-                return v.replacing(with: -v, where: v .< 0)
-            }, one: { Double(abs(p[$0])) })
+            sum.add(count: count, at: start, one: { Double(abs(p[$0])) }, quads: { i, q, lanes in wt_abs_lanes(p + i, q, lanes) })
         }
         var total: Double { sum.total }
     }
@@ -131,29 +148,12 @@ enum VectorMath {
     /// Σ (x_i - b)² for each i and Σ (x_i - b)(x_j - b) for each pair i < j (pairs in order (0,1),
     /// (0,2), ..., (1,2), ...): sums, so blocks of a tensor can be added up.
     static func deltaSums(_ ptrs: [UnsafePointer<Float>], base: UnsafePointer<Float>, count n: Int) -> (squares: [Double], dots: [Double]) {
-        typealias V = SIMD4<Double>
         let M = ptrs.count, P = M * (M - 1) / 2
-        let raws = ptrs.map { UnsafeRawPointer($0) }, b = UnsafeRawPointer(base)
-        var sq = [V](repeating: V(), count: M), dots = [V](repeating: V(), count: P), d = [V](repeating: V(), count: M)
-        var i = 0
-        sq.withUnsafeMutableBufferPointer { sq in
-            dots.withUnsafeMutableBufferPointer { dots in
-                d.withUnsafeMutableBufferPointer { d in
-                    while i + 4 <= n {
-                        let bv = V(b.loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self))
-                        for m in 0..<M {
-                            d[m] = V(raws[m].loadUnaligned(fromByteOffset: 4 * i, as: SIMD4<Float>.self)) - bv
-                            sq[m] += d[m] * d[m]
-                        }
-                        var k = 0
-                        for p in 0..<M { for q in (p + 1)..<max(p + 1, M) { dots[k] += d[p] * d[q]; k += 1 } }
-                        i += 4
-                    }
-                }
-            }
-        }
-        var squares = sq.map { $0.sum() }, pair = dots.map { $0.sum() }
-        for j in i..<n {  // tail
+        var sq = [Double](repeating: 0, count: 4 * M), dots = [Double](repeating: 0, count: 4 * P)
+        wt_delta_lanes(ptrs.map { Optional($0) }, M, base, n / 4, &sq, &dots)
+        func lanes(_ a: [Double], _ k: Int) -> Double { SIMD4(a[4 * k], a[4 * k + 1], a[4 * k + 2], a[4 * k + 3]).sum() }
+        var squares = (0..<M).map { lanes(sq, $0) }, pair = (0..<P).map { lanes(dots, $0) }
+        for j in (n & ~3)..<n {  // tail
             let dj = ptrs.map { Double($0[j]) - Double(base[j]) }
             var k = 0
             for p in 0..<M {

@@ -1,0 +1,52 @@
+#ifndef CMERGE_H
+#define CMERGE_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* The per-entry passes of the task-arithmetic merges (TIES, DARE, DELLA and their linear forms),
+   each the statement of a Swift rule it replaced, with the same arithmetic in the same order, so
+   outputs and report figures keep their bits. Random draws are Linalg.SeededRNG's xoshiro256**
+   (state[4] is its state, advanced in place) and its unit float: (next >> 40) * 2^-24. Sums run in
+   four f64 lanes (lane j takes the quads' entry j), which the caller adds up as before. */
+
+/* DARE: keeps entry i when the next unit draw is below `density` (then p[i] *= scale), else sets
+   it to +0. Returns how many were kept. */
+size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float scale);
+
+/* DELLA, one row of n entries: the keep probability of entry i is prob_by_rank[r], r its rank in
+   ascending |p| order (ties by index); kept when the next unit draw is below it, then divided by
+   it when `inverse`; dropped entries become +0. `scratch` holds wt_della_scratch_bytes(n) bytes.
+   Returns how many were kept. */
+size_t wt_della_row(float *p, size_t n, uint64_t state[4], const double *prob_by_rank, int inverse, void *scratch);
+size_t wt_della_scratch_bytes(size_t n);
+
+/* Histogram of digit ((bits(|x|) >> shift) & (2^width - 1)) into hist (added to it); with
+   `filtered`, only of the entries whose bits above shift + width equal `prefix`. */
+void wt_magnitude_histogram(const float *x, size_t n, unsigned shift, unsigned width, int filtered, uint32_t prefix, intptr_t *hist);
+
+/* One pass of a bracketed selection: adds to *above the entries with bits(|x|) > hi and writes
+   those with lo <= bits(|x|) <= hi to out (which has cap + 8 slots; past cap they are counted,
+   not kept). Returns how many were inside the bracket. */
+size_t wt_bracket(const float *x, size_t n, uint32_t lo, uint32_t hi, uint32_t *out, size_t cap, size_t *above);
+
+/* TIES's top-k as a cut: zeroes (to +0) the entries with bits(|p|) below t and those equal to it
+   once the first *ties of them (in index order, counted down) are kept. Returns how many were kept. */
+size_t wt_keep_above(float *p, size_t n, uint32_t t, size_t *ties);
+
+/* TIES sign election and disjoint sum of M weighted deltas (TaskArithmeticPipeline.electAndSum):
+   out[i] = lambda * (the sum of the w_m x_m[i] whose sign is the sign of their total, 0 electing
+   +), divided by the sum of their weights with `normalize`. Returns the entries where deltas of
+   both signs met. */
+size_t wt_elect_sum(const float *const *x, const double *w, size_t M, float *out, size_t n, int normalize, double lambda);
+
+/* For the first 4 * quads entries: sq[4m + j] += d_m^2 and dots[4k + j] += d_p d_q (pairs p < q in
+   order (0,1), (0,2), ..., (1,2), ...), with d_m = (double)x_m[i] - (double)base[i], j = i mod 4. */
+void wt_delta_lanes(const float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots);
+
+/* lanes[j] += |(double)p[i]| for the first 4 * quads entries, j = i mod 4. */
+void wt_abs_lanes(const float *p, size_t quads, double lanes[4]);
+
+/* 1: the AVX2 paths are used; tests switch them off (0) to compare the two. */
+int wt_merge_uses_avx2(void);
+void wt_merge_allow_avx2(int allow);
+#endif

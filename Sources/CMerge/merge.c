@@ -1,0 +1,363 @@
+/* Per-entry passes of the task-arithmetic merges (see CMerge.h). As Swift loops they were most of
+   a TIES, DARE or DELLA merge: a random draw behind a call per entry, a sort of index arrays by a
+   closure per DELLA row, f64 SIMD over arrays of pointers with bounds checks. */
+#include "CMerge.h"
+#include "CHalf.h"
+#include <math.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+static int allow_avx2 = 1;
+int wt_merge_uses_avx2(void) { return allow_avx2 && wt_half_uses_f16c(); }
+void wt_merge_allow_avx2(int allow) { allow_avx2 = allow; }
+
+/* ---- Linalg.SeededRNG: xoshiro256** and its 24-bit unit float ---- */
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static inline uint64_t rng_next(uint64_t s[4]) {
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+static inline double rng_unit(uint64_t s[4]) { return (double)((float)(uint32_t)(rng_next(s) >> 40) * 0x1p-24f); }
+
+/* v when keep, else +0, without a branch: keep is a coin flip at density 0.5 (the empty asm hides
+   the mask from the compiler, which would otherwise turn the select back into a branch). */
+static inline float kept_or_zero(float v, int keep) {
+    uint32_t b, mask = 0u - (uint32_t)keep;
+#if defined(__GNUC__)
+    __asm__("" : "+r"(mask));
+#endif
+    memcpy(&b, &v, 4);
+    b &= mask;
+    memcpy(&v, &b, 4);
+    return v;
+}
+
+size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float scale) {
+    uint64_t s[4] = {state[0], state[1], state[2], state[3]};
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        int keep = rng_unit(s) < density;
+        p[i] = kept_or_zero(p[i] * scale, keep);
+        kept += (size_t)keep;
+    }
+    memcpy(state, s, sizeof s);
+    return kept;
+}
+
+/* ---- DELLA: ranks by a stable radix sort of (|p| bits, index) ---- */
+
+size_t wt_della_scratch_bytes(size_t n) { return n * (2 * sizeof(uint64_t) + sizeof(double)) + 4096 * sizeof(uint32_t); }
+
+/* Sorts keys |bits| << 32 | index ascending: three stable counting passes over the magnitude's
+   11 + 10 + 10 bits (a pass whose digit is the same for every entry is skipped); the index in the
+   low half keeps ties in index order. Returns the array holding the result (a or b). */
+static uint64_t *sort_by_magnitude(const float *p, size_t n, uint64_t *a, uint64_t *b, uint32_t *hist) {
+    static const int shifts[3] = {32, 43, 53}, widths[3] = {11, 10, 10};
+    uint32_t *h[3] = {hist, hist + 2048, hist + 3072};
+    memset(hist, 0, 4096 * sizeof(uint32_t));
+    const uint32_t *bits = (const uint32_t *)p;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t m = bits[i] & 0x7FFFFFFFu;
+        a[i] = m << 32 | (uint64_t)i;
+        h[0][m & 2047]++; h[1][(m >> 11) & 1023]++; h[2][m >> 21]++;
+    }
+    for (int pass = 0; pass < 3; pass++) {
+        uint32_t *c = h[pass], buckets = 1u << widths[pass], sum = 0;
+        int trivial = 0;
+        for (uint32_t d = 0; d < buckets; d++) {
+            uint32_t k = c[d];
+            if (k == n) trivial = 1;
+            c[d] = sum; sum += k;
+        }
+        if (trivial) continue;
+        int shift = shifts[pass];
+        uint64_t mask = buckets - 1;
+        for (size_t i = 0; i < n; i++) { uint64_t v = a[i]; b[c[(v >> shift) & mask]++] = v; }
+        uint64_t *t = a; a = b; b = t;
+    }
+    return a;
+}
+
+size_t wt_della_row(float *p, size_t n, uint64_t state[4], const double *prob_by_rank, int inverse, void *scratch) {
+    uint64_t *a = scratch, *b = a + n;
+    double *prob = (double *)(b + n);
+    uint32_t *hist = (uint32_t *)(prob + n);
+    const uint64_t *sorted = sort_by_magnitude(p, n, a, b, hist);
+    for (size_t r = 0; r < n; r++) prob[(uint32_t)sorted[r]] = prob_by_rank[r];
+    uint64_t s[4] = {state[0], state[1], state[2], state[3]};
+    size_t kept = 0;
+    if (inverse) {
+        for (size_t i = 0; i < n; i++) {
+            int keep = rng_unit(s) < prob[i];
+            p[i] = kept_or_zero((float)((double)p[i] / prob[i]), keep);
+            kept += (size_t)keep;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            int keep = rng_unit(s) < prob[i];
+            p[i] = kept_or_zero(p[i], keep);
+            kept += (size_t)keep;
+        }
+    }
+    memcpy(state, s, sizeof s);
+    return kept;
+}
+
+/* ---- TIES: magnitude histograms for the radix selection ---- */
+
+void wt_magnitude_histogram(const float *x, size_t n, unsigned shift, unsigned width, int filtered, uint32_t prefix, intptr_t *hist) {
+    const uint32_t *bits = (const uint32_t *)x;
+    const uint32_t mask = (1u << width) - 1;
+    const unsigned fixed = shift + width;
+    if (!filtered) {
+        /* Four histograms in turn: neighbours often share a digit, and one counter would make
+           each increment wait for the last. Counts fit 32 bits per chunk of 2^31 entries. */
+        uint32_t h[4][2048];
+        for (size_t lo = 0; lo < n; lo += (size_t)1 << 31) {
+            size_t hi = n - lo > ((size_t)1 << 31) ? lo + ((size_t)1 << 31) : n, i = lo;
+            memset(h, 0, sizeof h);
+            for (; i + 4 <= hi; i += 4)
+                for (int j = 0; j < 4; j++) h[j][((bits[i + j] & 0x7FFFFFFFu) >> shift) & mask]++;
+            for (; i < hi; i++) h[0][((bits[i] & 0x7FFFFFFFu) >> shift) & mask]++;
+            for (uint32_t d = 0; d <= mask; d++) hist[d] += (intptr_t)h[0][d] + h[1][d] + h[2][d] + h[3][d];
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = bits[i] & 0x7FFFFFFFu;
+        if (v >> fixed == prefix) hist[(v >> shift) & mask]++;
+    }
+}
+
+/* ---- TIES: sign election and disjoint sum ---- */
+
+static inline size_t elect_one(const float *const *x, const double *w, size_t M, float *out, size_t i, int normalize, double lambda) {
+    double total = 0;
+    int pos = 0, neg = 0;
+    for (size_t m = 0; m < M; m++) {
+        double d = (double)x[m][i] * w[m];
+        total += d; pos |= d > 0; neg |= d < 0;
+    }
+    double sign = total < 0 ? -1.0 : 1.0, sum = 0, div = 0;
+    for (size_t m = 0; m < M; m++) {
+        double d = (double)x[m][i] * w[m];
+        int agree = d * sign > 0;
+        sum += agree ? d : 0.0;
+        div += agree ? w[m] : 0.0;
+    }
+    if (normalize) sum /= div == 0 ? 1.0 : div;
+    out[i] = (float)(sum * lambda);
+    return (size_t)(pos & neg);
+}
+
+static size_t elect_portable(const float *const *x, const double *w, size_t M, float *out, size_t n, int normalize, double lambda) {
+    size_t conflicts = 0;
+    for (size_t i = 0; i < n; i++) conflicts += elect_one(x, w, M, out, i, normalize, lambda);
+    return conflicts;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+static size_t elect_avx2(const float *const *x, const double *w, size_t M, float *out, size_t n, int normalize, double lambda) {
+    const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0), minus = _mm256_set1_pd(-1.0), lam = _mm256_set1_pd(lambda);
+    size_t conflicts = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d total = zero, pos = zero, neg = zero;
+        for (size_t m = 0; m < M; m++) {
+            __m256d d = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(x[m] + i)), _mm256_set1_pd(w[m]));
+            total = _mm256_add_pd(total, d);
+            pos = _mm256_or_pd(pos, _mm256_cmp_pd(d, zero, _CMP_GT_OQ));
+            neg = _mm256_or_pd(neg, _mm256_cmp_pd(d, zero, _CMP_LT_OQ));
+        }
+        conflicts += (size_t)__builtin_popcount((unsigned)_mm256_movemask_pd(_mm256_and_pd(pos, neg)));
+        __m256d sign = _mm256_blendv_pd(one, minus, _mm256_cmp_pd(total, zero, _CMP_LT_OQ));
+        __m256d sum = zero, div = zero;
+        for (size_t m = 0; m < M; m++) {
+            __m256d wm = _mm256_set1_pd(w[m]);
+            __m256d d = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(x[m] + i)), wm);
+            __m256d agree = _mm256_cmp_pd(_mm256_mul_pd(d, sign), zero, _CMP_GT_OQ);
+            sum = _mm256_add_pd(sum, _mm256_and_pd(agree, d));
+            div = _mm256_add_pd(div, _mm256_and_pd(agree, wm));
+        }
+        if (normalize) sum = _mm256_div_pd(sum, _mm256_blendv_pd(div, one, _mm256_cmp_pd(div, zero, _CMP_EQ_OQ)));
+        _mm_storeu_ps(out + i, _mm256_cvtpd_ps(_mm256_mul_pd(sum, lam)));
+    }
+    for (; i < n; i++) conflicts += elect_one(x, w, M, out, i, normalize, lambda);
+    return conflicts;
+}
+#endif
+
+size_t wt_elect_sum(const float *const *x, const double *w, size_t M, float *out, size_t n, int normalize, double lambda) {
+#if defined(__x86_64__)
+    if (wt_merge_uses_avx2()) return elect_avx2(x, w, M, out, n, normalize, lambda);
+#endif
+    return elect_portable(x, w, M, out, n, normalize, lambda);
+}
+
+/* ---- Report sums: delta geometry and L1 norms in four lanes ---- */
+
+static void delta_lanes_portable(const float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots) {
+    for (size_t i = 0; i < 4 * quads; i++) {
+        size_t j = i & 3, k = 0;
+        double b = (double)base[i];
+        for (size_t p = 0; p < M; p++) {
+            double dp = (double)x[p][i] - b;
+            sq[4 * p + j] += dp * dp;
+            for (size_t r = p + 1; r < M; r++, k++) dots[4 * k + j] += dp * ((double)x[r][i] - b);
+        }
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+static void delta_lanes_avx2(const float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots) {
+    __m256d s[8], t[28], d[8];
+    size_t P = M * (M - 1) / 2;
+    for (size_t m = 0; m < M; m++) s[m] = _mm256_loadu_pd(sq + 4 * m);
+    for (size_t k = 0; k < P; k++) t[k] = _mm256_loadu_pd(dots + 4 * k);
+    for (size_t q = 0; q < quads; q++) {
+        size_t i = 4 * q, k = 0;
+        __m256d b = _mm256_cvtps_pd(_mm_loadu_ps(base + i));
+        for (size_t m = 0; m < M; m++) {
+            d[m] = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x[m] + i)), b);
+            s[m] = _mm256_add_pd(s[m], _mm256_mul_pd(d[m], d[m]));
+        }
+        for (size_t p = 0; p < M; p++)
+            for (size_t r = p + 1; r < M; r++, k++) t[k] = _mm256_add_pd(t[k], _mm256_mul_pd(d[p], d[r]));
+    }
+    for (size_t m = 0; m < M; m++) _mm256_storeu_pd(sq + 4 * m, s[m]);
+    for (size_t k = 0; k < P; k++) _mm256_storeu_pd(dots + 4 * k, t[k]);
+}
+
+__attribute__((target("avx2")))
+static void abs_lanes_avx2(const float *p, size_t quads, double lanes[4]) {
+    const __m256d sign = _mm256_set1_pd(-0.0);
+    __m256d acc = _mm256_loadu_pd(lanes);
+    for (size_t q = 0; q < quads; q++) acc = _mm256_add_pd(acc, _mm256_andnot_pd(sign, _mm256_cvtps_pd(_mm_loadu_ps(p + 4 * q))));
+    _mm256_storeu_pd(lanes, acc);
+}
+#endif
+
+void wt_delta_lanes(const float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots) {
+#if defined(__x86_64__)
+    if (M <= 8 && wt_merge_uses_avx2()) { delta_lanes_avx2(x, M, base, quads, sq, dots); return; }
+#endif
+    delta_lanes_portable(x, M, base, quads, sq, dots);
+}
+
+void wt_abs_lanes(const float *p, size_t quads, double lanes[4]) {
+#if defined(__x86_64__)
+    if (wt_merge_uses_avx2()) { abs_lanes_avx2(p, quads, lanes); return; }
+#endif
+    for (size_t q = 0; q < quads; q++)
+        for (int j = 0; j < 4; j++) lanes[j] += fabs((double)p[4 * q + (size_t)j]);
+}
+
+/* ---- TIES: one counting pass for a bracketed selection, and the top-k mask ---- */
+
+static inline size_t bracket_one(uint32_t v, uint32_t lo, uint32_t hi, uint32_t *out, size_t w, size_t cap, size_t *a) {
+    *a += v > hi;
+    out[w < cap ? w : cap] = v;
+    return (size_t)((v >= lo) & (v <= hi));
+}
+
+#if defined(__x86_64__)
+/* For each 8-bit mask, the indices of its set bits in order, 4 bits each (lowest first): the lane
+   permutation that packs the selected lanes of 8 to the front. Built once at load. */
+static uint32_t pack_lut[256];
+__attribute__((constructor)) static void build_pack_lut(void) {
+    for (uint32_t m = 0; m < 256; m++) {
+        uint32_t v = 0, k = 0;
+        for (uint32_t l = 0; l < 8; l++) if (m >> l & 1) v |= l << (4 * k++);
+        pack_lut[m] = v;
+    }
+}
+
+/* Eight at a time: the packed inside lanes are stored at the write position (out has 8 slots of
+   room past cap), the count of lanes above added per lane. Magnitude bits are at most 0x7FFFFFFF,
+   so signed compares order them. */
+__attribute__((target("avx2")))
+static size_t bracket_avx2(const uint32_t *bits, size_t n, uint32_t lo, uint32_t hi, uint32_t *out, size_t cap, size_t *above) {
+    const __m256i sign_off = _mm256_set1_epi32(0x7FFFFFFF), vlo = _mm256_set1_epi32((int)lo - 1), vhi = _mm256_set1_epi32((int)hi);
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), nibble = _mm256_set1_epi32(0xF);
+    __m256i count = _mm256_setzero_si256();
+    size_t w = 0, i = 0, a = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(bits + i)), sign_off);
+        __m256i gt = _mm256_cmpgt_epi32(v, vhi);
+        count = _mm256_sub_epi32(count, gt);
+        __m256i in = _mm256_andnot_si256(gt, _mm256_cmpgt_epi32(v, vlo));
+        unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(in));
+        __m256i perm = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)pack_lut[mask]), shifts), nibble);
+        _mm256_storeu_si256((__m256i *)(out + (w < cap ? w : cap)), _mm256_permutevar8x32_epi32(v, perm));
+        w += (size_t)__builtin_popcount(mask);
+        if ((i & ((1u << 20) - 1)) == 0) {   /* lane counts stay below 2^31 */
+            uint32_t c[8]; _mm256_storeu_si256((__m256i *)c, count); count = _mm256_setzero_si256();
+            for (int l = 0; l < 8; l++) a += c[l];
+        }
+    }
+    uint32_t c[8]; _mm256_storeu_si256((__m256i *)c, count);
+    for (int l = 0; l < 8; l++) a += c[l];
+    for (; i < n; i++) w += bracket_one(bits[i] & 0x7FFFFFFFu, lo, hi, out, w, cap, &a);
+    *above += a;
+    return w;
+}
+#endif
+
+size_t wt_bracket(const float *x, size_t n, uint32_t lo, uint32_t hi, uint32_t *out, size_t cap, size_t *above) {
+    const uint32_t *bits = (const uint32_t *)x;
+    if (hi > 0x7FFFFFFFu) hi = 0x7FFFFFFFu;   /* nothing is above: the same counts */
+#if defined(__x86_64__)
+    if (lo > 0 && wt_merge_uses_avx2()) return bracket_avx2(bits, n, lo, hi, out, cap, above);
+#endif
+    size_t w = 0, a = 0;
+    for (size_t i = 0; i < n; i++) w += bracket_one(bits[i] & 0x7FFFFFFFu, lo, hi, out, w, cap, &a);
+    *above += a;
+    return w;
+}
+
+static inline size_t keep_one(uint32_t *b, uint32_t t, size_t *left) {
+    uint32_t m = *b & 0x7FFFFFFFu;
+    int tie = (m == t) & (*left > 0), keep = (m > t) | tie;
+    *left -= (size_t)tie;
+    *b = keep ? *b : 0;
+    return (size_t)keep;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+static size_t keep_above_avx2(uint32_t *b, size_t n, uint32_t t, size_t *left) {
+    const __m256i sign_off = _mm256_set1_epi32(0x7FFFFFFF), vt = _mm256_set1_epi32((int)t);
+    size_t kept = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b + i)), m = _mm256_and_si256(v, sign_off);
+        if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(m, vt))) {   /* an entry equal to the cut: in order */
+            for (size_t j = i; j < i + 8; j++) kept += keep_one(b + j, t, left);
+            continue;
+        }
+        __m256i gt = _mm256_cmpgt_epi32(m, vt);
+        _mm256_storeu_si256((__m256i *)(b + i), _mm256_and_si256(v, gt));
+        kept += (size_t)__builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(gt)));
+    }
+    for (; i < n; i++) kept += keep_one(b + i, t, left);
+    return kept;
+}
+#endif
+
+size_t wt_keep_above(float *p, size_t n, uint32_t t, size_t *ties) {
+    uint32_t *b = (uint32_t *)p;
+#if defined(__x86_64__)
+    if (wt_merge_uses_avx2()) return keep_above_avx2(b, n, t, ties);
+#endif
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) kept += keep_one(b + i, t, ties);
+    return kept;
+}

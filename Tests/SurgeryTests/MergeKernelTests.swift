@@ -1,0 +1,168 @@
+import XCTest
+import CMerge
+import Linalg
+@testable import Surgery
+
+/// CMerge's passes against the Swift rules they replaced (stated here one entry at a time), AVX2
+/// and portable paths alike.
+final class MergeKernelTests: XCTestCase {
+    func values(_ n: Int, seed: String, scale: Float = 1) -> [Float] {
+        var g = SeededRNG(seed: 7, stream: seed)
+        return (0..<n).map { _ in g.nextGaussian() * scale }
+    }
+
+    /// Values with many exact ties and zeros (a few distinct magnitudes of both signs).
+    func tied(_ n: Int, seed: String) -> [Float] {
+        var g = SeededRNG(seed: 7, stream: seed)
+        return (0..<n).map { _ in Float(Int(g.next() % 7) - 3) * 0.25 }
+    }
+
+    func bothPaths(_ body: () -> Void) {
+        defer { wt_merge_allow_avx2(1) }
+        for allow: Int32 in [1, 0] { wt_merge_allow_avx2(allow); body() }
+    }
+
+    func testElectionAndSumFollowTheRule() {
+        for M in [1, 2, 3, 5] {
+            let n = 1003
+            let xs = (0..<M).map { m in m % 2 == 0 ? values(n, seed: "e\(m)") : tied(n, seed: "e\(m)") }
+            let w = (0..<M).map { 0.5 + Double($0) * 0.25 }
+            for normalize in [true, false] {
+                var expected = [Float](repeating: 0, count: n), conflicts = 0
+                for i in 0..<n {
+                    let d = (0..<M).map { Double(xs[$0][i]) * w[$0] }
+                    let total = d.reduce(0, +)
+                    if d.contains(where: { $0 > 0 }) && d.contains(where: { $0 < 0 }) { conflicts += 1 }
+                    let sign = total < 0 ? -1.0 : 1.0
+                    var sum = 0.0, div = 0.0
+                    for m in 0..<M where d[m] * sign > 0 { sum += d[m]; div += w[m] }
+                    if normalize && div != 0 { sum /= div }
+                    expected[i] = Float(sum * 0.9)
+                }
+                bothPaths {
+                    var out = [Float](repeating: .nan, count: n)
+                    let c = TaskArithmeticPipeline.electAndSum(xs.map { $0.withUnsafeBufferPointer { $0.baseAddress! } }, weights: w,
+                                                               into: &out, count: n, normalize: normalize, lambda: 0.9)
+                    XCTAssertEqual(out, expected, "M \(M) normalize \(normalize)")
+                    XCTAssertEqual(c, conflicts)
+                }
+            }
+        }
+    }
+
+    func testDeltaSumsAndAbsoluteSumsAreTheLaneSums() {
+        let n = 1001, base = values(n, seed: "base")
+        let xs = (0..<4).map { values(n, seed: "x\($0)") }
+        var sq = [SIMD4<Double>](repeating: .zero, count: 4), dots = [SIMD4<Double>](repeating: .zero, count: 6)
+        var abs = SIMD4<Double>.zero
+        for i in 0..<(n & ~3) {
+            let d = xs.map { Double($0[i]) - Double(base[i]) }
+            var k = 0
+            for p in 0..<4 {
+                sq[p][i & 3] += d[p] * d[p]
+                for q in (p + 1)..<4 { dots[k][i & 3] += d[p] * d[q]; k += 1 }
+            }
+            abs[i & 3] += Double(Swift.abs(xs[0][i]))
+        }
+        var results: [[Double]] = []
+        bothPaths {
+            let g = VectorMath.deltaSums(xs.map { $0.withUnsafeBufferPointer { $0.baseAddress! } }, base: base, count: n)
+            var a = VectorMath.AbsSum(count: n)
+            a.add(xs[0], count: n, at: 0)
+            results.append(g.squares + g.dots + [a.total])
+        }
+        XCTAssertEqual(results[0], results[1])
+        var expected = sq.map { $0.sum() } + dots.map { $0.sum() }
+        for i in (n & ~3)..<n {   // the tail after the lanes
+            let d = xs.map { Double($0[i]) - Double(base[i]) }
+            var k = 0
+            for p in 0..<4 { expected[p] += d[p] * d[p]; for q in (p + 1)..<4 { expected[4 + k] += d[p] * d[q]; k += 1 } }
+        }
+        XCTAssertEqual(Array(results[0].prefix(10)), expected)
+        XCTAssertEqual(results[0][10], (n & ~3..<n).reduce(abs.sum()) { $0 + Double(Swift.abs(xs[0][$1])) })
+    }
+
+    func testKeepAboveKeepsTiesInIndexOrder() {
+        let x = tied(1003, seed: "k")
+        let t = Float(0.5).bitPattern
+        for ties in [0, 1, 17, 10_000] {
+            var expected = x, left = ties, keptExpected = 0
+            for i in x.indices {
+                let m = x[i].bitPattern & 0x7FFF_FFFF
+                if m > t || (m == t && left > 0) { if m == t { left -= 1 }; keptExpected += 1 } else { expected[i] = 0 }
+            }
+            bothPaths {
+                var p = x, l = ties
+                let kept = wt_keep_above(&p, p.count, t, &l)
+                XCTAssertEqual(p.map(\.bitPattern), expected.map(\.bitPattern))
+                XCTAssertEqual(Int(kept), keptExpected)
+                XCTAssertEqual(l, left)
+            }
+        }
+    }
+
+    /// The bracketed one-pass selection finds what the three radix passes find, on spread values,
+    /// on heavy ties (where the bracket overflows and the passes run) and at the ends of the order.
+    func testBracketedSelectionEqualsTheRadixSelection() {
+        let n = 300_007
+        for data in [values(n, seed: "s"), tied(n, seed: "s"), values(n, seed: "z").map { $0 > 1 ? $0 : 0 }] {
+            for k in [1, 2, n / 10, n / 2, n - 5, n] {
+                var h = [Int](repeating: 0, count: 2048)
+                let expected = data.withUnsafeBufferPointer { x in Sparsifier.selectMagnitude(k, scratch: &h) { $0(x) } }
+                bothPaths {
+                    let got = data.withUnsafeBufferPointer { x in
+                        Sparsifier.selectMagnitude(k, count: n, scratch: &h, sample: { s, c, into in into.update(from: x.baseAddress! + s, count: c) },
+                                                   blocks: { body in   // in uneven blocks, as a streamed tensor arrives
+                                                       var s = 0
+                                                       while s < n { let c = min(n - s, 65_537); body(UnsafeBufferPointer(rebasing: x[s..<(s + c)])); s += c }
+                                                   })
+                    }
+                    XCTAssertEqual(got.value.bitPattern, expected.value.bitPattern, "k \(k)")
+                    XCTAssertEqual(got.greater, expected.greater)
+                    XCTAssertEqual(got.equal, expected.equal)
+                }
+            }
+        }
+    }
+
+    func testDAREDrawsTheSeededStream() {
+        let x = values(1001, seed: "d")
+        var rng = SeededRNG(seed: 3, stream: "t", block: 1), reference = rng
+        var expected = x, keptExpected = 0
+        for i in x.indices {
+            if Double(reference.nextUnitFloat()) < 0.3 { expected[i] *= 2; keptExpected += 1 } else { expected[i] = 0 }
+        }
+        var p = x
+        let kept = rng.withState { wt_dare_drop(&p, p.count, $0, 0.3, 2) }
+        XCTAssertEqual(p, expected)
+        XCTAssertEqual(Int(kept), keptExpected)
+        XCTAssertEqual(rng.next(), reference.next())   // the state advanced by as many draws
+    }
+
+    /// DELLA's row rule as first written: ranks by a stable sort, probabilities by rank, one draw per entry.
+    func testDELLARowRanksByMagnitudeWithTiesByIndex() {
+        for (x, cols) in [(tied(777, seed: "r"), 777), (values(2048, seed: "r"), 2048), ([Float(-0.0), 0, 2], 3), ([Float(5)], 1)] {
+            for inverse in [false, true] {
+                let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.4, epsilon: 0.15)
+                var rng = SeededRNG(seed: 1, stream: "della"), reference = rng
+                let order = Sparsifier.ascendingMagnitudeOrder(x)
+                var prob = [Double](repeating: 0, count: cols)
+                for (rank, idx) in order.enumerated() { prob[idx] = probs[rank] }
+                var expected = x, keptExpected = 0
+                for j in 0..<cols {
+                    if Double(reference.nextUnitFloat()) < prob[j] {
+                        if inverse { expected[j] = Float(Double(x[j]) / prob[j]) }
+                        keptExpected += 1
+                    } else { expected[j] = 0 }
+                }
+                var p = x
+                let scratch = UnsafeMutableRawPointer.allocate(byteCount: wt_della_scratch_bytes(cols), alignment: 64)
+                defer { scratch.deallocate() }
+                let kept = rng.withState { wt_della_row(&p, cols, $0, probs, inverse ? 1 : 0, scratch) }
+                XCTAssertEqual(p.map(\.bitPattern), expected.map(\.bitPattern), "cols \(cols) inverse \(inverse)")
+                XCTAssertEqual(Int(kept), keptExpected)
+                XCTAssertEqual(rng.next(), reference.next())
+            }
+        }
+    }
+}
