@@ -86,26 +86,61 @@ static uint64_t *sort_by_magnitude(const float *p, size_t n, uint64_t *a, uint64
     return a;
 }
 
+/* The exact rank of entry i (ascending |p|, ties by index) among the entries of its bucket, which
+   `members` lists in index order as |bits| << 32 | index. */
+static size_t rank_in_bucket(const uint64_t *members, size_t count, uint64_t key, uint32_t i) {
+    size_t r = 0;
+    for (size_t j = 0; j < count; j++) {
+        uint64_t m = members[j];
+        r += (m >> 32) < (key >> 32) || ((m >> 32) == (key >> 32) && (uint32_t)m < i);
+    }
+    return r;
+}
+
 size_t wt_della_row(float *p, size_t n, uint64_t state[4], const double *prob_by_rank, int inverse, void *scratch) {
     uint64_t *a = scratch, *b = a + n;
     double *prob = (double *)(b + n);
     uint32_t *hist = (uint32_t *)(prob + n);
-    const uint64_t *sorted = sort_by_magnitude(p, n, a, b, hist);
-    for (size_t r = 0; r < n; r++) prob[(uint32_t)sorted[r]] = prob_by_rank[r];
     uint64_t s[4] = {state[0], state[1], state[2], state[3]};
     size_t kept = 0;
     if (inverse) {
+        /* Every kept entry is divided by its own probability: exact ranks for all, by a sort. */
+        const uint64_t *sorted = sort_by_magnitude(p, n, a, b, hist);
+        for (size_t r = 0; r < n; r++) prob[(uint32_t)sorted[r]] = prob_by_rank[r];
         for (size_t i = 0; i < n; i++) {
             int keep = rng_unit(s) < prob[i];
             p[i] = kept_or_zero((float)((double)p[i] / prob[i]), keep);
             kept += (size_t)keep;
         }
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            int keep = rng_unit(s) < prob[i];
-            p[i] = kept_or_zero(p[i], keep);
-            kept += (size_t)keep;
-        }
+        memcpy(state, s, sizeof s);
+        return kept;
+    }
+    /* Only the keep decision is needed, and the probability only grows with the rank: the top 11
+       bits of |p| put each entry in a bucket whose ranks are known from a histogram, and the draw
+       decides against the bucket's lowest and highest probabilities; only a draw between the two
+       (rare: a bucket spans a small slice of the probability range) needs the exact rank. */
+    const uint32_t *bits = (const uint32_t *)p;
+    uint32_t *start = hist, *fill = hist + 2048;
+    memset(start, 0, 2048 * sizeof(uint32_t));
+    for (size_t i = 0; i < n; i++) start[(bits[i] & 0x7FFFFFFFu) >> 20]++;
+    uint32_t sum = 0;
+    for (uint32_t d = 0; d < 2048; d++) { uint32_t c = start[d]; start[d] = sum; fill[d] = sum; sum += c; }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t m = bits[i] & 0x7FFFFFFFu;
+        a[fill[m >> 20]++] = m << 32 | (uint64_t)i;
+    }
+    /* fill[d] is now the end of bucket d. */
+    for (size_t i = 0; i < n; i++) {
+        uint64_t m = bits[i] & 0x7FFFFFFFu;
+        uint32_t d = (uint32_t)(m >> 20), lo = start[d], hi = fill[d] - 1;
+        double u = rng_unit(s);
+        int keep = u < prob_by_rank[lo], open = (u >= prob_by_rank[lo]) & (u < prob_by_rank[hi]);
+#if defined(__GNUC__)
+        __asm__("" : "+r"(keep), "+r"(open));   /* both as flags computed, one rare branch (not two coin flips) */
+#endif
+        if (__builtin_expect(open, 0)) keep = u < prob_by_rank[lo + rank_in_bucket(a + lo, hi - lo + 1, m << 32, (uint32_t)i)];
+        p[i] = kept_or_zero(p[i], keep);
+        kept += (size_t)keep;
     }
     memcpy(state, s, sizeof s);
     return kept;
@@ -360,4 +395,37 @@ size_t wt_keep_above(float *p, size_t n, uint32_t t, size_t *ties) {
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) kept += keep_one(b + i, t, ties);
     return kept;
+}
+
+/* ---- The kept set of a random sparsifier, remembered between two passes ---- */
+
+void wt_mask_store(const float *p, size_t n, uint8_t *bits, size_t at) {
+    const uint32_t *b = (const uint32_t *)p;
+    size_t i = 0;
+    for (; i < n && ((at + i) & 7); i++) {   /* up to a byte boundary */
+        size_t j = at + i;
+        uint8_t bit = (uint8_t)(1u << (j & 7));
+        bits[j >> 3] = (uint8_t)((bits[j >> 3] & ~bit) | ((b[i] & 0x7FFFFFFFu) ? bit : 0));
+    }
+    for (; i + 8 <= n; i += 8) {   /* whole bytes */
+        uint32_t byte = 0;
+        for (int l = 0; l < 8; l++) byte |= (uint32_t)((b[i + l] & 0x7FFFFFFFu) != 0) << l;
+        bits[(at + i) >> 3] = (uint8_t)byte;
+    }
+    for (; i < n; i++) {
+        size_t j = at + i;
+        uint8_t bit = (uint8_t)(1u << (j & 7));
+        bits[j >> 3] = (uint8_t)((bits[j >> 3] & ~bit) | ((b[i] & 0x7FFFFFFFu) ? bit : 0));
+    }
+}
+
+void wt_mask_apply(float *p, size_t n, const uint8_t *bits, size_t at) {
+    uint32_t *b = (uint32_t *)p;
+    size_t i = 0;
+    for (; i < n && ((at + i) & 7); i++) p[i] = kept_or_zero(p[i], (bits[(at + i) >> 3] >> ((at + i) & 7)) & 1);
+    for (; i + 8 <= n; i += 8) {
+        uint32_t byte = bits[(at + i) >> 3];
+        for (int l = 0; l < 8; l++) b[i + l] &= 0u - ((byte >> l) & 1);
+    }
+    for (; i < n; i++) p[i] = kept_or_zero(p[i], (bits[(at + i) >> 3] >> ((at + i) & 7)) & 1);
 }

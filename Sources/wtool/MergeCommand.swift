@@ -17,8 +17,9 @@ struct MergeCommand: ParsableCommand {
         or recipe dtype; the output dtype is --dtype, else out_dtype, else dtype, else the base's. \
         DARE and DELLA draw from a generator seeded by --seed and the tensor name, so the output does \
         not depend on --threads. Every input header, shape and parameter is checked before any tensor \
-        is merged. Every method merges a tensor above 2^24 entries \
-        (WTOOL_BLOCK_ABOVE) in row blocks, with the same bytes: a huge embedding is never decoded whole. See \
+        is merged. The task-arithmetic family (ties, dare_*, breadcrumbs*, della*) streams every tensor \
+        in row blocks, every other method a tensor above 2^24 entries (WTOOL_BLOCK_ABOVE), with the \
+        same bytes: a huge embedding is never decoded whole. See \
         wtool-merge(1) for the methods' math and where wtool deliberately differs from mergekit.
         """
     )

@@ -66,8 +66,11 @@ def timed(cmd, env=None):
     return float(secs), int(rss_kb) / 1024
 
 
-def floor(inputs, out_bytes, scratch):
-    """Read every input once and write out_bytes once, fsynced (wtool fsyncs its outputs)."""
+def floor(inputs, out_bytes, scratch, before=None):
+    """Read every input once and write out_bytes once, fsynced (wtool fsyncs its outputs); `before`
+    runs first, untimed (the cold-cache rows evict the inputs there)."""
+    if before:
+        before()
     t_read, _ = timed(["sh", "-c", "cat \"$@\" > /dev/null", "sh", *inputs])
     mib = max(1, out_bytes // (1 << 20))
     t_write, _ = timed(["dd", "if=/dev/zero", f"of={scratch}", "bs=1M", f"count={mib}", "conv=fsync", "status=none"])

@@ -46,6 +46,13 @@ void wt_delta_lanes(const float *const *x, size_t M, const float *base, size_t q
 /* lanes[j] += |(double)p[i]| for the first 4 * quads entries, j = i mod 4. */
 void wt_abs_lanes(const float *p, size_t quads, double lanes[4]);
 
+/* The entries a random sparsifier kept, as bits (bit j of the mask is entry j, lowest bit of a byte
+   first): store sets bits at ..< at + n to whether |p[i]| is not zero, apply sets p[i] to +0 where
+   the bit is clear. Kept zeros read as dropped, which changes nothing downstream (a zero delta
+   never agrees in an election and adds nothing). */
+void wt_mask_store(const float *p, size_t n, uint8_t *bits, size_t at);
+void wt_mask_apply(float *p, size_t n, const uint8_t *bits, size_t at);
+
 /* 1: the AVX2 paths are used; tests switch them off (0) to compare the two. */
 int wt_merge_uses_avx2(void);
 void wt_merge_allow_avx2(int allow);

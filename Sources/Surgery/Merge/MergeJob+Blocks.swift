@@ -94,7 +94,7 @@ extension MergeJob {
         row += geometryMetrics(squares: totals.deltaSquares, dots: totals.deltaDots, change: totals.changeSquares, baseSquares: totals.baseSquares)
         if method.sparsifier != nil { row.append(("kept_fraction", .array(totals.kept.map { .double($0) }))) }
         if let sc = totals.signConflicts { row.append(("sign_conflict_fraction", .double(sc))) }
-        row.append(("blocked", .bool(true)))
+        if job.count > blockEntries { row.append(("blocked", .bool(true))) }   // above the threshold (smaller ones are one block or a few)
         return .object(row)
     }
 

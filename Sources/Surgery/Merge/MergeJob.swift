@@ -101,8 +101,11 @@ public struct MergeJob: Sendable {
         if let coeffs = plan.method.linearCoefficients(global: item.global, perModel: item.perModel) {
             return try streamLinear(item, coeffs: coeffs, plan: plan, writer: writer, index: index)
         }
-        if item.shape.reduce(1, *) > UInt64(blockAbove), let row = try streamBlocks(item, plan: plan, seed: seed, writer: writer, index: index,
-                                                                                  blockAbove: blockAbove) {
+        // The task-arithmetic family always runs in blocks (same bytes, and blocks stay in cache
+        // between its passes where whole tensors would be read from memory for each); the other
+        // methods when the tensor is above blockAbove.
+        if item.shape.reduce(1, *) > UInt64(blockAbove) || plan.method is TaskArithmeticMerge,
+           let row = try streamBlocks(item, plan: plan, seed: seed, writer: writer, index: index, blockAbove: blockAbove) {
             return row
         }
         func load(_ i: MergePlan.Input) -> [Float] { decodeFloats(cps[i.model], entry(i)) }

@@ -1,3 +1,4 @@
+import CMerge
 import Linalg
 
 /// The task-arithmetic pipeline over a tensor too large to hold decoded (a 128k x 8k embedding is
@@ -30,6 +31,11 @@ struct StreamedTaskArithmetic {
     /// between the steps of a pass), or smaller when the caller's threshold is smaller (tests use
     /// that to cut rows into blocks).
     static func blockEntries(threshold: Int) -> Int { min(threshold, 1 << 16) }
+
+    /// The largest tensor whose random kept set is remembered between the L1 probe and the last
+    /// pass: 2^27 entries, a 16 MiB mask per model (a 1 GiB mask would defeat streaming, so larger
+    /// tensors draw their kept set twice instead; same bits either way).
+    static let maskLimit = 1 << 27
 
     /// What the pass measured: the pipeline's figures, the geometry of the models' deltas (models
     /// only, as `VectorMath.deltaSums` pairs them) and ||out - base||², ||base||².
@@ -78,6 +84,8 @@ struct StreamedTaskArithmetic {
 
         var sparsifiers: [BlockSparsifier?] = []
         var l1Factors = [Float?](repeating: nil, count: M)
+        var masks = [(bits: UnsafeMutablePointer<UInt8>, kept: Int)?](repeating: nil, count: M)
+        defer { for case let mask? in masks { mask.bits.deallocate() } }
         for m in 0..<M {
             guard let kind = pipeline.sparsifier else { sparsifiers.append(nil); continue }
             let t = tasks[m]
@@ -88,16 +96,22 @@ struct StreamedTaskArithmetic {
                                             readDelta(m, start, len, into: into)
                                         }) { forEachDeltaBlock(m, $0) }
             if s.rescalesL1 {
+                // The L1 factor needs the kept set before the pass that uses it: a probe pass
+                // draws it (and remembers it as bits, up to `maskLimit` entries, so the last
+                // pass need not draw or rank again).
                 var probe = s, before = VectorMath.AbsSum(count: n), after = before
-                var start = 0
+                var start = 0, kept = 0
+                let mask = n <= StreamedTaskArithmetic.maskLimit ? UnsafeMutablePointer<UInt8>.allocate(capacity: (n + 7) / 8) : nil
                 forEachDeltaBlock(m) { d in
                     let p = UnsafeMutablePointer(mutating: d.baseAddress!)
                     before.add(p, count: d.count, at: start)
-                    _ = probe.apply(p, count: d.count)
+                    kept += probe.apply(p, count: d.count)
                     after.add(p, count: d.count, at: start)
+                    if let mask { wt_mask_store(p, d.count, mask, start) }
                     start += d.count
                 }
                 l1Factors[m] = BlockSparsifier.l1Factor(original: before.total, kept: after.total)
+                if let mask { masks[m] = (mask, kept) }
             }
             sparsifiers.append(s)
         }
@@ -129,7 +143,10 @@ struct StreamedTaskArithmetic {
             for m in 0..<M {
                 let d = deltas(m)
                 if !tasks[m].isDelta { for j in 0..<len { d[j] -= baseBuf[j] } }
-                if var s = sparsifiers[m] {
+                if let mask = masks[m] {
+                    wt_mask_apply(d, len, mask.bits, start)
+                    if let f = l1Factors[m] { for j in 0..<len { d[j] *= f } }
+                } else if var s = sparsifiers[m] {
                     totals.kept[m] += Double(s.apply(d, count: len))
                     sparsifiers[m] = s
                     if let f = l1Factors[m] { for j in 0..<len { d[j] *= f } }
@@ -154,6 +171,7 @@ struct StreamedTaskArithmetic {
             try write(start, UnsafeBufferPointer(start: outBuf, count: len))
             start += len
         }
+        for m in 0..<M { if let mask = masks[m] { totals.kept[m] = Double(mask.kept) } }
         totals.kept = totals.kept.map { n > 0 ? $0 / Double(n) : 1 }
         if pipeline.electSign { totals.signConflicts = n > 0 ? Double(conflicts) / Double(n) : nil }
         return totals
