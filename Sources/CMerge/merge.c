@@ -42,9 +42,13 @@ static inline float kept_or_zero(float v, int keep) {
 
 size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float scale) {
     uint64_t s[4] = {state[0], state[1], state[2], state[3]};
+    /* The draw is v 2^-24 for a 24-bit integer v, exact in float and double, so v 2^-24 < density
+       exactly when v < ceil(density 2^24) (the product is exact): one integer compare per entry. */
+    double bound = !(density > 0) ? 0 : density >= 1 ? 16777216.0 : ceil(density * 16777216.0);
+    const uint64_t below = (uint64_t)bound;
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
-        int keep = rng_unit(s) < density;
+        int keep = (rng_next(s) >> 40) < below;
         p[i] = kept_or_zero(p[i] * scale, keep);
         kept += (size_t)keep;
     }

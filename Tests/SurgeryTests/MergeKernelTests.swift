@@ -125,18 +125,22 @@ final class MergeKernelTests: XCTestCase {
         }
     }
 
+    /// The kernel compares integers (v < ceil(density 2^24)) where the rule compares v 2^-24 < density:
+    /// densities on and between the 2^-24 steps, and the ends.
     func testDAREDrawsTheSeededStream() {
         let x = values(1001, seed: "d")
-        var rng = SeededRNG(seed: 3, stream: "t", block: 1), reference = rng
-        var expected = x, keptExpected = 0
-        for i in x.indices {
-            if Double(reference.nextUnitFloat()) < 0.3 { expected[i] *= 2; keptExpected += 1 } else { expected[i] = 0 }
+        for density in [0.3, 0.5, 1.0 / 3, 0x1p-24, 3 * 0x1p-25, 0, 1, 1 - 0x1p-24, 1 - 0x1p-30] {
+            var rng = SeededRNG(seed: 3, stream: "t", block: 1), reference = rng
+            var expected = x, keptExpected = 0
+            for i in x.indices {
+                if Double(reference.nextUnitFloat()) < density { expected[i] *= 2; keptExpected += 1 } else { expected[i] = 0 }
+            }
+            var p = x
+            let kept = rng.withState { wt_dare_drop(&p, p.count, $0, density, 2) }
+            XCTAssertEqual(p, expected, "density \(density)")
+            XCTAssertEqual(Int(kept), keptExpected)
+            XCTAssertEqual(rng.next(), reference.next())   // the state advanced by as many draws
         }
-        var p = x
-        let kept = rng.withState { wt_dare_drop(&p, p.count, $0, 0.3, 2) }
-        XCTAssertEqual(p, expected)
-        XCTAssertEqual(Int(kept), keptExpected)
-        XCTAssertEqual(rng.next(), reference.next())   // the state advanced by as many draws
     }
 
     /// DELLA's row rule as first written: ranks by a stable sort, probabilities by rank, one draw per entry.
