@@ -243,7 +243,7 @@ size_t wt_elect_sum(const float *const *x, const double *w, size_t M, float *out
 
 /* ---- Report sums: delta geometry and L1 norms in four lanes ---- */
 
-static void delta_lanes_portable(const float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots) {
+static void delta_lanes_portable(float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots, int subtract) {
     for (size_t i = 0; i < 4 * quads; i++) {
         size_t j = i & 3, k = 0;
         double b = (double)base[i];
@@ -252,22 +252,26 @@ static void delta_lanes_portable(const float *const *x, size_t M, const float *b
             sq[4 * p + j] += dp * dp;
             for (size_t r = p + 1; r < M; r++, k++) dots[4 * k + j] += dp * ((double)x[r][i] - b);
         }
+        if (subtract) for (size_t p = 0; p < M; p++) x[p][i] -= base[i];
     }
 }
 
 #if defined(__x86_64__)
 __attribute__((target("avx2")))
-static void delta_lanes_avx2(const float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots) {
+static void delta_lanes_avx2(float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots, int subtract) {
     __m256d s[8], t[28], d[8];
     size_t P = M * (M - 1) / 2;
     for (size_t m = 0; m < M; m++) s[m] = _mm256_loadu_pd(sq + 4 * m);
     for (size_t k = 0; k < P; k++) t[k] = _mm256_loadu_pd(dots + 4 * k);
     for (size_t q = 0; q < quads; q++) {
         size_t i = 4 * q, k = 0;
-        __m256d b = _mm256_cvtps_pd(_mm_loadu_ps(base + i));
+        __m128 bf = _mm_loadu_ps(base + i);
+        __m256d b = _mm256_cvtps_pd(bf);
         for (size_t m = 0; m < M; m++) {
-            d[m] = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x[m] + i)), b);
+            __m128 xf = _mm_loadu_ps(x[m] + i);
+            d[m] = _mm256_sub_pd(_mm256_cvtps_pd(xf), b);
             s[m] = _mm256_add_pd(s[m], _mm256_mul_pd(d[m], d[m]));
+            if (subtract) _mm_storeu_ps(x[m] + i, _mm_sub_ps(xf, bf));
         }
         for (size_t p = 0; p < M; p++)
             for (size_t r = p + 1; r < M; r++, k++) t[k] = _mm256_add_pd(t[k], _mm256_mul_pd(d[p], d[r]));
@@ -286,10 +290,57 @@ static void abs_lanes_avx2(const float *p, size_t quads, double lanes[4]) {
 #endif
 
 void wt_delta_lanes(const float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots) {
+    float *const *xs = (float *const *)x;   /* read only: subtract is 0 */
 #if defined(__x86_64__)
-    if (M <= 8 && wt_merge_uses_avx2()) { delta_lanes_avx2(x, M, base, quads, sq, dots); return; }
+    if (M <= 8 && wt_merge_uses_avx2()) { delta_lanes_avx2(xs, M, base, quads, sq, dots, 0); return; }
 #endif
-    delta_lanes_portable(x, M, base, quads, sq, dots);
+    delta_lanes_portable(xs, M, base, quads, sq, dots, 0);
+}
+
+void wt_delta_lanes_subtract(float *const *x, size_t M, const float *base, size_t n, double *sq, double *dots) {
+    size_t quads = n / 4;
+#if defined(__x86_64__)
+    if (M <= 8 && wt_merge_uses_avx2()) delta_lanes_avx2(x, M, base, quads, sq, dots, 1);
+    else
+#endif
+    delta_lanes_portable(x, M, base, quads, sq, dots, 1);
+    for (size_t i = 4 * quads; i < n; i++)
+        for (size_t m = 0; m < M; m++) x[m][i] -= base[i];
+}
+
+static inline void add_base_one(float *out, const float *base, size_t i, double *change, double *squares, size_t j) {
+    float o = out[i] + base[i];
+    out[i] = o;
+    double d = (double)o - (double)base[i], b = (double)base[i];
+    change[j] += d * d;
+    squares[j] += b * b;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+static size_t add_base_avx2(float *out, const float *base, size_t quads, double change[4], double squares[4]) {
+    __m256d c = _mm256_loadu_pd(change), s = _mm256_loadu_pd(squares);
+    for (size_t q = 0; q < quads; q++) {
+        __m128 bf = _mm_loadu_ps(base + 4 * q), o = _mm_add_ps(_mm_loadu_ps(out + 4 * q), bf);
+        _mm_storeu_ps(out + 4 * q, o);
+        __m256d b = _mm256_cvtps_pd(bf), d = _mm256_sub_pd(_mm256_cvtps_pd(o), b);
+        c = _mm256_add_pd(c, _mm256_mul_pd(d, d));
+        s = _mm256_add_pd(s, _mm256_mul_pd(b, b));
+    }
+    _mm256_storeu_pd(change, c);
+    _mm256_storeu_pd(squares, s);
+    return quads;
+}
+#endif
+
+void wt_add_base(float *out, const float *base, size_t n, double change[4], double squares[4]) {
+    size_t quads = n / 4, q = 0;
+#if defined(__x86_64__)
+    if (wt_merge_uses_avx2()) q = add_base_avx2(out, base, quads, change, squares);
+#endif
+    for (; q < quads; q++)
+        for (size_t j = 0; j < 4; j++) add_base_one(out, base, 4 * q + j, change, squares, j);
+    for (size_t i = 4 * quads; i < n; i++) out[i] += base[i];
 }
 
 void wt_abs_lanes(const float *p, size_t quads, double lanes[4]) {

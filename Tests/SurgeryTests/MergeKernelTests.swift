@@ -149,7 +149,7 @@ final class MergeKernelTests: XCTestCase {
             for inverse in [false, true] {
                 let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.4, epsilon: 0.15)
                 var rng = SeededRNG(seed: 1, stream: "della"), reference = rng
-                let order = Sparsifier.ascendingMagnitudeOrder(x)
+                let order = x.indices.sorted { abs(x[$0]) < abs(x[$1]) || (abs(x[$0]) == abs(x[$1]) && $0 < $1) }   // stable by index
                 var prob = [Double](repeating: 0, count: cols)
                 for (rank, idx) in order.enumerated() { prob[idx] = probs[rank] }
                 var expected = x, keptExpected = 0
@@ -186,5 +186,37 @@ final class MergeKernelTests: XCTestCase {
             at += piece
         }
         XCTAssertEqual(back.map(\.bitPattern), x.map { ($0 == 0 ? 0 : $0).bitPattern })
+    }
+
+    /// The fused passes give the bits of the separate ones: geometry then subtraction; add then sums.
+    func testFusedPassesEqualTheSeparateOnes() {
+        for n in [0, 3, 4, 1001] {
+            let base = values(n, seed: "fb\(n)"), xs = (0..<3).map { values(n, seed: "fx\(n)-\($0)") }
+            func copies(_ arrays: [[Float]]) -> [UnsafeMutablePointer<Float>] {
+                arrays.map { a in
+                    let p = UnsafeMutablePointer<Float>.allocate(capacity: max(1, n))
+                    p.initialize(from: a, count: n)
+                    return p
+                }
+            }
+            bothPaths {
+                let fused = copies(xs), plain = copies(xs)
+                defer { (fused + plain).forEach { $0.deallocate() } }
+                let g = VectorMath.deltaSumsSubtracting(fused, base: base, count: n)
+                let expected = VectorMath.deltaSums(plain.map { UnsafePointer($0) }, base: base, count: n)
+                XCTAssertEqual(g.squares, expected.squares)
+                XCTAssertEqual(g.dots, expected.dots)
+                for m in 0..<3 { XCTAssertEqual(Array(UnsafeBufferPointer(start: fused[m], count: n)), zip(xs[m], base).map { $0 - $1 }) }
+
+                let out = copies([xs[0]])[0], added = zip(xs[0], base).map { $0 + $1 }
+                defer { out.deallocate() }
+                let sums = VectorMath.addBase(out, base, count: n)
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: out, count: n)), added)
+                let again = copies([added])[0]
+                defer { again.deallocate() }
+                XCTAssertEqual(sums.change, VectorMath.deltaSums([UnsafePointer(again)], base: base, count: n).squares[0])
+                XCTAssertEqual(sums.baseSquares, base.withUnsafeBufferPointer { b in n == 0 ? 0 : VectorMath.dot(b.baseAddress!, b.baseAddress!, n) })
+            }
+        }
     }
 }

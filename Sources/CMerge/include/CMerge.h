@@ -43,6 +43,14 @@ size_t wt_elect_sum(const float *const *x, const double *w, size_t M, float *out
    order (0,1), (0,2), ..., (1,2), ...), with d_m = (double)x_m[i] - (double)base[i], j = i mod 4. */
 void wt_delta_lanes(const float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots);
 
+/* wt_delta_lanes over the first 4 * (n / 4) entries, and x_m[i] -= base[i] (in f32) for all n: the
+   report's geometry and the deltas in one pass. */
+void wt_delta_lanes_subtract(float *const *x, size_t M, const float *base, size_t n, double *sq, double *dots);
+
+/* out[i] += base[i] (in f32) for all n; for the first 4 * (n / 4) entries change[j] += (out[i] -
+   base[i])^2 (the new out, in f64) and squares[j] += base[i]^2, j = i mod 4. */
+void wt_add_base(float *out, const float *base, size_t n, double change[4], double squares[4]);
+
 /* lanes[j] += |(double)p[i]| for the first 4 * quads entries, j = i mod 4. */
 void wt_abs_lanes(const float *p, size_t quads, double lanes[4]);
 

@@ -149,9 +149,10 @@ public enum Sparsifier: Sendable {
         let runs = 1024, run = 16, S = runs * run
         guard n >= 16 * S else { return selectMagnitude(k, scratch: &hist, blocks: blocks) }
         var sampled = [UInt32](repeating: 0, count: S)
-        sampled.withUnsafeMutableBytes { raw in
-            let f = raw.baseAddress!.assumingMemoryBound(to: Float.self)
-            for r in 0..<runs { sample(r * (n - run) / (runs - 1), run, f + r * run) }
+        sampled.withUnsafeMutableBufferPointer { bits in
+            bits.withMemoryRebound(to: Float.self) { f in
+                for r in 0..<runs { sample(r * (n - run) / (runs - 1), run, f.baseAddress! + r * run) }
+            }
         }
         for i in 0..<S { sampled[i] &= 0x7FFF_FFFF }
         sampled.sort(by: >)
@@ -177,10 +178,5 @@ public enum Sparsifier: Sendable {
             selectMagnitude(k - above, scratch: &hist) { body in body(UnsafeBufferPointer(start: f, count: count)) }
         }
         return (r.value, above + r.greater, r.equal)
-    }
-
-    /// Indices sorted by |x| ascending, ties by index (a stable order).
-    static func ascendingMagnitudeOrder(_ x: [Float]) -> [Int] {
-        x.indices.sorted { abs(x[$0]) < abs(x[$1]) || (abs(x[$0]) == abs(x[$1]) && $0 < $1) }
     }
 }

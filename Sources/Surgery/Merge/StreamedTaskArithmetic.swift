@@ -135,14 +135,13 @@ struct StreamedTaskArithmetic {
                 let d = deltas(m)
                 tasks[m].read(start, len, d)
             }
-            if !models.isEmpty {
-                let g = VectorMath.deltaSums(models.map { UnsafePointer(deltas($0)) }, base: baseBuf, count: len)
+            if !models.isEmpty {   // the geometry of the models' deltas, and the deltas themselves
+                let g = VectorMath.deltaSumsSubtracting(models.map { deltas($0) }, base: baseBuf, count: len)
                 for i in g.squares.indices { totals.deltaSquares[i] += g.squares[i] }
                 for i in g.dots.indices { totals.deltaDots[i] += g.dots[i] }
             }
             for m in 0..<M {
                 let d = deltas(m)
-                if !tasks[m].isDelta { for j in 0..<len { d[j] -= baseBuf[j] } }
                 if let mask = masks[m] {
                     wt_mask_apply(d, len, mask.bits, start)
                     if let f = l1Factors[m] { for j in 0..<len { d[j] *= f } }
@@ -165,9 +164,9 @@ struct StreamedTaskArithmetic {
                     outBuf[j] = Float(s)
                 }
             }
-            for j in 0..<len { outBuf[j] += baseBuf[j] }
-            totals.changeSquares += VectorMath.deltaSums([UnsafePointer(outBuf)], base: baseBuf, count: len).squares[0]
-            totals.baseSquares += VectorMath.dot(baseBuf, baseBuf, len)
+            let sums = VectorMath.addBase(outBuf, baseBuf, count: len)
+            totals.changeSquares += sums.change
+            totals.baseSquares += sums.baseSquares
             try write(start, UnsafeBufferPointer(start: outBuf, count: len))
             start += len
         }

@@ -148,13 +148,32 @@ enum VectorMath {
     /// Σ (x_i - b)² for each i and Σ (x_i - b)(x_j - b) for each pair i < j (pairs in order (0,1),
     /// (0,2), ..., (1,2), ...): sums, so blocks of a tensor can be added up.
     static func deltaSums(_ ptrs: [UnsafePointer<Float>], base: UnsafePointer<Float>, count n: Int) -> (squares: [Double], dots: [Double]) {
-        let M = ptrs.count, P = M * (M - 1) / 2
-        var sq = [Double](repeating: 0, count: 4 * M), dots = [Double](repeating: 0, count: 4 * P)
+        let M = ptrs.count
+        var sq = [Double](repeating: 0, count: 4 * M), dots = [Double](repeating: 0, count: 2 * M * (M - 1))
         wt_delta_lanes(ptrs.map { Optional($0) }, M, base, n / 4, &sq, &dots)
+        return laneTotals(sq, dots, tail: tailDeltas(ptrs, base: base, count: n))
+    }
+
+    /// `deltaSums` of models' blocks that also subtracts the base from them (in f32) in the same pass.
+    static func deltaSumsSubtracting(_ ptrs: [UnsafeMutablePointer<Float>], base: UnsafePointer<Float>, count n: Int) -> (squares: [Double], dots: [Double]) {
+        let M = ptrs.count
+        let tail = tailDeltas(ptrs.map { UnsafePointer($0) }, base: base, count: n)   // before the subtraction
+        var sq = [Double](repeating: 0, count: 4 * M), dots = [Double](repeating: 0, count: 2 * M * (M - 1))
+        wt_delta_lanes_subtract(ptrs.map { Optional($0) }, M, base, n, &sq, &dots)
+        return laneTotals(sq, dots, tail: tail)
+    }
+
+    /// The deltas (f64) of the entries after the last multiple of 4, which the lanes leave out.
+    private static func tailDeltas(_ ptrs: [UnsafePointer<Float>], base: UnsafePointer<Float>, count n: Int) -> [[Double]] {
+        ((n & ~3)..<n).map { j in ptrs.map { Double($0[j]) - Double(base[j]) } }
+    }
+
+    /// Each quantity's four lanes added (lane 0 to 3), then the tail's terms in index order.
+    private static func laneTotals(_ sq: [Double], _ dots: [Double], tail: [[Double]]) -> (squares: [Double], dots: [Double]) {
         func lanes(_ a: [Double], _ k: Int) -> Double { SIMD4(a[4 * k], a[4 * k + 1], a[4 * k + 2], a[4 * k + 3]).sum() }
+        let M = sq.count / 4, P = dots.count / 4
         var squares = (0..<M).map { lanes(sq, $0) }, pair = (0..<P).map { lanes(dots, $0) }
-        for j in (n & ~3)..<n {  // tail
-            let dj = ptrs.map { Double($0[j]) - Double(base[j]) }
+        for dj in tail {
             var k = 0
             for p in 0..<M {
                 squares[p] += dj[p] * dj[p]
@@ -162,6 +181,20 @@ enum VectorMath {
             }
         }
         return (squares, pair)
+    }
+
+    /// out += base (f32) and, in the same pass, ||out - base||² (the new out) and ||base||², each
+    /// summed as `deltaSums` and `dot` sum them.
+    static func addBase(_ out: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, count n: Int) -> (change: Double, baseSquares: Double) {
+        var change = [Double](repeating: 0, count: 4), squares = change
+        wt_add_base(out, base, n, &change, &squares)
+        var c = SIMD4(change[0], change[1], change[2], change[3]).sum(), b = SIMD4(squares[0], squares[1], squares[2], squares[3]).sum()
+        for j in (n & ~3)..<n {
+            let d = Double(out[j]) - Double(base[j])
+            c += d * d
+            b += Double(base[j]) * Double(base[j])
+        }
+        return (c, b)
     }
 
     /// ‖a - b‖ without a copy.
