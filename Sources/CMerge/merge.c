@@ -56,7 +56,8 @@ size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float
     return kept;
 }
 
-/* ---- DELLA: ranks by a stable radix sort of (|p| bits, index) ---- */
+/* ---- DELLA: the keep decision by magnitude buckets, exact ranks (inverse_density) by a stable
+   radix sort of (|p| bits, index) ---- */
 
 size_t wt_della_scratch_bytes(size_t n) { return n * (2 * sizeof(uint64_t) + sizeof(double)) + 4096 * sizeof(uint32_t); }
 

@@ -142,16 +142,15 @@ struct StreamedTaskArithmetic {
             }
             for m in 0..<M {
                 let d = deltas(m)
-                if let mask = masks[m] {
+                if let mask = masks[m] {   // the probe's kept set (its count is the probe's)
                     wt_mask_apply(d, len, mask.bits, start)
-                    if let f = l1Factors[m] { for j in 0..<len { d[j] *= f } }
                 } else if var s = sparsifiers[m] {
                     totals.kept[m] += Double(s.apply(d, count: len))
                     sparsifiers[m] = s
-                    if let f = l1Factors[m] { for j in 0..<len { d[j] *= f } }
                 } else {
                     totals.kept[m] += Double(len)
                 }
+                if let f = l1Factors[m] { for j in 0..<len { d[j] *= f } }
             }
             let ptrs = (0..<M).map { UnsafePointer(deltas($0)) }
             if pipeline.electSign {
