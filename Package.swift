@@ -36,12 +36,15 @@ let package = Package(
         // report sums), AVX2 at run time.
         .target(name: "CMerge", dependencies: ["CHalf"], path: "Sources/CMerge",
                 cSettings: [.unsafeFlags(["-ffp-contract=off"]), .unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        // The dense linear assignment solver (Jonker-Volgenant), AVX2 at run time.
+        .target(name: "CAssign", path: "Sources/CAssign",
+                cSettings: [.unsafeFlags(["-ffp-contract=off"]), .unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // libc settings Swift cannot reach (malloc tuning, cleanup of temporaries on interrupt).
         .target(name: "CSystem", path: "Sources/CSystem"),
         // The file format alone: header parsing/validation, mmap reader, shards, writer, codecs.
         .target(name: "SafeTensors", dependencies: ["CHalf", "CZlib", "CSystem"]),
         // Thin Swift over BLAS/LAPACK, and the seeded RNG.
-        .target(name: "Linalg", dependencies: ["COpenBLAS", "CLAPACKE"]),
+        .target(name: "Linalg", dependencies: ["COpenBLAS", "CLAPACKE", "CAssign"]),
         // The operations and the streaming engine they share.
         // Optimised in debug builds too: the tests run the debug binary on real tensors, and the
         // K-quant searches (SIMD lanes) are a hundred times slower unoptimised.
@@ -53,7 +56,7 @@ let package = Package(
         ]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
         .testTarget(name: "LinalgTests", dependencies: ["Linalg"]),
-        .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "SafeTensors", "Linalg", "CQuant", "CLowRank", "CMerge"]),
+        .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "SafeTensors", "Linalg", "CQuant", "CLowRank", "CMerge", "CAssign"]),
         .testTarget(name: "wtoolTests", dependencies: ["SafeTensors"]),
     ]
 )

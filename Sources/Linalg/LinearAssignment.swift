@@ -1,11 +1,15 @@
+import CAssign
+
 /// The linear assignment problem on a dense square matrix: the permutation `col[i]` that
 /// maximises (or minimises) sum_i C[i, col[i]].
 ///
-/// Shortest augmenting paths (Jonker-Volgenant; Crouse 2016, the method of scipy's
-/// `linear_sum_assignment`) in f64, after JV's column reduction: every column's cheapest row
-/// starts with it when that row is free, so on the near-permutation matrices of weight matching
-/// most rows need no search at all. Each remaining free row runs one Dijkstra search over reduced
-/// costs C[i,j] - u[i] - v[j] (kept >= 0 by the duals), so the answer is an exact optimum.
+/// Jonker-Volgenant in f64 (CAssign's `wt_lap_minimize`): column reduction and reduction
+/// transfer (on the near-permutation matrices of weight matching most rows are assigned there),
+/// two rounds of augmenting row reduction (an auction step that settles most of the rest), then
+/// one shortest augmenting path per row still free, a Dijkstra search over reduced costs whose
+/// passes run over whole rows in AVX2. The answer is an exact optimum, as scipy's
+/// `linear_sum_assignment` (shortest augmenting paths alone, Crouse 2016) gives; where several
+/// optima exist the two may pick different ones.
 public enum LinearAssignment {
     public enum Failure: Error, CustomStringConvertible, Sendable {
         case nonFinite(row: Int, col: Int)
@@ -16,9 +20,11 @@ public enum LinearAssignment {
         }
     }
 
-    /// Solves an n x n problem given row-major. Ties go to the lower column index where the
-    /// search allows, so a constant matrix gives the identity.
-    public static func solve(_ cost: UnsafeBufferPointer<Double>, n: Int, maximize: Bool) throws -> [Int] {
+    /// Solves an n x n problem given row-major. Deterministic, and the same for any `threads`
+    /// (with 2 or more, the shortest-path passes of matrices of n >= 1024 use two threads); a
+    /// constant matrix gives the identity (a row whose best columns tie takes a free one rather
+    /// than displace an owner).
+    public static func solve(_ cost: UnsafeBufferPointer<Double>, n: Int, maximize: Bool, threads: Int = 1) throws -> [Int] {
         precondition(cost.count == n * n, "LinearAssignment: \(cost.count) values for \(n)x\(n)")
         if n == 0 { return [] }
         for k in 0..<(n * n) where !cost[k].isFinite { throw Failure.nonFinite(row: k / n, col: k % n) }
@@ -26,11 +32,11 @@ public enum LinearAssignment {
         let c = UnsafeMutablePointer<Double>.allocate(capacity: n * n)
         defer { c.deallocate() }
         if maximize { for k in 0..<(n * n) { c[k] = -cost[k] } } else { for k in 0..<(n * n) { c[k] = cost[k] } }
-        return solveMinimizing(c, n: n)
+        return solveMinimizing(c, n: n, threads: threads)
     }
 
-    public static func solve(_ cost: [Double], n: Int, maximize: Bool) throws -> [Int] {
-        try cost.withUnsafeBufferPointer { try solve($0, n: n, maximize: maximize) }
+    public static func solve(_ cost: [Double], n: Int, maximize: Bool, threads: Int = 1) throws -> [Int] {
+        try cost.withUnsafeBufferPointer { try solve($0, n: n, maximize: maximize, threads: threads) }
     }
 
     /// Sum of C[i, col[i]].
@@ -40,80 +46,11 @@ public enum LinearAssignment {
         return s
     }
 
-    private static func solveMinimizing(_ c: UnsafeMutablePointer<Double>, n: Int) -> [Int] {
-        var u = [Double](repeating: 0, count: n)
-        var v = [Double](repeating: 0, count: n)
-        var col4row = [Int](repeating: -1, count: n)
-        var row4col = [Int](repeating: -1, count: n)
-        // Column reduction: v[j] = min_i C[i, j] keeps every reduced cost >= 0 with u = 0; a column
-        // whose cheapest row is still free is matched to it at reduced cost 0.
-        // (Scanned row by row: a column walk of a row-major matrix misses the cache every step.)
-        var argmin = [Int](repeating: 0, count: n)
-        for j in 0..<n { v[j] = c[j] }
-        for i in 1..<max(1, n) {
-            let row = c + i * n
-            for j in 0..<n where row[j] < v[j] { v[j] = row[j]; argmin[j] = i }
-        }
-        for j in 0..<n where col4row[argmin[j]] == -1 { col4row[argmin[j]] = j; row4col[j] = argmin[j] }
-        let spc = UnsafeMutablePointer<Double>.allocate(capacity: n)
-        let path = UnsafeMutablePointer<Int>.allocate(capacity: n)
-        let remaining = UnsafeMutablePointer<Int>.allocate(capacity: n)
-        let scannedRow = UnsafeMutablePointer<Bool>.allocate(capacity: n)
-        let scannedCol = UnsafeMutablePointer<Bool>.allocate(capacity: n)
-        defer { spc.deallocate(); path.deallocate(); remaining.deallocate(); scannedRow.deallocate(); scannedCol.deallocate() }
-        u.withUnsafeMutableBufferPointer { u in
-        v.withUnsafeMutableBufferPointer { v in
-        col4row.withUnsafeMutableBufferPointer { col4row in
-        row4col.withUnsafeMutableBufferPointer { row4col in
-            for freeRow in 0..<n where col4row[freeRow] == -1 {
-                // Dijkstra from freeRow over the columns not yet scanned, until a free column.
-                for j in 0..<n { spc[j] = .infinity; path[j] = -1; remaining[j] = j }
-                for k in 0..<n { scannedRow[k] = false; scannedCol[k] = false }
-                var numRemaining = n
-                var minVal = 0.0
-                var i = freeRow
-                var sink = -1
-                while sink == -1 {
-                    scannedRow[i] = true
-                    let row = c + i * n
-                    let shift = minVal - u[i]
-                    var lowest = Double.infinity
-                    var index = -1
-                    for it in 0..<numRemaining {
-                        let j = remaining[it]
-                        let r = row[j] - v[j] + shift
-                        if r < spc[j] { path[j] = i; spc[j] = r }
-                        let s = spc[j]
-                        // On equal distance prefer a free column: it ends the search.
-                        if s < lowest || (s == lowest && row4col[j] == -1 && row4col[remaining[index]] != -1) {
-                            lowest = s; index = it
-                        }
-                    }
-                    minVal = lowest
-                    let j = remaining[index]
-                    if row4col[j] == -1 { sink = j } else { i = row4col[j] }
-                    scannedCol[j] = true
-                    // Removed in place (not swapped with the last): the list stays ascending, so
-                    // the scans above walk memory in order, which is faster than the copy.
-                    numRemaining -= 1
-                    (remaining + index).update(from: remaining + index + 1, count: numRemaining - index)
-                }
-                // Dual update keeps reduced costs >= 0 and tight on the matched pairs.
-                u[freeRow] += minVal
-                for r in 0..<n where scannedRow[r] && r != freeRow { u[r] += minVal - spc[col4row[r]] }
-                for j in 0..<n where scannedCol[j] { v[j] -= minVal - spc[j] }
-                // Flip the path.
-                var j = sink
-                while true {
-                    let r = path[j]
-                    row4col[j] = r
-                    let prev = col4row[r]
-                    col4row[r] = j
-                    j = prev
-                    if r == freeRow { break }
-                }
-            }
-        }}}}
-        return col4row
+    private static func solveMinimizing(_ c: UnsafeMutablePointer<Double>, n: Int, threads: Int) -> [Int] {
+        var col = [Int](repeating: 0, count: n)
+        let rc = col.withUnsafeMutableBufferPointer { wt_lap_minimize(c, n, $0.baseAddress!, Int32(threads)) }
+        // Its scratch is a few n-sized arrays, next to the n x n matrix the caller already holds.
+        precondition(rc == 0, "LinearAssignment: out of memory for \(n) columns of scratch")
+        return col
     }
 }

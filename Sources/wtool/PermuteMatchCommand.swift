@@ -9,8 +9,10 @@ struct PermuteMatchCommand: ParsableCommand {
         discussion: """
         Finds the permutations of B's hidden units that bring B closest to A (maximise \
         sum <A, pi(B)>: coordinate descent over the spec's spaces in a seeded order, one exact \
-        linear assignment per step, until a sweep changes nothing) and writes B re-indexed: pure \
-        gathers in B's dtype, so OUT computes exactly B's function. Then `wtool merge` A and OUT.
+        linear assignment per step (Jonker-Volgenant, f64), until a sweep changes nothing) and \
+        writes B re-indexed: pure gathers in B's dtype, so OUT computes exactly B's function. Then \
+        `wtool merge` A and OUT. Cost terms that read no other permutation (input and output \
+        layers, embeddings and head) are computed once and kept (up to 1 GiB).
 
         The spec says which permutation acts on which tensor axis. --spec auto infers it: MLP \
         chains (layers.N.weight/bias and similar), and from config.json the LLaMA family (llama, \
@@ -95,7 +97,7 @@ struct PermuteMatchCommand: ParsableCommand {
 
     func run() throws {
         if let solveLap {
-            for row in try LAPDiagnostic.solve(file: solveLap) { print(row.compact()) }
+            for row in try LAPDiagnostic.solve(file: solveLap, threads: common.threadCount) { print(row.compact()) }
             return
         }
         var job = PermuteMatchJob(model: model!)

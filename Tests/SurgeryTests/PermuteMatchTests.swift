@@ -2,6 +2,7 @@ import XCTest
 @testable import Surgery
 import SafeTensors
 import Linalg
+import CAssign
 
 final class PermuteMatchTests: XCTestCase {
     /// Brute force over all permutations of a small matrix.
@@ -27,6 +28,38 @@ final class PermuteMatchTests: XCTestCase {
             XCTAssertEqual(got, bruteForceMax(c, n), accuracy: 1e-12, "trial \(trial)")
             let minCol = try LinearAssignment.solve(c.map { -$0 }, n: n, maximize: false)
             XCTAssertEqual(c.withUnsafeBufferPointer { LinearAssignment.objective($0, n: n, minCol) }, got, accuracy: 1e-12)
+        }
+    }
+
+    /// The AVX2 and portable Dijkstra passes give the same answer, on sizes that reach the
+    /// shortest-path phase (random and Gram matrices leave rows free after the row reduction) and
+    /// on ties; both are optimal (checked against the other's objective and, at n <= 7, above).
+    func testLAPPathsAgree() throws {
+        var rng = SeededRNG(seed: 2, stream: "lap-paths")
+        defer { wt_lap_allow_avx2(1) }
+        for (trial, n) in [5, 37, 130, 301, 302, 303, 1030].enumerated() {
+            for kind in 0..<4 {
+                let r = (0..<(n * 4)).map { _ in rng.nextUnitDouble() - 0.5 }
+                let c: [Double] = (0..<(n * n)).map { k in
+                    switch kind {
+                    case 0: return rng.nextUnitDouble()
+                    case 1: return Double(rng.next() % 3)
+                    case 2: return (0..<4).reduce(0.0) { $0 + r[(k / n) * 4 + $1] * r[(k % n) * 4 + $1] }
+                    default: return r[k / n]
+                    }
+                }
+                wt_lap_allow_avx2(1)
+                let fast = try LinearAssignment.solve(c, n: n, maximize: true)
+                wt_lap_allow_avx2(0)
+                let portable = try LinearAssignment.solve(c, n: n, maximize: true)
+                XCTAssertEqual(fast, portable, "n \(n) kind \(kind) trial \(trial)")
+                if n > 300 {
+                    // Two threads (the split runs from n = 1024; below it this checks the fallback).
+                    wt_lap_allow_avx2(1)
+                    XCTAssertEqual(try LinearAssignment.solve(c, n: n, maximize: true, threads: 2), fast)
+                }
+                XCTAssertEqual(Set(fast), Set(0..<n))
+            }
         }
     }
 

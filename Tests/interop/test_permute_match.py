@@ -70,6 +70,11 @@ def test_lap_exact_against_scipy_on_thousands_of_cases(tmp_path):
         else:  # near-permutation (a planted answer plus noise)
             c = np.eye(n)[rng.permutation(n)] + 0.01 * rng.random((n, n))
         mats[f"c{k}"] = np.ascontiguousarray(c)
+    # sizes past the row reductions, where the shortest-path passes (AVX2) do the work
+    for k, n in enumerate((97, 256, 401)):
+        mats[f"big-uniform{k}"] = rng.random((n, n))
+        mats[f"big-ties{k}"] = rng.integers(0, 3, (n, n)).astype(np.float64)
+        mats[f"big-gram{k}"] = rng.normal(size=(n, 6)) @ rng.normal(size=(n, 6)).T
     path = tmp_path / "lap.safetensors"
     save_file(mats, path)
     _, out, _ = run("permute-match", "--solve-lap", path)

@@ -4,7 +4,7 @@ import SafeTensors
 /// `--solve-lap FILE`: solves (maximising) every square F64 matrix of a safetensors file with
 /// wtool's assignment solver: how the interop suite and `make bench` compare it with scipy.
 public enum LAPDiagnostic {
-    public static func solve(file path: String) throws -> [JSONValue] {
+    public static func solve(file path: String, threads: Int = 1) throws -> [JSONValue] {
         let c = try Checkpoint(path: path)
         return try c.entries.map { e in
             let s = e.info.shapeInts
@@ -14,7 +14,7 @@ public enum LAPDiagnostic {
             let cost = decodeDoubles(c, e)
             let t0 = monotonicSeconds()
             let col: [Int]
-            do { col = try LinearAssignment.solve(cost, n: s[0], maximize: true) } catch {
+            do { col = try LinearAssignment.solve(cost, n: s[0], maximize: true, threads: threads) } catch {
                 throw FormatError(file: path, tensor: e.name, "\(error)")
             }
             let seconds = monotonicSeconds() - t0

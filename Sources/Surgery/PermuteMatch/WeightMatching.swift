@@ -21,6 +21,30 @@ public struct MatchOutcome: Sendable {
     public var converged = false
     public var costSeconds = 0.0
     public var lapSeconds = 0.0
+    /// Cost terms taken from the cache of terms that read no other permutation.
+    public var cachedTerms = 0
+}
+
+/// The n x n partials of the cost terms that read no permutation but their own space's (the
+/// input and output layers of an MLP, a model's embeddings and head for its residual space):
+/// they are the same at every visit, so each is computed once. Bounded by `budget` bytes; terms
+/// past it are recomputed as before. Added in the same order as a fresh computation, so the cost
+/// matrix keeps its bits.
+struct StaticTermCache {
+    struct Key: Hashable { let instance: String; let occurrence: BoundSpec.Occurrence }
+    var partials: [Key: [Float]] = [:]
+    var bytes = 0
+    /// 1 GiB, 16 cost matrices of 4096 x 4096.
+    var budget = 1 << 30
+    /// Terms with fewer summed entries per unit than this cost less to recompute than to keep.
+    static let minimumInner = 64
+
+    mutating func store(_ key: Key, _ partial: [Float]) {
+        let size = partial.count * MemoryLayout<Float>.size
+        guard bytes + size <= budget else { return }
+        partials[key] = partial
+        bytes += size
+    }
 }
 
 /// Git Re-Basin's weight matching: maximise sum_t <A_t, pi(B_t)> over the spec's permutations by
@@ -34,7 +58,7 @@ struct WeightMatcher {
     var seed: UInt64 = 0
     var maxSweeps = 100
     /// BLAS threads for the cost GEMMs (the split is over output blocks, so the sums, and hence
-    /// the result, do not depend on it).
+    /// the result, do not depend on it), and the assignment solver's (same answer for any).
     var threads = 1
 
     func run() throws -> MatchOutcome {
@@ -46,6 +70,7 @@ struct WeightMatcher {
         var changedAt: [String: Int] = [:]
         var computedAt: [String: Int] = [:]
         var clock = 0
+        var cache = StaticTermCache()
         BLASThreads.set(threads)
         defer { BLASThreads.set(1) }
         for sweep in 0..<maxSweeps {
@@ -61,11 +86,11 @@ struct WeightMatcher {
                 }
                 var t0 = monotonicSeconds()
                 let n = spec.instanceSize(x)!
-                let cost = try costMatrix(x, n: n, out.perms)
+                let cost = try costMatrix(x, n: n, out.perms, cache: &cache, hits: &out.cachedTerms)
                 computedAt[x] = clock
                 out.costSeconds += monotonicSeconds() - t0
                 t0 = monotonicSeconds()
-                let ci = try cost.withUnsafeBufferPointer { try LinearAssignment.solve($0, n: n, maximize: true) }
+                let ci = try cost.withUnsafeBufferPointer { try LinearAssignment.solve($0, n: n, maximize: true, threads: threads) }
                 out.lapSeconds += monotonicSeconds() - t0
                 let current = out.perms[x]!
                 var oldL = 0.0, newL = 0.0, scale = 0.0
@@ -118,27 +143,38 @@ struct WeightMatcher {
 
     /// C[i, j] = similarity of A's unit i and B's unit j of space `x`, every other permutation
     /// applied to B: the sum over the tensors it touches of Xa Xb^T (unit axis moved to the front).
-    func costMatrix(_ x: String, n: Int, _ perms: [String: [Int]]) throws -> [Double] {
+    func costMatrix(_ x: String, n: Int, _ perms: [String: [Int]], cache: inout StaticTermCache, hits: inout Int) throws -> [Double] {
         let tpl = spec.instances.first { $0.name == x }!.template
         var byTensor: [Int: [BoundSpec.Occurrence]] = [:]
         for o in spec.occurrences[tpl]! { byTensor[o.tensor, default: []].append(o) }
         var cost = [Double](repeating: 0, count: n * n)
         var partial = [Float](repeating: 0, count: n * n)
+        func add(_ p: [Float]) { for k in 0..<(n * n) { cost[k] += Double(p[k]) } }
         for t in byTensor.keys.sorted() where spec.tensors[t].dtype.isFloatingPoint {
             let occ = byTensor[t]!
             let shape = spec.tensors[t].shape
+            let axes = Set(occ.map(\.axis)).sorted()
+            // Only this (plain) space acts on the tensor, on one axis: no other permutation enters.
+            let isStatic = spec.templatesOfTensor[t] == [tpl] && !spec.templates[tpl]!.isFamily && axes.count == 1
             let av = a.floats(t)
-            let bv = b.floats(t)
-            for axis in Set(occ.map(\.axis)).sorted() {
-                let index: [[Int]?] = spec.tensors[t].axes.enumerated().map { k, ax in
-                    guard let ax, !ax.isFixed else { return nil }
-                    return spec.indexVector(ax, perms, except: k == axis ? x : nil)
-                }
-                let bp = Gather.floats(bv, shape: shape, index)
+            for axis in axes {
+                var bp: [Float]? = nil
                 for o in occ where o.axis == axis {
                     guard let units = UnitView(spec, o, instance: x, perms: perms, shape: shape) else { continue }
-                    partial.withUnsafeMutableBufferPointer { units.similarity(av, bp, into: $0.baseAddress!) }
-                    for k in 0..<(n * n) { cost[k] += Double(partial[k]) }
+                    let key = StaticTermCache.Key(instance: x, occurrence: o)
+                    if isStatic, let kept = cache.partials[key] { add(kept); hits += 1; continue }
+                    if bp == nil {
+                        let index: [[Int]?] = spec.tensors[t].axes.enumerated().map { k, ax in
+                            guard let ax, !ax.isFixed else { return nil }
+                            return spec.indexVector(ax, perms, except: k == axis ? x : nil)
+                        }
+                        bp = Gather.floats(b.floats(t), shape: shape, index)
+                    }
+                    partial.withUnsafeMutableBufferPointer { units.similarity(av, bp!, into: $0.baseAddress!) }
+                    add(partial)
+                    if isStatic && units.inner * units.lo * units.outer * units.prefixes.count >= StaticTermCache.minimumInner {
+                        cache.store(key, partial)
+                    }
                 }
             }
         }

@@ -1,0 +1,18 @@
+#ifndef CASSIGN_H
+#define CASSIGN_H
+#include <stddef.h>
+
+/* The dense linear assignment problem, minimising: x[i] = the column of row i in a permutation
+   that minimises sum_i c[i * n + x[i]] over an n x n row-major matrix of finite f64 values.
+   Jonker and Volgenant's method (1987): column reduction, reduction transfer, two rounds of
+   augmenting row reduction, then a shortest augmenting path per row still free. Exact: the
+   answer is an optimum, and deterministic for a given matrix: the same whatever `threads` (with
+   2 or more, the shortest-path passes of large matrices are split over two threads). Returns 0,
+   or -1 when scratch memory could not be allocated. */
+int wt_lap_minimize(const double *c, size_t n, long *x, int threads);
+
+/* 1: the AVX2 passes are used; tests switch them off (0) to compare the two (same answer). */
+int wt_lap_uses_avx2(void);
+void wt_lap_allow_avx2(int allow);
+
+#endif
