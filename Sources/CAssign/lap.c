@@ -7,6 +7,7 @@
    c[i][j] - v[j] in its row, which is what makes each augmenting path a shortest one and the
    final assignment optimal. */
 #include "CAssign.h"
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 typedef struct {
     const double *c;
+    double sign;   /* the matrix solved is sign * c (-1: maximising; exact) */
     size_t n;
     long *x;       /* column of each row, -1 when free */
     long *y;       /* row of each column, -1 when free */
@@ -29,12 +31,12 @@ typedef struct {
    row-major matrix misses the cache every step); ties in a column go to the lower row. */
 static void column_reduction(lap_state *s, long *argmin, long *matches) {
     const size_t n = s->n;
-    const double *c = s->c;
-    for (size_t j = 0; j < n; j++) { s->v[j] = c[j]; argmin[j] = 0; }
+    const double *c = s->c, sg = s->sign;
+    for (size_t j = 0; j < n; j++) { s->v[j] = sg * c[j]; argmin[j] = 0; }
     for (size_t i = 1; i < n; i++) {
         const double *row = c + i * n;
         for (size_t j = 0; j < n; j++)
-            if (row[j] < s->v[j]) { s->v[j] = row[j]; argmin[j] = (long)i; }
+            if (sg * row[j] < s->v[j]) { s->v[j] = sg * row[j]; argmin[j] = (long)i; }
     }
     for (size_t i = 0; i < n; i++) { s->x[i] = -1; matches[i] = 0; }
     for (size_t j = 0; j < n; j++) {
@@ -57,7 +59,7 @@ static void reduction_transfer(lap_state *s, const long *matches) {
         long j1 = s->x[i];
         double m = INFINITY;
         for (size_t j = 0; j < n; j++)
-            if ((long)j != j1) { double h = row[j] - s->v[j]; if (h < m) m = h; }
+            if ((long)j != j1) { double h = s->sign * row[j] - s->v[j]; if (h < m) m = h; }
         if (m < INFINITY) s->v[j1] -= m;
     }
 }
@@ -82,10 +84,11 @@ static void augmenting_row_reduction(lap_state *s) {
             budget--;
             long i = s->free_rows[k++];
             const double *row = s->c + (size_t)i * n;
-            double umin = row[0] - v[0], usub = INFINITY;
+            const double sg = s->sign;
+            double umin = sg * row[0] - v[0], usub = INFINITY;
             long j1 = 0, j2 = -1;
             for (size_t j = 1; j < n; j++) {
-                double h = row[j] - v[j];
+                double h = sg * row[j] - v[j];
                 if (h < usub) {
                     if (h >= umin) { usub = h; j2 = (long)j; }
                     else { usub = umin; j2 = j1; umin = h; j1 = (long)j; }
@@ -110,15 +113,15 @@ static void augmenting_row_reduction(lap_state *s) {
 
 /* The Dijkstra steps run over all n columns, settled ones included, because a dense pass
    vectorises: a settled column's w is -inf and its d +inf, so the relaxation leaves it alone and
-   the least distance skips it. Both paths compute (row[j] - w[j]) - h and compare exactly, so
+   the least distance skips it. Both paths compute (sg * row[j] - w[j]) - h and compare exactly, so
    they give the same bits. */
 
-/* Relaxes every column through row i (d[j] = min(d[j], (row[j] - w[j]) - h), pred[j] = i where
-   it lowered) and returns the least d. */
-static double relax_portable(const double *row, const double *w, double h, double *d, long *pred, long i, size_t n) {
+/* Relaxes every column through row i (d[j] = min(d[j], (sg * row[j] - w[j]) - h), pred[j] = i
+   where it lowered) and returns the least d. */
+static double relax_portable(const double *row, double sg, const double *w, double h, double *d, long *pred, long i, size_t n) {
     double least = INFINITY;
     for (size_t j = 0; j < n; j++) {
-        double nd = (row[j] - w[j]) - h;
+        double nd = (sg * row[j] - w[j]) - h;
         if (nd < d[j]) { d[j] = nd; pred[j] = i; }
         if (d[j] < least) least = d[j];
     }
@@ -143,13 +146,13 @@ static size_t pick_portable(const double *d, const long *y, double least, size_t
 #include <immintrin.h>
 
 __attribute__((target("avx2")))
-static double relax_avx2(const double *row, const double *w, double h, double *d, long *pred, long i, size_t n) {
-    const __m256d vh = _mm256_set1_pd(h);
+static double relax_avx2(const double *row, double sg, const double *w, double h, double *d, long *pred, long i, size_t n) {
+    const __m256d vh = _mm256_set1_pd(h), vsg = _mm256_set1_pd(sg);
     const __m256d vi = _mm256_castsi256_pd(_mm256_set1_epi64x(i));
     __m256d vmin = _mm256_set1_pd(INFINITY);
     size_t j = 0;
     for (; j + 4 <= n; j += 4) {
-        __m256d nd = _mm256_sub_pd(_mm256_sub_pd(_mm256_loadu_pd(row + j), _mm256_loadu_pd(w + j)), vh);
+        __m256d nd = _mm256_sub_pd(_mm256_sub_pd(_mm256_mul_pd(vsg, _mm256_loadu_pd(row + j)), _mm256_loadu_pd(w + j)), vh);
         __m256d dj = _mm256_loadu_pd(d + j);
         __m256d lower = _mm256_cmp_pd(nd, dj, _CMP_LT_OQ);
         dj = _mm256_blendv_pd(dj, nd, lower);
@@ -160,7 +163,7 @@ static double relax_avx2(const double *row, const double *w, double h, double *d
     }
     double lanes[4];
     _mm256_storeu_pd(lanes, vmin);
-    double least = relax_portable(row + j, w + j, h, d + j, pred + j, i, n - j);
+    double least = relax_portable(row + j, sg, w + j, h, d + j, pred + j, i, n - j);
     for (int k = 0; k < 4; k++) if (lanes[k] < least) least = lanes[k];
     return least;
 }
@@ -206,7 +209,7 @@ void wt_lap_allow_avx2(int allow) { allow_avx2 = allow; }
    between passes (they are microseconds apart) and is joined before the solve returns. */
 typedef struct {
     const double *row, *w;
-    double h;
+    double sign, h;
     double *d;
     long *pred;
     const long *y;
@@ -232,10 +235,10 @@ static inline void spin_pause(unsigned *spins) {
    rule, at their own least distance). The picks of two ranges combine into the pick of the
    whole: the lower range's wins unless the upper range is nearer, or equally near with a free
    column where the lower one has none. */
-static double relax_range(int avx2, const double *row, const double *w, double h, double *d, long *pred, const long *y,
-                          long i, size_t n, size_t *at) {
+static double relax_range(int avx2, const double *row, double sg, const double *w, double h, double *d, long *pred,
+                          const long *y, long i, size_t n, size_t *at) {
     (void)avx2; /* unused where only the portable path exists */
-    double least = RELAX(row, w, h, d, pred, i, n);
+    double least = RELAX(row, sg, w, h, d, pred, i, n);
     *at = PICK(d, y, least, n);
     return least;
 }
@@ -249,7 +252,7 @@ static void *helper_main(void *arg) {
         if (g == 0) return NULL;
         seen = g;
         size_t f = t->from;
-        t->least = relax_range(t->avx2, t->row + f, t->w + f, t->h, t->d + f, t->pred + f, t->y + f, t->i, t->n - f, &t->at);
+        t->least = relax_range(t->avx2, t->row + f, t->sign, t->w + f, t->h, t->d + f, t->pred + f, t->y + f, t->i, t->n - f, &t->at);
         t->at += f;
         atomic_store_explicit(&t->finished, g, memory_order_release);
     }
@@ -268,13 +271,13 @@ typedef struct {
 
 /* One relaxation pass over all columns through row i, on one thread or split over two; returns
    the least distance and sets *at to the column to settle next. */
-static double relax_all(path_scratch *p, const long *y, const double *row, double h, long i, size_t n, size_t *at) {
+static double relax_all(path_scratch *p, const long *y, const double *row, double sg, double h, long i, size_t n, size_t *at) {
     relax_helper *t = p->helper;
-    if (!t) return relax_range(p->avx2, row, p->w, h, p->d, p->pred, y, i, n, at);
-    t->row = row; t->w = p->w; t->h = h; t->d = p->d; t->pred = p->pred; t->y = y; t->i = i;
+    if (!t) return relax_range(p->avx2, row, sg, p->w, h, p->d, p->pred, y, i, n, at);
+    t->row = row; t->sign = sg; t->w = p->w; t->h = h; t->d = p->d; t->pred = p->pred; t->y = y; t->i = i;
     unsigned g = ++p->generation;
     atomic_store_explicit(&t->posted, g, memory_order_release);
-    double least = relax_range(p->avx2, row, p->w, h, p->d, p->pred, y, i, t->from, at);
+    double least = relax_range(p->avx2, row, sg, p->w, h, p->d, p->pred, y, i, t->from, at);
     unsigned spins = 0;
     while (atomic_load_explicit(&t->finished, memory_order_acquire) != g) spin_pause(&spins);
     if (t->least < least || (t->least == least && y[*at] >= 0 && y[t->at] < 0)) { *at = t->at; return t->least; }
@@ -290,7 +293,7 @@ static void augment(lap_state *s, long f, path_scratch *p) {
     memcpy(w, v, n * sizeof(double));
     for (size_t j = 0; j < n; j++) { d[j] = INFINITY; p->pred[j] = f; }
     size_t j;
-    double least = relax_all(p, s->y, c + (size_t)f * n, 0.0, f, n, &j);
+    double least = relax_all(p, s->y, c + (size_t)f * n, s->sign, 0.0, f, n, &j);
     size_t nsettled = 0;
     size_t end;
     for (;;) {
@@ -301,8 +304,8 @@ static void augment(lap_state *s, long f, path_scratch *p) {
         w[j] = -INFINITY;
         long i = s->y[j];
         const double *row = c + (size_t)i * n;
-        double h = (row[j] - v[j]) - least;
-        least = relax_all(p, s->y, row, h, i, n, &j);
+        double h = (s->sign * row[j] - v[j]) - least;
+        least = relax_all(p, s->y, row, s->sign, h, i, n, &j);
     }
     for (size_t k = 0; k < nsettled; k++) v[p->settled[k]] += p->dset[k] - least;
     for (;;) {
@@ -318,10 +321,11 @@ static void augment(lap_state *s, long f, path_scratch *p) {
 /* Below this size a pass is too short for the hand-over between threads to pay. */
 enum { two_thread_minimum = 1024 };
 
-int wt_lap_minimize(const double *c, size_t n, long *x, int threads) {
+/* Solves for sign * c (sign = 1 or -1). */
+static int solve_signed(const double *c, double sign, size_t n, long *x, int threads) {
     if (n == 0) return 0;
     if (n == 1) { x[0] = 0; return 0; }
-    lap_state s = { c, n, x, NULL, NULL, NULL, 0 };
+    lap_state s = { c, sign, n, x, NULL, NULL, NULL, 0 };
     long *y = malloc(n * sizeof(long)), *a = malloc(n * sizeof(long)), *b = malloc(n * sizeof(long));
     long *fr = malloc(n * sizeof(long));
     double *v = malloc(n * sizeof(double)), *d = malloc(n * sizeof(double));
@@ -353,3 +357,18 @@ done:
     free(y); free(a); free(b); free(fr); free(v); free(d); free(w); free(dset);
     return rc;
 }
+
+int wt_lap_solve(const double *c, size_t n, int maximize, long *x, int threads, size_t *bad) {
+    size_t count = n * n;
+    /* One pass checks every value finite (an OR of compares, which vectorises) ... */
+    int nonfinite = 0;
+    for (size_t k = 0; k < count; k++) nonfinite |= !(fabs(c[k]) <= DBL_MAX);
+    if (nonfinite) {
+        for (size_t k = 0; k < count; k++) if (!(fabs(c[k]) <= DBL_MAX)) { *bad = k; break; }
+        return -2;
+    }
+    /* ... and maximising solves the negated matrix, negated where it is read (exact). */
+    return solve_signed(c, maximize ? -1.0 : 1.0, n, x, threads);
+}
+
+int wt_lap_minimize(const double *c, size_t n, long *x, int threads) { return solve_signed(c, 1.0, n, x, threads); }

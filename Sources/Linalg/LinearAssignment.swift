@@ -27,12 +27,15 @@ public enum LinearAssignment {
     public static func solve(_ cost: UnsafeBufferPointer<Double>, n: Int, maximize: Bool, threads: Int = 1) throws -> [Int] {
         precondition(cost.count == n * n, "LinearAssignment: \(cost.count) values for \(n)x\(n)")
         if n == 0 { return [] }
-        for k in 0..<(n * n) where !cost[k].isFinite { throw Failure.nonFinite(row: k / n, col: k % n) }
-        // Work on a minimisation copy: negating is exact in floating point.
-        let c = UnsafeMutablePointer<Double>.allocate(capacity: n * n)
-        defer { c.deallocate() }
-        if maximize { for k in 0..<(n * n) { c[k] = -cost[k] } } else { for k in 0..<(n * n) { c[k] = cost[k] } }
-        return solveMinimizing(c, n: n, threads: threads)
+        var col = [Int](repeating: 0, count: n)
+        var bad = 0
+        let rc = col.withUnsafeMutableBufferPointer {
+            wt_lap_solve(cost.baseAddress!, n, maximize ? 1 : 0, $0.baseAddress!, Int32(threads), &bad)
+        }
+        if rc == -2 { throw Failure.nonFinite(row: bad / n, col: bad % n) }
+        // Its scratch is a few n-sized arrays (and, maximising, the negated matrix).
+        precondition(rc == 0, "LinearAssignment: out of memory for an \(n) x \(n) problem")
+        return col
     }
 
     public static func solve(_ cost: [Double], n: Int, maximize: Bool, threads: Int = 1) throws -> [Int] {
@@ -44,13 +47,5 @@ public enum LinearAssignment {
         var s = 0.0
         for i in 0..<n { s += cost[i * n + col[i]] }
         return s
-    }
-
-    private static func solveMinimizing(_ c: UnsafeMutablePointer<Double>, n: Int, threads: Int) -> [Int] {
-        var col = [Int](repeating: 0, count: n)
-        let rc = col.withUnsafeMutableBufferPointer { wt_lap_minimize(c, n, $0.baseAddress!, Int32(threads)) }
-        // Its scratch is a few n-sized arrays, next to the n x n matrix the caller already holds.
-        precondition(rc == 0, "LinearAssignment: out of memory for \(n) columns of scratch")
-        return col
     }
 }

@@ -11,6 +11,11 @@
    or -1 when scratch memory could not be allocated. */
 int wt_lap_minimize(const double *c, size_t n, long *x, int threads);
 
+/* The same on a matrix that may hold anything: returns -2 with *bad = the row-major index of the
+   first NaN or infinite value, else solves, minimising or (maximize != 0) maximising (without a
+   negated copy: the matrix is negated where it is read). */
+int wt_lap_solve(const double *c, size_t n, int maximize, long *x, int threads, size_t *bad);
+
 /* 1: the AVX2 passes are used; tests switch them off (0) to compare the two (same answer). */
 int wt_lap_uses_avx2(void);
 void wt_lap_allow_avx2(int allow);

@@ -71,6 +71,9 @@ struct WeightMatcher {
         var computedAt: [String: Int] = [:]
         var clock = 0
         var cache = StaticTermCache()
+        // The cost and partial buffers of the largest space so far, reused by every step (fresh
+        // n x n buffers each step cost as many page faults as the additions into them).
+        let buffers = CostBuffers()
         BLASThreads.set(threads)
         defer { BLASThreads.set(1) }
         for sweep in 0..<maxSweeps {
@@ -86,11 +89,12 @@ struct WeightMatcher {
                 }
                 var t0 = monotonicSeconds()
                 let n = spec.instanceSize(x)!
-                let cost = try costMatrix(x, n: n, out.perms, cache: &cache, hits: &out.cachedTerms)
+                try costMatrix(x, n: n, out.perms, cache: &cache, hits: &out.cachedTerms, into: buffers)
                 computedAt[x] = clock
                 out.costSeconds += monotonicSeconds() - t0
                 t0 = monotonicSeconds()
-                let ci = try cost.withUnsafeBufferPointer { try LinearAssignment.solve($0, n: n, maximize: true, threads: threads) }
+                let cost = UnsafeBufferPointer(start: buffers.cost, count: n * n)
+                let ci = try LinearAssignment.solve(cost, n: n, maximize: true, threads: threads)
                 out.lapSeconds += monotonicSeconds() - t0
                 let current = out.perms[x]!
                 var oldL = 0.0, newL = 0.0, scale = 0.0
@@ -143,13 +147,16 @@ struct WeightMatcher {
 
     /// C[i, j] = similarity of A's unit i and B's unit j of space `x`, every other permutation
     /// applied to B: the sum over the tensors it touches of Xa Xb^T (unit axis moved to the front).
-    func costMatrix(_ x: String, n: Int, _ perms: [String: [Int]], cache: inout StaticTermCache, hits: inout Int) throws -> [Double] {
+    /// Written into buffers.cost[0 ..< n * n].
+    func costMatrix(_ x: String, n: Int, _ perms: [String: [Int]], cache: inout StaticTermCache, hits: inout Int,
+                    into buffers: CostBuffers) throws {
         let tpl = spec.instances.first { $0.name == x }!.template
         var byTensor: [Int: [BoundSpec.Occurrence]] = [:]
         for o in spec.occurrences[tpl]! { byTensor[o.tensor, default: []].append(o) }
-        var cost = [Double](repeating: 0, count: n * n)
-        var partial = [Float](repeating: 0, count: n * n)
-        func add(_ p: [Float]) { for k in 0..<(n * n) { cost[k] += Double(p[k]) } }
+        buffers.reserve(n * n)
+        let cost = buffers.cost, partial = buffers.partial
+        cost.update(repeating: 0, count: n * n)
+        func add(_ p: UnsafePointer<Float>) { for k in 0..<(n * n) { cost[k] += Double(p[k]) } }
         for t in byTensor.keys.sorted() where spec.tensors[t].dtype.isFloatingPoint {
             let occ = byTensor[t]!
             let shape = spec.tensors[t].shape
@@ -162,7 +169,7 @@ struct WeightMatcher {
                 for o in occ where o.axis == axis {
                     guard let units = UnitView(spec, o, instance: x, perms: perms, shape: shape) else { continue }
                     let key = StaticTermCache.Key(instance: x, occurrence: o)
-                    if isStatic, let kept = cache.partials[key] { add(kept); hits += 1; continue }
+                    if isStatic, let kept = cache.partials[key] { kept.withUnsafeBufferPointer { add($0.baseAddress!) }; hits += 1; continue }
                     if bp == nil {
                         let index: [[Int]?] = spec.tensors[t].axes.enumerated().map { k, ax in
                             guard let ax, !ax.isFixed else { return nil }
@@ -170,16 +177,32 @@ struct WeightMatcher {
                         }
                         bp = Gather.floats(b.floats(t), shape: shape, index)
                     }
-                    partial.withUnsafeMutableBufferPointer { units.similarity(av, bp!, into: $0.baseAddress!) }
+                    units.similarity(av, bp!, into: partial)
                     add(partial)
                     if isStatic && units.inner * units.lo * units.outer * units.prefixes.count >= StaticTermCache.minimumInner {
-                        cache.store(key, partial)
+                        cache.store(key, Array(UnsafeBufferPointer(start: partial, count: n * n)))
                     }
                 }
             }
         }
-        return cost
     }
+}
+
+/// A step's n x n cost (f64) and one term's partial (f32), kept at the largest size asked for.
+final class CostBuffers {
+    private(set) var cost = UnsafeMutablePointer<Double>.allocate(capacity: 1)
+    private(set) var partial = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private var capacity = 1
+
+    func reserve(_ count: Int) {
+        guard count > capacity else { return }
+        cost.deallocate(); partial.deallocate()
+        cost = .allocate(capacity: count)
+        partial = .allocate(capacity: count)
+        capacity = count
+    }
+
+    deinit { cost.deallocate(); partial.deallocate() }
 }
 
 /// How one occurrence of a space sits in a tensor: the tensor seen as (outer, L, inner) along
