@@ -190,6 +190,16 @@ def test_digits_report(digits_match):
         assert 0.5 < r["moved_fraction"] <= 1.0
     assert rep["timing"]["cost_s"] >= 0 and rep["timing"]["lap_s"] >= 0
     assert [t["permuted"] for t in rep["tensors"]].count(True) == 5
+    # The input layer's term (128 x 64: it reads no other permutation) is computed at the first
+    # visit of layers.0 and reused at the others; every other term is computed at every visit.
+    runs = {k: sum(not x for x in r["skipped"]) for k, r in spaces.items()}
+    assert runs["layers.0"] >= 2
+    assert s["cost_terms_reused"] == runs["layers.0"] - 1
+    n = 128
+    per_visit0 = 2 * n * n * (1 + 128)   # bias, layers.1's columns
+    per_visit1 = 2 * n * n * (128 + 1 + 10)   # layers.1's rows, bias, layers.2's columns
+    flops = 2 * n * n * 64 + runs["layers.0"] * per_visit0 + runs["layers.1"] * per_visit1
+    assert s["cost_gflop"] == pytest.approx(flops / 1e9, rel=1e-12)
 
 
 def test_digits_planted_permutation_recovered_bit_for_bit(tmp_path):
@@ -241,7 +251,11 @@ def test_llama_planted_permutation_recovered_bit_for_bit(tmp_path):
         ref.save_llama(tmp_path / f"b{seed}", b)
         tokens = np.arange(12) * 3 % 50
         assert np.abs(ref.llama_logits(b, tokens) - ref.llama_logits(a, tokens)).max() < 1e-9
-        run("permute-match", "--reference", tmp_path / "a", tmp_path / f"b{seed}", "-o", tmp_path / f"out{seed}", "--seed", seed)
+        rep = tmp_path / f"r{seed}.json"
+        run("permute-match", "--reference", tmp_path / "a", tmp_path / f"b{seed}", "-o", tmp_path / f"out{seed}", "--seed", seed,
+            "--report", rep)
+        # the residual space's embedding term reads no other permutation: kept after its first visit
+        assert json.load(open(rep))["summary"]["cost_terms_reused"] > 0
         out = load_file(tmp_path / f"out{seed}" / "model.safetensors")
         assert set(out) == set(a)
         for k in a:

@@ -118,7 +118,7 @@ public struct PermuteMatchJob: Sendable {
             let after = try Distances.measure(bound, CheckpointTensors(a, names: names), CheckpointTensors(b, names: names),
                                               perms: perms, threads: settings.threads, checkFinite: nil)
             summary += [("sweeps", .int(outcome.sweeps)), ("converged", .bool(outcome.converged)),
-                        ("cost_terms_reused", .int(outcome.cachedTerms))]
+                        ("cost_terms_reused", .int(outcome.cachedTerms)), ("cost_gflop", .double(outcome.costFlops / 1e9))]
             summary += metric("l2_before", before.l2) + metric("l2_after", after.l2)
             summary += metric("objective_before", before.objective) + metric("objective_after", after.objective)
             timer.lap("measure_after")

@@ -23,6 +23,8 @@ public struct MatchOutcome: Sendable {
     public var lapSeconds = 0.0
     /// Cost terms taken from the cache of terms that read no other permutation.
     public var cachedTerms = 0
+    /// Floating-point operations of the cost GEMMs run (2 n^2 m for each term computed).
+    public var costFlops = 0.0
 }
 
 /// The n x n partials of the cost terms that read no permutation but their own space's (the
@@ -36,8 +38,9 @@ struct StaticTermCache {
     var bytes = 0
     /// 1 GiB, 16 cost matrices of 4096 x 4096.
     var budget = 1 << 30
-    /// Terms with fewer summed entries per unit than this cost less to recompute than to keep.
-    static let minimumInner = 64
+    /// Terms with fewer summed entries per unit than this (biases, norms) cost less to recompute
+    /// (2m flops an entry) than to keep and read back.
+    static let minimumInner = 16
 
     mutating func store(_ key: Key, _ partial: [Float]) {
         let size = partial.count * MemoryLayout<Float>.size
@@ -89,7 +92,7 @@ struct WeightMatcher {
                 }
                 var t0 = monotonicSeconds()
                 let n = spec.instanceSize(x)!
-                try costMatrix(x, n: n, out.perms, cache: &cache, hits: &out.cachedTerms, into: buffers)
+                try costMatrix(x, n: n, out.perms, cache: &cache, hits: &out.cachedTerms, flops: &out.costFlops, into: buffers)
                 computedAt[x] = clock
                 out.costSeconds += monotonicSeconds() - t0
                 t0 = monotonicSeconds()
@@ -149,7 +152,7 @@ struct WeightMatcher {
     /// applied to B: the sum over the tensors it touches of Xa Xb^T (unit axis moved to the front).
     /// Written into buffers.cost[0 ..< n * n].
     func costMatrix(_ x: String, n: Int, _ perms: [String: [Int]], cache: inout StaticTermCache, hits: inout Int,
-                    into buffers: CostBuffers) throws {
+                    flops: inout Double, into buffers: CostBuffers) throws {
         let tpl = spec.instances.first { $0.name == x }!.template
         var byTensor: [Int: [BoundSpec.Occurrence]] = [:]
         for o in spec.occurrences[tpl]! { byTensor[o.tensor, default: []].append(o) }
@@ -179,7 +182,9 @@ struct WeightMatcher {
                     }
                     units.similarity(av, bp!, into: partial)
                     add(partial)
-                    if isStatic && units.inner * units.lo * units.outer * units.prefixes.count >= StaticTermCache.minimumInner {
+                    let inner = units.inner * units.lo * units.outer * units.prefixes.count
+                    flops += 2 * Double(n) * Double(n) * Double(inner)
+                    if isStatic && inner >= StaticTermCache.minimumInner {
                         cache.store(key, Array(UnsafeBufferPointer(start: partial, count: n * n)))
                     }
                 }
