@@ -13,6 +13,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 #include <stdatomic.h>
 
 typedef struct {
@@ -339,7 +340,8 @@ static int solve_signed(const double *c, double sign, size_t n, long *x, int thr
     path_scratch p = { d, w, a, b, dset, NULL, 1, wt_lap_uses_avx2() };
     relax_helper helper;
     pthread_t thread;
-    if (threads > 1 && n >= two_thread_minimum && s.nfree > 0) {
+    /* (Only with a second CPU online: the threads spin while they wait for each other.) */
+    if (threads > 1 && n >= two_thread_minimum && s.nfree > 0 && sysconf(_SC_NPROCESSORS_ONLN) > 1) {
         helper.from = (n / 2) & ~(size_t)3;
         helper.n = n;
         helper.avx2 = p.avx2;
@@ -360,12 +362,13 @@ done:
 
 int wt_lap_solve(const double *c, size_t n, int maximize, long *x, int threads, size_t *bad) {
     size_t count = n * n;
-    /* One pass checks every value finite (an OR of compares, which vectorises) ... */
-    int nonfinite = 0;
-    for (size_t k = 0; k < count; k++) nonfinite |= !(fabs(c[k]) <= DBL_MAX);
-    if (nonfinite) {
-        for (size_t k = 0; k < count; k++) if (!(fabs(c[k]) <= DBL_MAX)) { *bad = k; break; }
-        return -2;
+    /* One pass checks every value finite and below the limit (an OR of compares, which
+       vectorises) ... */
+    int outside = 0;
+    for (size_t k = 0; k < count; k++) outside |= !(fabs(c[k]) <= WT_LAP_LIMIT);
+    if (outside) {
+        for (size_t k = 0; k < count; k++) if (!(fabs(c[k]) <= WT_LAP_LIMIT)) { *bad = k; break; }
+        return fabs(c[*bad]) <= DBL_MAX ? -3 : -2;
     }
     /* ... and maximising solves the negated matrix, negated where it is read (exact). */
     return solve_signed(c, maximize ? -1.0 : 1.0, n, x, threads);

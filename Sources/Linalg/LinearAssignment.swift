@@ -13,9 +13,11 @@ import CAssign
 public enum LinearAssignment {
     public enum Failure: Error, CustomStringConvertible, Sendable {
         case nonFinite(row: Int, col: Int)
+        case tooLarge(row: Int, col: Int)
         public var description: String {
             switch self {
             case let .nonFinite(r, c): return "the cost matrix holds a NaN or infinite value at (\(r), \(c))"
+            case let .tooLarge(r, c): return "the cost matrix holds a value above 1e300 in magnitude at (\(r), \(c)) (sums of such values overflow)"
             }
         }
     }
@@ -33,6 +35,7 @@ public enum LinearAssignment {
             wt_lap_solve(cost.baseAddress!, n, maximize ? 1 : 0, $0.baseAddress!, Int32(threads), &bad)
         }
         if rc == -2 { throw Failure.nonFinite(row: bad / n, col: bad % n) }
+        if rc == -3 { throw Failure.tooLarge(row: bad / n, col: bad % n) }
         // Its scratch is a few n-sized arrays (and, maximising, the negated matrix).
         precondition(rc == 0, "LinearAssignment: out of memory for an \(n) x \(n) problem")
         return col

@@ -74,6 +74,11 @@ final class PermuteMatchTests: XCTestCase {
         XCTAssertEqual(try LinearAssignment.solve([], n: 0, maximize: true), [])
         XCTAssertThrowsError(try LinearAssignment.solve([1, .nan, 0, 1], n: 2, maximize: true))
         XCTAssertThrowsError(try LinearAssignment.solve([1, .infinity, 0, 1], n: 2, maximize: true))
+        XCTAssertThrowsError(try LinearAssignment.solve([1, 0, 0, -1e301], n: 2, maximize: true)) { error in
+            XCTAssertEqual("\(error)", "the cost matrix holds a value above 1e300 in magnitude at (1, 1) (sums of such values overflow)")
+        }
+        // Up to the limit it solves: the sums stay finite.
+        XCTAssertEqual(try LinearAssignment.solve([1e300, -1e300, -1e300, 1e300], n: 2, maximize: true), [0, 1])
     }
 
     func testGatherAlongSeveralAxes() {

@@ -101,6 +101,12 @@ def test_lap_rejects_non_finite(tmp_path):
     save_file({"c": c}, tmp_path / "bad.safetensors")
     code, _, err = run("permute-match", "--solve-lap", tmp_path / "bad.safetensors", check=False)
     assert code == 1 and "'c'" in err and "NaN" in err
+    # finite but so large that the solver's sums would overflow: refused as well, naming the entry
+    c = np.ones((3, 3))
+    c[2, 1] = -2e300
+    save_file({"big": c}, tmp_path / "big.safetensors")
+    code, _, err = run("permute-match", "--solve-lap", tmp_path / "big.safetensors", check=False)
+    assert code == 1 and "'big'" in err and "above 1e300" in err and "(2, 1)" in err
 
 
 # ---------------------------------------------------------------- digits experiment

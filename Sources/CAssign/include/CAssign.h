@@ -11,9 +11,14 @@
    or -1 when scratch memory could not be allocated. */
 int wt_lap_minimize(const double *c, size_t n, long *x, int threads);
 
-/* The same on a matrix that may hold anything: returns -2 with *bad = the row-major index of the
-   first NaN or infinite value, else solves, minimising or (maximize != 0) maximising (without a
-   negated copy: the matrix is negated where it is read). */
+/* Largest |value| solved: the duals and path lengths are sums of a few values, which must not
+   overflow to infinity (the search would then have no least distance). */
+#define WT_LAP_LIMIT 1e300
+
+/* The same on a matrix that may hold anything: returns -2 (NaN or infinite) or -3 (finite but
+   above WT_LAP_LIMIT in magnitude) with *bad = the row-major index of the first such value, else
+   solves, minimising or (maximize != 0) maximising (without a negated copy: the matrix is negated
+   where it is read). */
 int wt_lap_solve(const double *c, size_t n, int maximize, long *x, int threads, size_t *bad);
 
 /* 1: the AVX2 passes are used; tests switch them off (0) to compare the two (same answer). */
