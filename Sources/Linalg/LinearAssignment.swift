@@ -3,13 +3,13 @@ import CAssign
 /// The linear assignment problem on a dense square matrix: the permutation `col[i]` that
 /// maximises (or minimises) sum_i C[i, col[i]].
 ///
-/// Jonker-Volgenant in f64 (CAssign's `wt_lap_minimize`): column reduction and reduction
+/// Jonker-Volgenant in f64 (CAssign's `wt_lap_solve`): column reduction and reduction
 /// transfer (on the near-permutation matrices of weight matching most rows are assigned there),
 /// two rounds of augmenting row reduction (an auction step that settles most of the rest), then
 /// one shortest augmenting path per row still free, a Dijkstra search over reduced costs whose
-/// passes run over whole rows in AVX2. The answer is an exact optimum, as scipy's
-/// `linear_sum_assignment` (shortest augmenting paths alone, Crouse 2016) gives; where several
-/// optima exist the two may pick different ones.
+/// passes run over whole rows in AVX2 (split over two threads on large matrices). The answer is
+/// an exact optimum, as scipy's `linear_sum_assignment` (shortest augmenting paths alone, Crouse
+/// 2016) gives; where several optima exist the two may pick different ones.
 public enum LinearAssignment {
     public enum Failure: Error, CustomStringConvertible, Sendable {
         case nonFinite(row: Int, col: Int)
@@ -36,7 +36,7 @@ public enum LinearAssignment {
         }
         if rc == -2 { throw Failure.nonFinite(row: bad / n, col: bad % n) }
         if rc == -3 { throw Failure.tooLarge(row: bad / n, col: bad % n) }
-        // Its scratch is a few n-sized arrays (and, maximising, the negated matrix).
+        // Its scratch is a few n-sized arrays (the matrix is negated where it is read).
         precondition(rc == 0, "LinearAssignment: out of memory for an \(n) x \(n) problem")
         return col
     }
