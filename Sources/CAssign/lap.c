@@ -373,5 +373,3 @@ int wt_lap_solve(const double *c, size_t n, int maximize, long *x, int threads, 
     /* ... and maximising solves the negated matrix, negated where it is read (exact). */
     return solve_signed(c, maximize ? -1.0 : 1.0, n, x, threads);
 }
-
-int wt_lap_minimize(const double *c, size_t n, long *x, int threads) { return solve_signed(c, 1.0, n, x, threads); }

@@ -31,9 +31,10 @@ final class PermuteMatchTests: XCTestCase {
         }
     }
 
-    /// The AVX2 and portable Dijkstra passes give the same answer, on sizes that reach the
-    /// shortest-path phase (random and Gram matrices leave rows free after the row reduction) and
-    /// on ties; both are optimal (checked against the other's objective and, at n <= 7, above).
+    /// The AVX2 and portable Dijkstra passes give the same assignment, and so do one and two
+    /// threads, on sizes that reach the shortest-path phase (random and Gram matrices leave rows
+    /// free after the row reduction) and on ties. (Optimality itself: brute force above at n <= 7,
+    /// scipy in the interop suite up to n = 401.)
     func testLAPPathsAgree() throws {
         var rng = SeededRNG(seed: 2, stream: "lap-paths")
         defer { wt_lap_allow_avx2(1) }
