@@ -199,95 +199,134 @@ static void mark_ties_avx2(const uint32_t *score, size_t cols, uint32_t t, size_
 }
 #endif
 
+/* The mask of one row (score: the row's scores, written here; sel: scratch): the k smallest, ties
+   to the lower index. */
+static inline __attribute__((always_inline))
+void row_mask(const float *wr, size_t cols, size_t k, const double *col_scale, uint32_t *score, uint32_t *sel, uint8_t *mask, int avx2) {
+    if (k == 0 || k >= cols) {
+        memset(mask, k == 0 ? 0 : 1, cols);
+        return;
+    }
+    /* two loops: a test on col_scale inside would become masked loads through NULL */
+    if (col_scale) for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], col_scale, c);
+    else for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], NULL, c);
+    memcpy(sel, score, cols * sizeof(uint32_t));
+    uint32_t t = kth_smallest(sel, cols, k, avx2);
+    size_t below = 0;
+    for (size_t c = 0; c < cols; c++) { mask[c] = score[c] < t; below += mask[c]; }
+    /* the k - below entries equal to t, lower index first */
+#if defined(__x86_64__)
+    if (avx2) { mark_ties_avx2(score, cols, t, k - below, mask); return; }
+#endif
+    for (size_t c = 0, ties = k - below; ties > 0 && c < cols; c++)
+        if (score[c] == t) { mask[c] = 1; ties--; }
+}
+
+/* Rows per DSnoT group: wt_dsnot_rows sums four rows' errors side by side. */
+#define GROUP 4
+
+static size_t align8(size_t n) { return (n + 7) / 8 * 8; }
+
+size_t wt_prune_rows_scratch_bytes(size_t cols, int dsnot) {
+    size_t g = dsnot ? GROUP : 1;
+    size_t base = align8((g + 1) * cols * sizeof(uint32_t) + g * cols);
+    return base + (dsnot ? wt_dsnot_scratch_bytes(cols) : 0);
+}
+
 static inline __attribute__((always_inline))
 void prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
-                const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally, int avx2) {
-    /* scratch: cols scores kept, cols reordered by the selection, cols mask bytes */
-    uint32_t *score = scratch, *sel = scratch + cols;
-    uint8_t *mask = (uint8_t *)(scratch + 2 * cols);
+                const double *col_scale, const double *act, const wt_dsnot_params *dsnot, const double *give_scale,
+                void *dst, void *scratch, wt_prune_tally *tally, int avx2) {
+    /* scratch: per row of a group its scores; the selection's copy; per row of a group its mask
+       bytes; then DSnoT's scratch */
+    const size_t group = dsnot ? GROUP : 1;
+    uint32_t *scores = scratch, *sel = scores + group * cols;
+    uint8_t *masks = (uint8_t *)(sel + cols);
+    void *dscratch = (uint8_t *)scratch + align8((group + 1) * cols * sizeof(uint32_t) + group * cols);
     const uint8_t *s = src;
     uint8_t *d = dst;
     memcpy(d, s, rows * cols * (size_t)elem_size);
-    for (size_t r = 0; r < rows; r++) {
-        const float *wr = w + r * cols;
-        uint8_t *dr = d + r * cols * (size_t)elem_size;
-        if (k == 0 || k >= cols) {
-            memset(mask, k == 0 ? 0 : 1, cols);
-        } else {
-            /* two loops: a test on col_scale inside would become masked loads through NULL */
-            if (col_scale) for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], col_scale, c);
-            else for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], NULL, c);
-            memcpy(sel, score, cols * sizeof(uint32_t));
-            uint32_t t = kth_smallest(sel, cols, k, avx2);
-            size_t below = 0;
-            for (size_t c = 0; c < cols; c++) { mask[c] = score[c] < t; below += mask[c]; }
-            /* the k - below entries equal to t, lower index first */
-#if defined(__x86_64__)
-            if (avx2) mark_ties_avx2(score, cols, t, k - below, mask);
-            else
-#endif
-            for (size_t c = 0, ties = k - below; ties > 0 && c < cols; c++)
-                if (score[c] == t) { mask[c] = 1; ties--; }
-        }
-        /* branch-free (the mask is a coin flip per entry on real weights), four partial sums a
-           quantity so the adds pipeline and vectorise */
-        double ws[4] = {0}, rs[4] = {0}, ns[4] = {0}, ds[4] = {0};
-        size_t pruned = 0, zeros = 0, c = 0;
-#if defined(__x86_64__)
-        if (avx2) {
-            row_sums_avx2(wr, mask, act, cols, ws, rs, ns, ds);
-            c = cols - cols % 4;
-            for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2 = x * x; ws[0] += x2; rs[0] += masked(x2, mask[t]); }
-            if (act) for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2a = x * x * act[t]; ds[0] += x2a; ns[0] += masked(x2a, mask[t]); }
-        } else
-#endif
-        {
-        for (; c + 4 <= cols; c += 4)
-            for (int l = 0; l < 4; l++) {
-                double x = (double)wr[c + l], x2 = x * x;
-                ws[l] += x2;
-                rs[l] += masked(x2, mask[c + l]);
+    for (size_t r0 = 0; r0 < rows; r0 += group) {
+        const size_t m = rows - r0 < group ? rows - r0 : group;
+        for (size_t i = 0; i < m; i++)
+            row_mask(w + (r0 + i) * cols, cols, k, col_scale, scores + i * cols, sel, masks + i * cols, avx2);
+        if (dsnot) {
+            /* the giving-up order: the Wanda score (the selection's scores when they are it) */
+            for (size_t i = 0; i < m; i++) {
+                const float *wr = w + (r0 + i) * cols;
+                uint32_t *sc = scores + i * cols;
+                if (give_scale) for (size_t c = 0; c < cols; c++) sc[c] = score_bits(wr[c], give_scale, c);
+                else if (k == 0 || k >= cols) for (size_t c = 0; c < cols; c++) sc[c] = score_bits(wr[c], col_scale, c);
             }
-        for (; c < cols; c++) { double x = (double)wr[c], x2 = x * x; ws[0] += x2; rs[0] += masked(x2, mask[c]); }
-        if (act) {   /* a loop of its own: a test inside would become masked loads through NULL */
-            for (c = 0; c + 4 <= cols; c += 4)
+            tally->swaps += wt_dsnot_rows(w + r0 * cols, masks, (const float *)scores, m, cols, dsnot, dscratch);
+        }
+        for (size_t i = 0; i < m; i++) {
+            const size_t r = r0 + i;
+            const float *wr = w + r * cols;
+            const uint8_t *mask = masks + i * cols;
+            uint8_t *dr = d + r * cols * (size_t)elem_size;
+            /* branch-free (the mask is a coin flip per entry on real weights), four partial sums a
+               quantity so the adds pipeline and vectorise */
+            double ws[4] = {0}, rs[4] = {0}, ns[4] = {0}, ds[4] = {0};
+            size_t pruned = 0, zeros = 0, c = 0;
+#if defined(__x86_64__)
+            if (avx2) {
+                row_sums_avx2(wr, mask, act, cols, ws, rs, ns, ds);
+                c = cols - cols % 4;
+                for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2 = x * x; ws[0] += x2; rs[0] += masked(x2, mask[t]); }
+                if (act) for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2a = x * x * act[t]; ds[0] += x2a; ns[0] += masked(x2a, mask[t]); }
+            } else
+#endif
+            {
+            for (; c + 4 <= cols; c += 4)
                 for (int l = 0; l < 4; l++) {
-                    double x = (double)wr[c + l], x2a = x * x * act[c + l];
-                    ds[l] += x2a;
-                    ns[l] += masked(x2a, mask[c + l]);
+                    double x = (double)wr[c + l], x2 = x * x;
+                    ws[l] += x2;
+                    rs[l] += masked(x2, mask[c + l]);
                 }
-            for (; c < cols; c++) { double x = (double)wr[c], x2a = x * x * act[c]; ds[0] += x2a; ns[0] += masked(x2a, mask[c]); }
+            for (; c < cols; c++) { double x = (double)wr[c], x2 = x * x; ws[0] += x2; rs[0] += masked(x2, mask[c]); }
+            if (act) {   /* a loop of its own: a test inside would become masked loads through NULL */
+                for (c = 0; c + 4 <= cols; c += 4)
+                    for (int l = 0; l < 4; l++) {
+                        double x = (double)wr[c + l], x2a = x * x * act[c + l];
+                        ds[l] += x2a;
+                        ns[l] += masked(x2a, mask[c + l]);
+                    }
+                for (; c < cols; c++) { double x = (double)wr[c], x2a = x * x * act[c]; ds[0] += x2a; ns[0] += masked(x2a, mask[c]); }
+            }
+            }
+            for (c = 0; c < cols; c++) { pruned += mask[c]; zeros += mask[c] | (wr[c] == 0); }
+            double w_sq = (ws[0] + ws[1]) + (ws[2] + ws[3]), removed_sq = (rs[0] + rs[1]) + (rs[2] + rs[3]);
+            double num = (ns[0] + ns[1]) + (ns[2] + ns[3]), den = (ds[0] + ds[1]) + (ds[2] + ds[3]);
+            if (elem_size == 2) {
+                uint16_t *o = (uint16_t *)dr;
+                for (size_t c = 0; c < cols; c++) o[c] &= (uint16_t)(mask[c] - 1);
+            } else {
+                uint32_t *o = (uint32_t *)dr;
+                for (size_t c = 0; c < cols; c++) o[c] &= (uint32_t)mask[c] - 1;
+            }
+            tally->w_sq += w_sq; tally->removed_sq += removed_sq; tally->out_num += num; tally->out_den += den;
+            tally->pruned += pruned; tally->zeros += zeros;
         }
-        }
-        for (c = 0; c < cols; c++) { pruned += mask[c]; zeros += mask[c] | (wr[c] == 0); }
-        double w_sq = (ws[0] + ws[1]) + (ws[2] + ws[3]), removed_sq = (rs[0] + rs[1]) + (rs[2] + rs[3]);
-        double num = (ns[0] + ns[1]) + (ns[2] + ns[3]), den = (ds[0] + ds[1]) + (ds[2] + ds[3]);
-        if (elem_size == 2) {
-            uint16_t *o = (uint16_t *)dr;
-            for (size_t c = 0; c < cols; c++) o[c] &= (uint16_t)(mask[c] - 1);
-        } else {
-            uint32_t *o = (uint32_t *)dr;
-            for (size_t c = 0; c < cols; c++) o[c] &= (uint32_t)mask[c] - 1;
-        }
-        tally->w_sq += w_sq; tally->removed_sq += removed_sq; tally->out_num += num; tally->out_den += den;
-        tally->pruned += pruned; tally->zeros += zeros;
     }
 }
 
 #if defined(__x86_64__)
 __attribute__((target("avx2")))
 static void prune_rows_avx2(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
-                            const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally) {
-    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dst, scratch, tally, 1);
+                            const double *col_scale, const double *act, const wt_dsnot_params *dsnot, const double *give_scale,
+                            void *dst, void *scratch, wt_prune_tally *tally) {
+    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dsnot, give_scale, dst, scratch, tally, 1);
 }
 #endif
 
 void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
-                   const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally) {
+                   const double *col_scale, const double *act, const wt_dsnot_params *dsnot, const double *give_scale,
+                   void *dst, void *scratch, wt_prune_tally *tally) {
 #if defined(__x86_64__)
-    if (wt_quant_uses_avx2()) { prune_rows_avx2(w, src, elem_size, rows, cols, k, col_scale, act, dst, scratch, tally); return; }
+    if (wt_quant_uses_avx2()) { prune_rows_avx2(w, src, elem_size, rows, cols, k, col_scale, act, dsnot, give_scale, dst, scratch, tally); return; }
 #endif
-    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dst, scratch, tally, 0);
+    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dsnot, give_scale, dst, scratch, tally, 0);
 }
 
 static void prune_n4_portable(const uint16_t *s, size_t count, int keep, const double *square, uint16_t *d, wt_prune_tally *tally) {

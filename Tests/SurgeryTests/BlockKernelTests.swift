@@ -166,16 +166,18 @@ final class RowPruneKernelTests: XCTestCase {
             func run(avx2: Int32) -> ([Float], wt_prune_tally) {
                 wt_quant_allow_avx2(avx2)
                 defer { wt_quant_allow_avx2(1) }
-                var out = [Float](repeating: 1, count: w.count), scratch = [UInt32](repeating: 0, count: 3 * cols)
+                var out = [Float](repeating: 1, count: w.count)
+                var scratch = [Double](repeating: 0, count: wt_prune_rows_scratch_bytes(cols, 0) / 8 + 1)
                 var tally = wt_prune_tally()
                 w.withUnsafeBufferPointer { wp in
                     out.withUnsafeMutableBytes { o in
                         if let scale {
                             scale.withUnsafeBufferPointer { s in act.withUnsafeBufferPointer { a in
-                                wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, s.baseAddress!, a.baseAddress!, o.baseAddress!, &scratch, &tally)
+                                wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, s.baseAddress!, a.baseAddress!, nil, nil,
+                                              o.baseAddress!, &scratch, &tally)
                             } }
                         } else {
-                            wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, nil, nil, o.baseAddress!, &scratch, &tally)
+                            wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, nil, nil, nil, nil, o.baseAddress!, &scratch, &tally)
                         }
                     }
                 }

@@ -1,8 +1,9 @@
 import XCTest
 import Linalg
+import CQuant
 @testable import Surgery
 
-// The Swift DSnoT that CQuant's wt_dsnot_row replaced (whole rows sorted, the plainest statement of
+// The Swift DSnoT that CQuant's wt_dsnot_rows replaced (whole rows sorted, the plainest statement of
 // the rule; it matched the numpy reference of Tests/interop/test_prune.py), kept as what the C
 // kernel is checked against.
 struct DSnoTReference {
@@ -70,16 +71,26 @@ struct DSnoTReference {
 }
 
 final class DSnoTKernelTests: XCTestCase {
+    /// Both C paths (the tournament, and the ordered ends that rows with a non-finite candidate
+    /// take), with AVX2 and without, against the Swift statement.
     func testCKernelEqualsTheSwiftStatement() {
         var g = SeededRNG(seed: 12, stream: "dsnot")
-        for (cols, cycles, threshold, nm) in [(96, 50, 0.01, nil), (1000, 50, 0.01, nil), (1000, 3, 0.001, nil), (1000, 1000, 0.0, nil),
-                                              (96, 50, 0.01, 4), (1000, 7, 0.001, 4), (64, 0, 0.01, nil)] as [(Int, Int, Double, Int?)] {
+        for (cols, cycles, threshold, nm, infinite) in [(96, 50, 0.01, nil, false), (1000, 50, 0.01, nil, false), (1000, 3, 0.001, nil, false),
+                                                        (1000, 1000, 0.0, nil, false), (96, 50, 0.01, 4, false), (1000, 7, 0.001, 4, false),
+                                                        (64, 0, 0.01, nil, false), (130, 50, 0.01, nil, true), (1000, 1000, 0.0, nil, true),
+                                                        (200, 50, 0.01, 4, true)] as [(Int, Int, Double, Int?, Bool)] {
             let rows = 6
             // coarse weights (ties in every order) and moments with both signs
             let w = (0..<(rows * cols)).map { _ in Float(Int(g.nextGaussian() * 8)) / 16 }
-            let mean = (0..<cols).map { _ in Double(g.nextGaussian()) * 0.5 }
+            var mean = (0..<cols).map { _ in Double(g.nextGaussian()) * 0.5 }
             let variance = (0..<cols).map { j in Double(abs(g.nextGaussian())) + (j % 5 == 0 ? 0 : 0.1) }
-            let score = w.indices.map { Float(Double(abs(w[$0])) * (1 + Double($0 % cols % 3))) }
+            var score = w.indices.map { Float(Double(abs(w[$0])) * (1 + Double($0 % cols % 3))) }
+            if infinite {
+                // infinite scores among the kept candidates, and an infinite growth key (a huge mean
+                // over a tiny variance) in one column: the ordered-ends path
+                for j in stride(from: 0, to: score.count, by: 37) { score[j] = .infinity }
+                mean[cols / 2] = 1e300
+            }
             var initial = [Bool](repeating: false, count: w.count)
             for r in 0..<rows {
                 if let m = nm {
@@ -103,11 +114,67 @@ final class DSnoTKernelTests: XCTestCase {
             var kernel = DSnoT()
             kernel.maxCycles = cycles
             kernel.threshold = threshold
-            var got = initial
-            let swaps = kernel.refine(&got, w: w, cols: cols, mean: mean, variance: variance, score: score, groupSize: nm)
-            XCTAssertEqual(got, expected, "cols \(cols) cycles \(cycles) nm \(String(describing: nm))")
-            XCTAssertEqual(swaps, expectedSwaps)
-            if cycles > 0 && threshold <= 0.01 { XCTAssertGreaterThan(swaps, 0, "the data should make DSnoT swap") }
+            for avx2: Int32 in [1, 0] {
+                wt_quant_allow_avx2(avx2)
+                defer { wt_quant_allow_avx2(1) }
+                var got = initial
+                let swaps = kernel.refine(&got, w: w, cols: cols, mean: mean, variance: variance, score: score, groupSize: nm)
+                let what = "cols \(cols) cycles \(cycles) nm \(String(describing: nm)) infinite \(infinite) avx2 \(avx2)"
+                XCTAssertEqual(got, expected, what)
+                XCTAssertEqual(swaps, expectedSwaps, what)
+            }
+            if cycles > 0 && threshold <= 0.01 { XCTAssertGreaterThan(expectedSwaps, 0, "the data should make DSnoT swap") }
+        }
+    }
+
+    /// The streamed row path (`wt_prune_rows` with DSnoT) gives the generic path's masks: the
+    /// per-row selection, then DSnoT's refinement with the Wanda score as the giving-up order, for
+    /// Wanda and magnitude initial masks, row counts that are not multiples of four, with AVX2 and
+    /// without.
+    func testStreamedRowsEqualMaskThenRefine() {
+        var g = SeededRNG(seed: 13, stream: "dsnot rows")
+        for cols in [300, 37, 130] {
+            let rows = 7
+            let w = (0..<(rows * cols)).map { _ in Float(Int(g.nextGaussian() * 8)) / 16 }
+            let mean = (0..<cols).map { _ in Double(g.nextGaussian()) * 0.5 }
+            let variance = (0..<cols).map { _ in Double(abs(g.nextGaussian())) + 0.05 }
+            let act = (0..<cols).map { Double($0 % 7) + 0.5 }
+            let root = act.map { $0.squareRoot() }
+            let wanda = w.indices.map { Float(Double(abs(w[$0])) * root[$0 % cols]) }
+            var dsnot = DSnoT()
+            dsnot.threshold = 0.01
+            var reference = DSnoTReference()
+            reference.threshold = 0.01
+            for (k, isWanda) in [(cols / 2, true), (cols / 2, false), (cols * 3 / 10, true), (0, true), (cols, false)] {
+                let selection = isWanda ? wanda : w
+                var expected = selection.withUnsafeBufferPointer { PruneMask.perRow($0, cols: cols, sparsity: Double(k) / Double(cols)) }
+                var expectedSwaps = 0
+                for r in 0..<rows {
+                    let range = (r * cols)..<((r + 1) * cols)
+                    expectedSwaps += reference.refine(&expected[range], w: w[range], mean: mean, variance: variance, score: wanda[range], nm: nil)
+                }
+                if k == cols / 2 { XCTAssertGreaterThan(expectedSwaps, 0, "the data should make DSnoT swap") }
+                for avx2: Int32 in [1, 0] {
+                    wt_quant_allow_avx2(avx2)
+                    defer { wt_quant_allow_avx2(1) }
+                    var out = [Float](repeating: 1, count: w.count)
+                    var scratch = [Double](repeating: 0, count: wt_prune_rows_scratch_bytes(cols, 1) / 8 + 1)
+                    var tally = wt_prune_tally()
+                    mean.withUnsafeBufferPointer { mp in variance.withUnsafeBufferPointer { vp in
+                        var params = dsnot.parameters(mean: mp.baseAddress!, variance: vp.baseAddress!, groupSize: nil)
+                        w.withUnsafeBufferPointer { wp in out.withUnsafeMutableBytes { o in
+                            root.withUnsafeBufferPointer { s in act.withUnsafeBufferPointer { a in
+                                wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, isWanda ? s.baseAddress! : nil, a.baseAddress!,
+                                              &params, isWanda ? nil : s.baseAddress!, o.baseAddress!, &scratch, &tally)
+                            } }
+                        } }
+                    } }
+                    let what = "cols \(cols) k \(k) wanda \(isWanda) avx2 \(avx2)"
+                    XCTAssertEqual(out.map(\.bitPattern), w.indices.map { expected[$0] ? Float(0).bitPattern : w[$0].bitPattern }, what)
+                    XCTAssertEqual(tally.swaps, expectedSwaps, what)
+                    XCTAssertEqual(tally.pruned, expected.filter { $0 }.count, what)
+                }
+            }
         }
     }
 }

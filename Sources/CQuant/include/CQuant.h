@@ -37,21 +37,43 @@ void wt_rtn_rows(const float *x, size_t rows, size_t cols, size_t run, int bits,
    whole-tensor schemes: tensor scales, HQQ, StatsQ, ternary). */
 void wt_pack_codes(const int8_t *q, size_t rows, size_t cols, int bits, uint32_t *packed, size_t words_per_row);
 
+/* DSnoT's settings: mean and var per input channel; nm_m the group size M of N:M pruning (0:
+   unstructured); at most max_cycles swaps a row while |err| > threshold. */
+typedef struct {
+    const double *mean, *var;
+    size_t nm_m, max_cycles;
+    double threshold;
+} wt_dsnot_params;
+
+/* DSnoT's refinement of `rows` rows of `cols` entries in place (pruned: 1 = pruned), DSnoT.swift's
+   rule: w the weights, score the Wanda score of each entry (the order in which kept weights are
+   given up). scratch holds wt_dsnot_scratch_bytes(cols) bytes, aligned for double. Returns the
+   number of swaps. */
+size_t wt_dsnot_rows(const float *w, uint8_t *pruned, const float *score, size_t rows, size_t cols, const wt_dsnot_params *params,
+                     void *scratch);
+size_t wt_dsnot_scratch_bytes(size_t cols);
+
 /* What row-wise pruning of a piece of rows removed, for the report. */
 typedef struct {
     double w_sq, removed_sq;       /* sum of w^2 over all entries / over the pruned ones */
     double out_num, out_den;       /* sum of removed^2 * act[c] and of w^2 * act[c] (act given) */
     size_t pruned, zeros;          /* pruned entries; entries zero afterwards */
+    size_t swaps;                  /* DSnoT's swaps */
 } wt_prune_tally;
 
 /* Row-scope pruning of `rows` rows of `cols` decoded values w: per row the k entries of smallest
    score are pruned (ties: lower index first), score = |w| (col_scale NULL) or
    (float)((double)|w| * col_scale[c]) (Wanda: col_scale = sqrt of the activations' squared norms).
+   With dsnot (nm_m 0), DSnoT then refines each row's mask (wt_dsnot_rows) with the Wanda score
+   (float)((double)|w| * give_scale[c]) as the giving-up order (give_scale NULL: the score above).
    Writes the row bytes of `src` (elem_size 2 or 4) to `dst` with the pruned entries all-zero
    bytes (+0.0), and adds to `tally` (act: the activations' squared norms, or NULL). scratch holds
-   3 * cols words. dst is aligned for elem_size. */
+   wt_prune_rows_scratch_bytes(cols, dsnot != NULL) bytes, aligned for double. dst is aligned for
+   elem_size. */
 void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
-                   const double *col_scale, const double *act, void *dst, uint32_t *scratch, wt_prune_tally *tally);
+                   const double *col_scale, const double *act, const wt_dsnot_params *dsnot, const double *give_scale,
+                   void *dst, void *scratch, wt_prune_tally *tally);
+size_t wt_prune_rows_scratch_bytes(size_t cols, int dsnot);
 
 /* N:4 magnitude pruning of 16-bit floats (F16/BF16) on their storage bits: in every 4 consecutive
    entries the 4 - keep of smallest magnitude (ties: lower index first) become +0.0. `square` holds
@@ -59,13 +81,6 @@ void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, 
    says which format (the AVX2 path decodes the values itself). count is a multiple of 4. */
 void wt_prune_n4_half(const void *src, size_t count, int keep, int is_bf16, const double *square, void *dst, wt_prune_tally *tally);
 
-/* DSnoT's refinement of one row of `cols` entries in place (pruned: 1 = pruned), DSnoT.swift's rule:
-   w the weights, mean and var per input channel, score the Wanda score of each entry; nm_m: the
-   group size M of N:M pruning (0: unstructured). scratch holds wt_dsnot_scratch_bytes(cols) bytes,
-   aligned for double. Returns the number of swaps. */
-size_t wt_dsnot_row(const float *w, uint8_t *pruned, const double *mean, const double *var, const float *score, size_t cols,
-                    size_t nm_m, size_t max_cycles, double threshold, void *scratch);
-size_t wt_dsnot_scratch_bytes(size_t cols);
 /* The error of an approximation `got` of `ref` over n values (ErrorAccumulator in Swift states the
    meaning): per lane of eight, d = |got - ref| in f32 (0 where ref is not finite, infinite where
    got is NaN and ref finite), squares of d and of the finite refs summed in f32 lanes over runs of

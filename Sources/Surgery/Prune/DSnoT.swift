@@ -7,7 +7,8 @@ import CQuant
 /// a kept weight is pruned in exchange (unstructured: the lowest Wanda score among the kept weights
 /// whose w_j E[x_j] has the sign that moves err towards 0; N:M: the lowest-scoring kept weight in the
 /// grown weight's group, so every group keeps N). Every swap keeps the row's count. Ties in every
-/// order go to the lower index. The rows run through CQuant's `wt_dsnot_row`.
+/// order go to the lower index. The rows run through CQuant's `wt_dsnot_rows` (also called by the
+/// streamed row path, `wt_prune_rows`).
 public struct DSnoT: Sendable {
     public var maxCycles = 50
     public var threshold = 0.1
@@ -24,17 +25,19 @@ public struct DSnoT: Sendable {
         guard cols > 0 else { return 0 }
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(8, wt_dsnot_scratch_bytes(cols)), alignment: 16)
         defer { scratch.deallocate() }
-        var swaps = 0
-        pruned.withUnsafeMutableBytes { p in
+        return pruned.withUnsafeMutableBytes { p in
             let mask = p.bindMemory(to: UInt8.self)   // Bool is one byte, 0 or 1
-            w.withUnsafeBufferPointer { wp in score.withUnsafeBufferPointer { sp in
-                for r in 0..<(w.count / cols) {
-                    let o = r * cols
-                    swaps += wt_dsnot_row(wp.baseAddress! + o, mask.baseAddress! + o, mean, variance, sp.baseAddress! + o, cols,
-                                          groupSize ?? 0, max(0, maxCycles), threshold, scratch)
-                }
+            return w.withUnsafeBufferPointer { wp in score.withUnsafeBufferPointer { sp in
+                mean.withUnsafeBufferPointer { mp in variance.withUnsafeBufferPointer { vp in
+                    var params = parameters(mean: mp.baseAddress!, variance: vp.baseAddress!, groupSize: groupSize)
+                    return wt_dsnot_rows(wp.baseAddress!, mask.baseAddress!, sp.baseAddress!, w.count / cols, cols, &params, scratch)
+                } }
             } }
         }
-        return swaps
+    }
+
+    /// The C kernels' settings (the pointers must outlive their use).
+    func parameters(mean: UnsafePointer<Double>, variance: UnsafePointer<Double>, groupSize: Int?) -> wt_dsnot_params {
+        wt_dsnot_params(mean: mean, var: variance, nm_m: groupSize ?? 0, max_cycles: max(0, maxCycles), threshold: threshold)
     }
 }
