@@ -7,16 +7,21 @@
    one end of the growth order and one list of kept weights, and on real rows only a few entries of
    each (2.4 swaps a row on the bench). The candidates are therefore taken one at a time from a
    two-level tournament (the best of each block of 64, then the best block), built in one
-   vectorisable pass; the errors of four rows are summed side by side (four independent chains, each
-   row's sum still in index order, so the same bits). Rows with a non-finite candidate value (the
-   tournament's sentinels are infinities) take the ordered-ends path, which orders up to max_cycles
-   candidates from each end of each list (insertion into a short sorted list; a merge sort when the
-   ends cover most of the list) and gives the same choices for finite values. */
+   vectorised pass; the errors of eight rows are summed side by side (one vector lane a row, two
+   independent chains; each row's sum still in index order, so the same bits). Rows with a
+   non-finite candidate value (the tournament's sentinels are infinities) take the ordered-ends
+   path, which orders up to max_cycles candidates from each end of each list (insertion into a
+   short sorted list; a merge sort when the ends cover most of the list) and gives the same choices
+   for finite values. */
 #include "CQuant.h"
 #include "masked.h"
 #include <math.h>
 #include <string.h>
 #include <stddef.h>
+#include <float.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 typedef struct { const double *key; const float *score; } order_ctx;
 
@@ -179,68 +184,147 @@ static ptrdiff_t take_greatest(double *v, double *best, size_t n) {
     return (ptrdiff_t)j;
 }
 
-/* The passes that build the tournaments, compiled for AVX2 and for any x86-64 (the same IEEE
-   operations either way; only the width differs). Returns 1 when a candidate's value is not
-   finite. Four accumulators per block so the minimum/maximum vectorises. */
-static inline __attribute__((always_inline))
-int build_body(const double *contrib, const uint8_t *pruned, const double *var, const float *score, size_t cols, int dir, int with_kept,
-               double *gv, double *pv, double *gbest, double *pbest) {
+/* The pass that builds the tournaments (portable statement; build_avx2 below does the same
+   operations four lanes at a time). Returns 1 when a candidate's value is not finite. */
+static int build_portable(const double *contrib, const uint8_t *pruned, const double *var, const float *score, size_t cols, int dir,
+                          int with_kept, double *gv, double *pv, double *gbest, double *pbest) {
     const double gs = dir > 0 ? -INFINITY : INFINITY;
     const int want_neg = dir >= 0;
     int bad = 0;
-    for (size_t j = 0; j < cols; j++) {
-        double k = contrib[j] / (1e-12 >= var[j] ? 1e-12 : var[j]);
-        int g = pruned[j] != 0;
-        gv[j] = g ? k : gs;
-        bad |= g & !(fabs(k) <= 1.7976931348623157e308);
-    }
-    if (with_kept)
-        for (size_t j = 0; j < cols; j++) {
-            int c = (pruned[j] == 0) & (want_neg ? contrib[j] < 0 : contrib[j] > 0);
-            double sc = (double)score[j];
-            pv[j] = c ? sc : INFINITY;
-            bad |= c & !(fabs(sc) <= 1.7976931348623157e308);
-        }
     for (size_t s = 0; s < cols; s += BLOCK) {
         size_t e = s + BLOCK < cols ? s + BLOCK : cols;
-        double g4[4] = {gs, gs, gs, gs}, p4[4] = {INFINITY, INFINITY, INFINITY, INFINITY};
-        size_t i = s;
-        if (dir > 0) {
-            for (; i + 4 <= e; i += 4)
-                for (int l = 0; l < 4; l++) g4[l] = gv[i + l] > g4[l] ? gv[i + l] : g4[l];
-            for (; i < e; i++) g4[0] = gv[i] > g4[0] ? gv[i] : g4[0];
-            double a = g4[0] > g4[1] ? g4[0] : g4[1], b = g4[2] > g4[3] ? g4[2] : g4[3];
-            gbest[s / BLOCK] = a > b ? a : b;
-        } else {
-            for (; i + 4 <= e; i += 4)
-                for (int l = 0; l < 4; l++) g4[l] = gv[i + l] < g4[l] ? gv[i + l] : g4[l];
-            for (; i < e; i++) g4[0] = gv[i] < g4[0] ? gv[i] : g4[0];
-            double a = g4[0] < g4[1] ? g4[0] : g4[1], b = g4[2] < g4[3] ? g4[2] : g4[3];
-            gbest[s / BLOCK] = a < b ? a : b;
+        double gb = gs, pb = INFINITY;
+        for (size_t j = s; j < e; j++) {
+            double k = contrib[j] / (1e-12 >= var[j] ? 1e-12 : var[j]);
+            int g = pruned[j] != 0;
+            gv[j] = g ? k : gs;
+            bad |= g & !(fabs(k) <= DBL_MAX);
+            gb = dir > 0 ? (gv[j] > gb ? gv[j] : gb) : (gv[j] < gb ? gv[j] : gb);
+            if (with_kept) {
+                int c = !g & (want_neg ? contrib[j] < 0 : contrib[j] > 0);
+                double sc = (double)score[j];
+                pv[j] = c ? sc : INFINITY;
+                bad |= c & !(fabs(sc) <= DBL_MAX);
+                pb = pv[j] < pb ? pv[j] : pb;
+            }
         }
-        if (with_kept) {
-            for (i = s; i + 4 <= e; i += 4)
-                for (int l = 0; l < 4; l++) p4[l] = pv[i + l] < p4[l] ? pv[i + l] : p4[l];
-            for (; i < e; i++) p4[0] = pv[i] < p4[0] ? pv[i] : p4[0];
-            double a = p4[0] < p4[1] ? p4[0] : p4[1], b = p4[2] < p4[3] ? p4[2] : p4[3];
-            pbest[s / BLOCK] = a < b ? a : b;
-        }
+        gbest[s / BLOCK] = gb;
+        if (with_kept) pbest[s / BLOCK] = pb;
     }
     return bad;
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2")))
-static int build_avx2(const double *contrib, const uint8_t *pruned, const double *var, const float *score, size_t cols, int dir, int with_kept,
-                      double *gv, double *pv, double *gbest, double *pbest) {
-    return build_body(contrib, pruned, var, score, cols, dir, with_kept, gv, pv, gbest, pbest);
+#define AVX2 __attribute__((target("avx2")))
+
+/* all ones in the lanes whose byte of p[0..4) is non-zero (the bytes are 0 or 1) */
+AVX2 static inline __m256d lanes_of(const uint8_t *p) {
+    uint32_t b;
+    memcpy(&b, p, 4);
+    return _mm256_castsi256_pd(_mm256_sub_epi64(_mm256_setzero_si256(), _mm256_cvtepu8_epi64(_mm_cvtsi32_si128((int)b))));
+}
+
+/* The best of the four lanes (greatest or least). The lanes hold no NaN that matters: a NaN
+   candidate sends the row to the ordered-ends path, and the tournament only compares values, so
+   which of two equal zeros is kept changes nothing. */
+AVX2 static inline double reduce4(__m256d v, int greatest) {
+    __m128d lo = _mm256_castpd256_pd128(v), hi = _mm256_extractf128_pd(v, 1);
+    __m128d a = greatest ? _mm_max_pd(lo, hi) : _mm_min_pd(lo, hi);
+    __m128d b = _mm_unpackhi_pd(a, a);
+    return _mm_cvtsd_f64(greatest ? _mm_max_sd(a, b) : _mm_min_sd(a, b));
+}
+
+AVX2 static int build_avx2(const double *contrib, const uint8_t *pruned, const double *var, const float *score, size_t cols, int dir,
+                           int with_kept, double *gv, double *pv, double *gbest, double *pbest) {
+    const double gs = dir > 0 ? -INFINITY : INFINITY;
+    const int want_neg = dir >= 0;
+    const __m256d tiny = _mm256_set1_pd(1e-12), huge = _mm256_set1_pd(DBL_MAX), inf = _mm256_set1_pd(INFINITY);
+    const __m256d gsv = _mm256_set1_pd(gs), zero = _mm256_setzero_pd(), sign = _mm256_set1_pd(-0.0);
+    __m256d badv = zero;
+    int bad = 0;
+    for (size_t s = 0; s < cols; s += BLOCK) {
+        size_t e = s + BLOCK < cols ? s + BLOCK : cols, j = s;
+        __m256d gb = gsv, pb = inf;
+        for (; j + 4 <= e; j += 4) {
+            __m256d c = _mm256_loadu_pd(contrib + j);
+            /* 1e-12 >= v ? 1e-12 : v, NaN passed through: max_pd returns its second operand then */
+            __m256d k = _mm256_div_pd(c, _mm256_max_pd(tiny, _mm256_loadu_pd(var + j)));
+            __m256d pm = lanes_of(pruned + j);
+            __m256d g = _mm256_blendv_pd(gsv, k, pm);
+            _mm256_storeu_pd(gv + j, g);
+            badv = _mm256_or_pd(badv, _mm256_andnot_pd(_mm256_cmp_pd(_mm256_andnot_pd(sign, k), huge, _CMP_LE_OQ), pm));
+            gb = dir > 0 ? _mm256_max_pd(g, gb) : _mm256_min_pd(g, gb);
+            if (with_kept) {
+                __m256d want = want_neg ? _mm256_cmp_pd(c, zero, _CMP_LT_OQ) : _mm256_cmp_pd(c, zero, _CMP_GT_OQ);
+                __m256d cand = _mm256_andnot_pd(pm, want);
+                __m256d sc = _mm256_cvtps_pd(_mm_loadu_ps(score + j));
+                __m256d p = _mm256_blendv_pd(inf, sc, cand);
+                _mm256_storeu_pd(pv + j, p);
+                badv = _mm256_or_pd(badv, _mm256_andnot_pd(_mm256_cmp_pd(_mm256_andnot_pd(sign, sc), huge, _CMP_LE_OQ), cand));
+                pb = _mm256_min_pd(p, pb);
+            }
+        }
+        double gbs = reduce4(gb, dir > 0), pbs = reduce4(pb, 0);
+        for (; j < e; j++) {   /* a ragged last block: the portable statement */
+            double k = contrib[j] / (1e-12 >= var[j] ? 1e-12 : var[j]);
+            int g = pruned[j] != 0;
+            gv[j] = g ? k : gs;
+            bad |= g & !(fabs(k) <= DBL_MAX);
+            gbs = dir > 0 ? (gv[j] > gbs ? gv[j] : gbs) : (gv[j] < gbs ? gv[j] : gbs);
+            if (with_kept) {
+                int c = !g & (want_neg ? contrib[j] < 0 : contrib[j] > 0);
+                double sc = (double)score[j];
+                pv[j] = c ? sc : INFINITY;
+                bad |= c & !(fabs(sc) <= DBL_MAX);
+                pbs = pv[j] < pbs ? pv[j] : pbs;
+            }
+        }
+        gbest[s / BLOCK] = gbs;
+        if (with_kept) pbest[s / BLOCK] = pbs;
+    }
+    return bad | (_mm256_movemask_pd(badv) != 0);
+}
+
+/* Four rows' errors side by side, one lane a row: each row's four entries of a step are masked,
+   transposed to one vector per column and added in column order, so every lane is its row's sum
+   in index order (the portable statement's bits). Also stores the contributions. */
+AVX2 static inline __m256d add_quad(__m256d acc, const float *w, const uint8_t *pr, __m256d m, double *contrib, size_t cols, size_t o) {
+    __m256d t[4];
+    for (int r = 0; r < 4; r++) {
+        __m256d c = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(w + o + r * cols)), m);
+        _mm256_storeu_pd(contrib + o + r * cols, c);
+        t[r] = _mm256_and_pd(c, lanes_of(pr + o + r * cols));
+    }
+    __m256d a0 = _mm256_unpacklo_pd(t[0], t[1]), a1 = _mm256_unpackhi_pd(t[0], t[1]);
+    __m256d a2 = _mm256_unpacklo_pd(t[2], t[3]), a3 = _mm256_unpackhi_pd(t[2], t[3]);
+    acc = _mm256_add_pd(acc, _mm256_permute2f128_pd(a0, a2, 0x20));
+    acc = _mm256_add_pd(acc, _mm256_permute2f128_pd(a1, a3, 0x20));
+    acc = _mm256_add_pd(acc, _mm256_permute2f128_pd(a0, a2, 0x31));
+    return _mm256_add_pd(acc, _mm256_permute2f128_pd(a1, a3, 0x31));
+}
+
+/* rows 0..4*sets of w (sets 1 or 2: two independent chains hide the adds' latency) */
+AVX2 static void errors_avx2(const float *w, const uint8_t *pr, const double *mean, size_t cols, int sets, double *contrib, double *err) {
+    __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();
+    size_t j = 0;
+    for (; j + 4 <= cols; j += 4) {
+        __m256d m = _mm256_loadu_pd(mean + j);
+        a = add_quad(a, w, pr, m, contrib, cols, j);
+        if (sets == 2) b = add_quad(b, w, pr, m, contrib, cols, 4 * cols + j);
+    }
+    _mm256_storeu_pd(err, a);
+    if (sets == 2) _mm256_storeu_pd(err + 4, b);
+    for (int r = 0; r < 4 * sets; r++) {
+        double e = err[r];
+        for (size_t t = j; t < cols; t++) {
+            double c = (double)w[r * cols + t] * mean[t];
+            contrib[r * cols + t] = c;
+            e += masked(c, pr[r * cols + t]);
+        }
+        err[r] = e;
+    }
 }
 #endif
-
-static int build_portable(const double *contrib, const uint8_t *pruned, const double *var, const float *score, size_t cols, int dir, int with_kept,
-                          double *gv, double *pv, double *gbest, double *pbest) {
-    return build_body(contrib, pruned, var, score, cols, dir, with_kept, gv, pv, gbest, pbest);
-}
 
 /* One row: the tournament path, or the ordered-ends one when a candidate value is not finite. */
 static size_t refine_row(const double *contrib, double err, uint8_t *pruned, const double *var, const float *score, size_t cols,
@@ -280,7 +364,7 @@ static size_t refine_row(const double *contrib, double err, uint8_t *pruned, con
 static void carve(void *scratch, size_t cols, double **contrib, row_scratch *s) {
     double *d = scratch;
     size_t nb = blocks_of(cols);
-    *contrib = d; d += 4 * cols;
+    *contrib = d; d += 8 * cols;
     s->key = d; d += cols;
     s->gv = d; d += cols;
     s->pv = d; d += cols;
@@ -297,7 +381,7 @@ static void carve(void *scratch, size_t cols, double **contrib, row_scratch *s) 
 }
 
 size_t wt_dsnot_scratch_bytes(size_t cols) {
-    return (7 * cols + 2 * blocks_of(cols)) * sizeof(double) + 6 * cols * sizeof(uint32_t) + cols + 8;
+    return (11 * cols + 2 * blocks_of(cols)) * sizeof(double) + 6 * cols * sizeof(uint32_t) + cols + 8;
 }
 
 size_t wt_dsnot_rows(const float *w, uint8_t *pruned, const float *score, size_t rows, size_t cols, const wt_dsnot_params *prm, void *scratch) {
@@ -306,38 +390,29 @@ size_t wt_dsnot_rows(const float *w, uint8_t *pruned, const float *score, size_t
     carve(scratch, cols, &contrib, &s);
     const double *mean = prm->mean;
     size_t swaps = 0;
-    for (size_t r0 = 0; r0 < rows; r0 += 4) {
-        size_t m = rows - r0 < 4 ? rows - r0 : 4;
+    const int avx2 = wt_quant_uses_avx2();
+    for (size_t r0 = 0; r0 < rows; r0 += 8) {
+        size_t m = rows - r0 < 8 ? rows - r0 : 8, done = 0;
         const float *w0 = w + r0 * cols;
         const uint8_t *p0 = pruned + r0 * cols;
-        double err[4] = {0, 0, 0, 0};
+        double err[8];
         /* err: masked adds in index order (adding +0.0 for a kept entry leaves err as it is: err is
-           never -0.0, it starts at +0.0 and a sum that rounds to zero is +0.0). Four rows side by
-           side: four independent chains instead of one. */
-        if (m == 4) {
-            double e0 = 0, e1 = 0, e2 = 0, e3 = 0;
-            double *c0 = contrib, *c1 = c0 + cols, *c2 = c1 + cols, *c3 = c2 + cols;
+           never -0.0, it starts at +0.0 and a sum that rounds to zero is +0.0), several rows side
+           by side so the chains overlap */
+#if defined(__x86_64__)
+        if (avx2 && m >= 4) {
+            int sets = m == 8 ? 2 : 1;
+            errors_avx2(w0, p0, mean, cols, sets, contrib, err);
+            done = 4 * (size_t)sets;
+        }
+#endif
+        for (size_t i = done; i < m; i++) {
+            double e = 0, *c = contrib + i * cols;
             for (size_t j = 0; j < cols; j++) {
-                double mj = mean[j];
-                c0[j] = (double)w0[j] * mj;
-                c1[j] = (double)w0[cols + j] * mj;
-                c2[j] = (double)w0[2 * cols + j] * mj;
-                c3[j] = (double)w0[3 * cols + j] * mj;
-                e0 += masked(c0[j], p0[j]);
-                e1 += masked(c1[j], p0[cols + j]);
-                e2 += masked(c2[j], p0[2 * cols + j]);
-                e3 += masked(c3[j], p0[3 * cols + j]);
+                c[j] = (double)w0[i * cols + j] * mean[j];
+                e += masked(c[j], p0[i * cols + j]);
             }
-            err[0] = e0; err[1] = e1; err[2] = e2; err[3] = e3;
-        } else {
-            for (size_t i = 0; i < m; i++) {
-                double e = 0, *c = contrib + i * cols;
-                for (size_t j = 0; j < cols; j++) {
-                    c[j] = (double)w0[i * cols + j] * mean[j];
-                    e += masked(c[j], p0[i * cols + j]);
-                }
-                err[i] = e;
-            }
+            err[i] = e;
         }
         for (size_t i = 0; i < m; i++)
             swaps += refine_row(contrib + i * cols, err[i], pruned + (r0 + i) * cols, prm->var, score + (r0 + i) * cols, cols, prm, &s);

@@ -222,8 +222,8 @@ void row_mask(const float *wr, size_t cols, size_t k, const double *col_scale, u
         if (score[c] == t) { mask[c] = 1; ties--; }
 }
 
-/* Rows per DSnoT group: wt_dsnot_rows sums four rows' errors side by side. */
-#define GROUP 4
+/* Rows per DSnoT group: wt_dsnot_rows sums eight rows' errors side by side. */
+#define GROUP 8
 
 static size_t align8(size_t n) { return (n + 7) / 8 * 8; }
 

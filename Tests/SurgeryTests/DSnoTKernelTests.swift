@@ -79,7 +79,7 @@ final class DSnoTKernelTests: XCTestCase {
                                                         (1000, 1000, 0.0, nil, false), (96, 50, 0.01, 4, false), (1000, 7, 0.001, 4, false),
                                                         (64, 0, 0.01, nil, false), (130, 50, 0.01, nil, true), (1000, 1000, 0.0, nil, true),
                                                         (200, 50, 0.01, 4, true)] as [(Int, Int, Double, Int?, Bool)] {
-            let rows = 6
+            let rows = 13   // groups of eight rows (two four-row chains), then five (one chain and a row alone)
             // coarse weights (ties in every order) and moments with both signs
             let w = (0..<(rows * cols)).map { _ in Float(Int(g.nextGaussian() * 8)) / 16 }
             var mean = (0..<cols).map { _ in Double(g.nextGaussian()) * 0.5 }
@@ -129,12 +129,12 @@ final class DSnoTKernelTests: XCTestCase {
 
     /// The streamed row path (`wt_prune_rows` with DSnoT) gives the generic path's masks: the
     /// per-row selection, then DSnoT's refinement with the Wanda score as the giving-up order, for
-    /// Wanda and magnitude initial masks, row counts that are not multiples of four, with AVX2 and
+    /// Wanda and magnitude initial masks, 13 rows (a group of eight, then five), with AVX2 and
     /// without.
     func testStreamedRowsEqualMaskThenRefine() {
         var g = SeededRNG(seed: 13, stream: "dsnot rows")
         for cols in [300, 37, 130] {
-            let rows = 7
+            let rows = 13
             let w = (0..<(rows * cols)).map { _ in Float(Int(g.nextGaussian() * 8)) / 16 }
             let mean = (0..<cols).map { _ in Double(g.nextGaussian()) * 0.5 }
             let variance = (0..<cols).map { _ in Double(abs(g.nextGaussian())) + 0.05 }
