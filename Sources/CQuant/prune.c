@@ -139,6 +139,55 @@ static inline __attribute__((always_inline)) uint32_t kth_smallest(uint32_t *v, 
     return v[want];
 }
 
+#if defined(__x86_64__)
+/* Copies the entries of v[0..n) within [lo, hi] to out, in order (out has room for n), and counts
+   those below lo; returns how many were copied. Eight at a time as compact_avx2 does (a store
+   never reaches past the lanes read, so out needs no slack). */
+__attribute__((target("avx2")))
+static size_t bracket_avx2(const uint32_t *v, size_t n, uint32_t lo, uint32_t hi, uint32_t *out, size_t *below) {
+    const __m256i l = _mm256_set1_epi32((int)lo), h = _mm256_set1_epi32((int)hi);
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), nibble = _mm256_set1_epi32(0xF);
+    size_t m = 0, b = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(v + i));
+        __m256i lt = _mm256_cmpgt_epi32(l, x), gt = _mm256_cmpgt_epi32(x, h);
+        int mask = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(lt, gt))) ^ 0xFF;
+        __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)compact_lut[mask]), shifts), nibble);
+        _mm256_storeu_si256((__m256i *)(out + m), _mm256_permutevar8x32_epi32(x, idx));
+        m += (size_t)__builtin_popcount((unsigned)mask);
+        b += (size_t)__builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lt)));
+    }
+    for (; i < n; i++) { uint32_t x = v[i]; out[m] = x; m += (x >= lo) & (x <= hi); b += x < lo; }
+    *below = b;
+    return m;
+}
+#endif
+
+/* The k-th smallest (1-based) of score[0..n), score untouched, sel[0..n) as scratch. Long rows:
+   a strided sample of 64 brackets the answer (the sample's ranks 8 either side of k's, two
+   standard deviations), one pass counts the entries below the bracket and copies those inside,
+   and the selection runs on those (about a quarter of the row); when the bracket misses, on the
+   whole row. The answer is the order statistic either way. */
+static inline __attribute__((always_inline)) uint32_t select_kth(const uint32_t *score, uint32_t *sel, size_t n, size_t k, int avx2) {
+    if (n >= 1024) {
+        enum { S = 64, MARGIN = 8 };
+        uint32_t sample[S];
+        for (size_t i = 0; i < S; i++) sample[i] = score[(2 * i + 1) * n / (2 * S)];
+        size_t at = (k - 1) * S / n;   /* k's rank among the sample, 0-based */
+        uint32_t lo = at >= MARGIN ? kth_smallest(sample, S, at - MARGIN + 1, avx2) : 0;
+        uint32_t hi = at + MARGIN < S ? kth_smallest(sample, S, at + MARGIN + 1, avx2) : 0x7FFFFFFFu;   /* scores are at most this */
+        size_t below = 0, m = 0;
+#if defined(__x86_64__)
+        if (avx2) m = bracket_avx2(score, n, lo, hi, sel, &below);
+        else
+#endif
+        for (size_t i = 0; i < n; i++) { uint32_t x = score[i]; sel[m] = x; m += (x >= lo) & (x <= hi); below += x < lo; }
+        if (below < k && k <= below + m) return kth_smallest(sel, m, k - below, avx2);
+    }
+    memcpy(sel, score, n * sizeof(uint32_t));
+    return kth_smallest(sel, n, k, avx2);
+}
+
 static inline uint32_t score_bits(float w, const double *col_scale, size_t c) {
     uint32_t b;
     if (col_scale) {
@@ -156,8 +205,12 @@ static inline uint32_t score_bits(float w, const double *col_scale, size_t c) {
 /* The report's sums of one row (see prune_rows) with explicit AVX2: clang left them scalar. Lane l
    takes the entries c = l mod 4, as the portable loops do, so the sums are the same bits. */
 __attribute__((target("avx2")))
-static void row_sums_avx2(const float *wr, const uint8_t *mask, const double *act, size_t cols, double ws[4], double rs[4], double ns[4], double ds[4]) {
+static void row_sums_avx2(const float *wr, const uint8_t *mask, const double *act, size_t cols, double ws[4], double rs[4], double ns[4], double ds[4],
+                          size_t *pruned, size_t *zeros) {
     __m256d w4 = _mm256_setzero_pd(), r4 = _mm256_setzero_pd(), n4 = _mm256_setzero_pd(), d4 = _mm256_setzero_pd();
+    /* the counts in 64-bit lanes: minus the all-ones lanes of pruned entries and of zeros */
+    __m256i p4 = _mm256_setzero_si256(), z4 = _mm256_setzero_si256();
+    const __m256d zero = _mm256_setzero_pd();
     const size_t full = cols - cols % 4;
     /* two loops: a test on act inside stayed a branch per step */
     if (act) {
@@ -171,6 +224,8 @@ static void row_sums_avx2(const float *wr, const uint8_t *mask, const double *ac
             r4 = _mm256_add_pd(r4, _mm256_and_pd(x2, keep));
             d4 = _mm256_add_pd(d4, x2a);
             n4 = _mm256_add_pd(n4, _mm256_and_pd(x2a, keep));
+            p4 = _mm256_sub_epi64(p4, _mm256_castpd_si256(keep));
+            z4 = _mm256_sub_epi64(z4, _mm256_castpd_si256(_mm256_or_pd(keep, _mm256_cmp_pd(x, zero, _CMP_EQ_OQ))));
         }
     } else {
         for (size_t c = 0; c < full; c += 4) {
@@ -180,9 +235,16 @@ static void row_sums_avx2(const float *wr, const uint8_t *mask, const double *ac
             __m256d keep = _mm256_castsi256_pd(_mm256_sub_epi64(_mm256_setzero_si256(), _mm256_cvtepu8_epi64(_mm_cvtsi32_si128((int)m4))));
             w4 = _mm256_add_pd(w4, x2);
             r4 = _mm256_add_pd(r4, _mm256_and_pd(x2, keep));
+            p4 = _mm256_sub_epi64(p4, _mm256_castpd_si256(keep));
+            z4 = _mm256_sub_epi64(z4, _mm256_castpd_si256(_mm256_or_pd(keep, _mm256_cmp_pd(x, zero, _CMP_EQ_OQ))));
         }
     }
     _mm256_storeu_pd(ws, w4); _mm256_storeu_pd(rs, r4); _mm256_storeu_pd(ns, n4); _mm256_storeu_pd(ds, d4);
+    uint64_t p[4], z[4];
+    _mm256_storeu_si256((__m256i *)p, p4);
+    _mm256_storeu_si256((__m256i *)z, z4);
+    *pruned = (size_t)(p[0] + p[1] + p[2] + p[3]);
+    *zeros = (size_t)(z[0] + z[1] + z[2] + z[3]);
 }
 
 /* Marks the first `ties` entries whose score equals t (lower index first). */
@@ -210,8 +272,7 @@ void row_mask(const float *wr, size_t cols, size_t k, const double *col_scale, u
     /* two loops: a test on col_scale inside would become masked loads through NULL */
     if (col_scale) for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], col_scale, c);
     else for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], NULL, c);
-    memcpy(sel, score, cols * sizeof(uint32_t));
-    uint32_t t = kth_smallest(sel, cols, k, avx2);
+    uint32_t t = select_kth(score, sel, cols, k, avx2);
     size_t below = 0;
     for (size_t c = 0; c < cols; c++) { mask[c] = score[c] < t; below += mask[c]; }
     /* the k - below entries equal to t, lower index first */
@@ -245,7 +306,6 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
     void *dscratch = (uint8_t *)scratch + align8((group + 1) * cols * sizeof(uint32_t) + group * cols);
     const uint8_t *s = src;
     uint8_t *d = dst;
-    memcpy(d, s, rows * cols * (size_t)elem_size);
     for (size_t r0 = 0; r0 < rows; r0 += group) {
         const size_t m = rows - r0 < group ? rows - r0 : group;
         for (size_t i = 0; i < m; i++)
@@ -271,8 +331,9 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
             size_t pruned = 0, zeros = 0, c = 0;
 #if defined(__x86_64__)
             if (avx2) {
-                row_sums_avx2(wr, mask, act, cols, ws, rs, ns, ds);
+                row_sums_avx2(wr, mask, act, cols, ws, rs, ns, ds, &pruned, &zeros);
                 c = cols - cols % 4;
+                for (size_t t = c; t < cols; t++) { pruned += mask[t]; zeros += mask[t] | (wr[t] == 0); }
                 for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2 = x * x; ws[0] += x2; rs[0] += masked(x2, mask[t]); }
                 if (act) for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2a = x * x * act[t]; ds[0] += x2a; ns[0] += masked(x2a, mask[t]); }
             } else
@@ -294,16 +355,18 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
                     }
                 for (; c < cols; c++) { double x = (double)wr[c], x2a = x * x * act[c]; ds[0] += x2a; ns[0] += masked(x2a, mask[c]); }
             }
-            }
             for (c = 0; c < cols; c++) { pruned += mask[c]; zeros += mask[c] | (wr[c] == 0); }
+            }
             double w_sq = (ws[0] + ws[1]) + (ws[2] + ws[3]), removed_sq = (rs[0] + rs[1]) + (rs[2] + rs[3]);
             double num = (ns[0] + ns[1]) + (ns[2] + ns[3]), den = (ds[0] + ds[1]) + (ds[2] + ds[3]);
+            /* the output straight from the input bytes (read by memcpy: src need not be aligned) */
+            const uint8_t *sr = s + r * cols * (size_t)elem_size;
             if (elem_size == 2) {
                 uint16_t *o = (uint16_t *)dr;
-                for (size_t c = 0; c < cols; c++) o[c] &= (uint16_t)(mask[c] - 1);
+                for (size_t c = 0; c < cols; c++) { uint16_t v; memcpy(&v, sr + 2 * c, 2); o[c] = v & (uint16_t)(mask[c] - 1); }
             } else {
                 uint32_t *o = (uint32_t *)dr;
-                for (size_t c = 0; c < cols; c++) o[c] &= (uint32_t)mask[c] - 1;
+                for (size_t c = 0; c < cols; c++) { uint32_t v; memcpy(&v, sr + 4 * c, 4); o[c] = v & ((uint32_t)mask[c] - 1); }
             }
             tally->w_sq += w_sq; tally->removed_sq += removed_sq; tally->out_num += num; tally->out_den += den;
             tally->pruned += pruned; tally->zeros += zeros;

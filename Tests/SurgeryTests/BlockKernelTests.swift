@@ -148,16 +148,22 @@ final class RTNKernelTests: XCTestCase {
 /// generic path's sums, on bf16-like rows full of ties.
 final class RowPruneKernelTests: XCTestCase {
     func testRowPrunerMatchesPerRowMasks() {
-        // 301 and 37: ragged tails for the eight-lane compaction and the four-lane sums
-        for cols in [300, 301, 37] { checkRows(cols: cols) }
+        // 301 and 37: ragged tails for the eight-lane compaction and the four-lane sums; 1500 and
+        // 2051: long rows, whose selection is bracketed by a sample (checkRows makes one row's
+        // sampled entries its largest, so the bracket misses there)
+        for cols in [300, 301, 37, 1500, 2051] { checkRows(cols: cols) }
+        for cols in [1500, 2051] { checkRows(cols: cols, coarse: false) }   // distinct values: no tie hides an off-by-one
     }
 
-    func checkRows(cols: Int) {
+    func checkRows(cols: Int, coarse: Bool = true) {
         let rows = 5
         var rng = SeededRNG(seed: 8, stream: "row prune \(cols)")
-        // values on a coarse grid: many equal magnitudes, so the tie rule decides
-        var w = (0..<(rows * cols)).map { _ in Float(Int(rng.nextGaussian() * 6)) / 8 }
+        // coarse: values on a grid, many equal magnitudes, so the tie rule decides
+        var w = (0..<(rows * cols)).map { _ in coarse ? Float(Int(rng.nextGaussian() * 6)) / 8 : Float(rng.nextGaussian()) }
         w[3] = -0.0; w[cols + 7] = .nan
+        if cols >= 1024 {   // the entries the selection samples (see select_kth in prune.c), made the largest of row 2
+            for i in 0..<64 { w[2 * cols + (2 * i + 1) * cols / 128] = 100 }
+        }
         let act = (0..<cols).map { Double($0 % 7) + 0.5 }
         for (k, wanda) in [(cols / 2, false), (0, false), (cols, false), (1, true), (cols - 1, true), (cols * 3 / 10, true)] {
             let scale = wanda ? act.map { $0.squareRoot() } : nil
