@@ -261,17 +261,87 @@ static void mark_ties_avx2(const uint32_t *score, size_t cols, uint32_t t, size_
 }
 #endif
 
-/* The mask of one row (score: the row's scores, written here; sel: scratch): the k smallest, ties
-   to the lower index. */
+/* N:M, one group at g: a stable insertion sort of its M entries by score compared as floats
+   (PruneMask.nm's statement), the first M - N pruned. idx: M words of scratch. */
+static void nm_group(const uint32_t *score, size_t g, size_t keep, size_t m, uint8_t *mask, uint32_t *idx) {
+    float f[2];
+    for (size_t j = 0; j < m; j++) { idx[j] = (uint32_t)(g + j); mask[g + j] = 0; }
+    for (size_t a = 1; a < m; a++) {
+        uint32_t x = idx[a];
+        size_t b = a;
+        for (; b > 0; b--) {
+            memcpy(&f[0], score + idx[b - 1], 4);
+            memcpy(&f[1], score + x, 4);
+            if (!(f[0] > f[1])) break;
+            idx[b] = idx[b - 1];
+        }
+        idx[b] = x;
+    }
+    for (size_t j = 0; j < m - keep; j++) mask[idx[j]] = 1;
+}
+
+#if defined(__x86_64__)
+/* N:4 and N:8, eight scores a step (two groups of 4, or one of 8): an entry's place in the stable
+   order is the number of entries of its group before it (smaller, or equal at a lower index),
+   counted over the group's rotations; it is pruned when that is below M - N. Without NaN this is
+   the insertion sort's order; a step with a NaN score takes nm_group. Returns the entries done. */
+__attribute__((target("avx2")))
+static size_t nm_ranks_avx2(const uint32_t *score, size_t cols, size_t keep, size_t m, uint8_t *mask, uint32_t *idx) {
+    __m256i perm[7], lower[7];
+    for (size_t r = 1; r < m; r++) {
+        int32_t p[8], l[8];
+        for (int j = 0; j < 8; j++) {
+            int base = j / (int)m * (int)m, in = j % (int)m, to = (in + (int)r) % (int)m;
+            p[j] = base + to;
+            l[j] = to < in ? -1 : 0;   /* the entry compared with has a lower index */
+        }
+        perm[r - 1] = _mm256_loadu_si256((const __m256i *)p);
+        lower[r - 1] = _mm256_loadu_si256((const __m256i *)l);
+    }
+    const __m256i drop = _mm256_set1_epi32((int)(m - keep));
+    size_t g = 0;
+    for (; g + 8 <= cols; g += 8) {
+        __m256 a = _mm256_loadu_ps((const float *)(score + g));
+        if (_mm256_movemask_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q))) {
+            for (size_t h = g; h < g + 8; h += m) nm_group(score, h, keep, m, mask, idx);
+            continue;
+        }
+        __m256i rank = _mm256_setzero_si256();
+        for (size_t r = 0; r + 1 < m; r++) {
+            __m256 b = _mm256_permutevar8x32_ps(a, perm[r]);
+            __m256 before = _mm256_or_ps(_mm256_cmp_ps(b, a, _CMP_LT_OQ),
+                                         _mm256_and_ps(_mm256_cmp_ps(b, a, _CMP_EQ_OQ), _mm256_castsi256_ps(lower[r])));
+            rank = _mm256_sub_epi32(rank, _mm256_castps_si256(before));
+        }
+        unsigned bits = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(drop, rank)));
+        for (int l = 0; l < 8; l++) mask[g + (size_t)l] = (uint8_t)((bits >> l) & 1);
+    }
+    return g;
+}
+#endif
+
+/* The mask of one row (score: the row's scores, written here; sel: scratch). Top-k: the k
+   smallest, ties to the lower index. N:M: in each group of M consecutive entries the M - N of
+   least score by a stable insertion sort comparing the scores as floats, PruneMask.nm's
+   statement (so a NaN score compares as it does there). */
 static inline __attribute__((always_inline))
-void row_mask(const float *wr, size_t cols, size_t k, const double *col_scale, uint32_t *score, uint32_t *sel, uint8_t *mask, int avx2) {
-    if (k == 0 || k >= cols) {
+void row_mask(const float *wr, size_t cols, wt_row_rule rule, const double *col_scale, uint32_t *score, uint32_t *sel, uint8_t *mask, int avx2) {
+    const size_t k = rule.k;
+    if (rule.nm_m == 0 && (k == 0 || k >= cols)) {
         memset(mask, k == 0 ? 0 : 1, cols);
         return;
     }
     /* two loops: a test on col_scale inside would become masked loads through NULL */
     if (col_scale) for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], col_scale, c);
     else for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], NULL, c);
+    if (rule.nm_m) {
+        size_t g = 0;
+#if defined(__x86_64__)
+        if (avx2 && (rule.nm_m == 4 || rule.nm_m == 8)) g = nm_ranks_avx2(score, cols, rule.nm_keep, rule.nm_m, mask, sel);
+#endif
+        for (; g + rule.nm_m <= cols; g += rule.nm_m) nm_group(score, g, rule.nm_keep, rule.nm_m, mask, sel);
+        return;
+    }
     uint32_t t = select_kth(score, sel, cols, k, avx2);
     size_t below = 0;
     for (size_t c = 0; c < cols; c++) { mask[c] = score[c] < t; below += mask[c]; }
@@ -295,7 +365,7 @@ size_t wt_prune_rows_scratch_bytes(size_t cols, int dsnot) {
 }
 
 static inline __attribute__((always_inline))
-void prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
+void prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, wt_row_rule rule,
                 const double *col_scale, const double *act, const wt_dsnot_params *dsnot, const double *give_scale,
                 void *dst, void *scratch, wt_prune_tally *tally, int avx2) {
     /* scratch: per row of a group its scores; the selection's copy; per row of a group its mask
@@ -309,14 +379,15 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
     for (size_t r0 = 0; r0 < rows; r0 += group) {
         const size_t m = rows - r0 < group ? rows - r0 : group;
         for (size_t i = 0; i < m; i++)
-            row_mask(w + (r0 + i) * cols, cols, k, col_scale, scores + i * cols, sel, masks + i * cols, avx2);
+            row_mask(w + (r0 + i) * cols, cols, rule, col_scale, scores + i * cols, sel, masks + i * cols, avx2);
         if (dsnot) {
             /* the giving-up order: the Wanda score (the selection's scores when they are it) */
             for (size_t i = 0; i < m; i++) {
                 const float *wr = w + (r0 + i) * cols;
                 uint32_t *sc = scores + i * cols;
                 if (give_scale) for (size_t c = 0; c < cols; c++) sc[c] = score_bits(wr[c], give_scale, c);
-                else if (k == 0 || k >= cols) for (size_t c = 0; c < cols; c++) sc[c] = score_bits(wr[c], col_scale, c);
+                else if (rule.nm_m == 0 && (rule.k == 0 || rule.k >= cols))   /* row_mask computed none */
+                    for (size_t c = 0; c < cols; c++) sc[c] = score_bits(wr[c], col_scale, c);
             }
             tally->swaps += wt_dsnot_rows(w + r0 * cols, masks, (const float *)scores, m, cols, dsnot, dscratch);
         }
@@ -376,20 +447,20 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
 
 #if defined(__x86_64__)
 __attribute__((target("avx2")))
-static void prune_rows_avx2(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
+static void prune_rows_avx2(const float *w, const void *src, int elem_size, size_t rows, size_t cols, wt_row_rule rule,
                             const double *col_scale, const double *act, const wt_dsnot_params *dsnot, const double *give_scale,
                             void *dst, void *scratch, wt_prune_tally *tally) {
-    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dsnot, give_scale, dst, scratch, tally, 1);
+    prune_rows(w, src, elem_size, rows, cols, rule, col_scale, act, dsnot, give_scale, dst, scratch, tally, 1);
 }
 #endif
 
-void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
+void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, wt_row_rule rule,
                    const double *col_scale, const double *act, const wt_dsnot_params *dsnot, const double *give_scale,
                    void *dst, void *scratch, wt_prune_tally *tally) {
 #if defined(__x86_64__)
-    if (wt_quant_uses_avx2()) { prune_rows_avx2(w, src, elem_size, rows, cols, k, col_scale, act, dsnot, give_scale, dst, scratch, tally); return; }
+    if (wt_quant_uses_avx2()) { prune_rows_avx2(w, src, elem_size, rows, cols, rule, col_scale, act, dsnot, give_scale, dst, scratch, tally); return; }
 #endif
-    prune_rows(w, src, elem_size, rows, cols, k, col_scale, act, dsnot, give_scale, dst, scratch, tally, 0);
+    prune_rows(w, src, elem_size, rows, cols, rule, col_scale, act, dsnot, give_scale, dst, scratch, tally, 0);
 }
 
 static void prune_n4_portable(const uint16_t *s, size_t count, int keep, const double *square, uint16_t *d, wt_prune_tally *tally) {

@@ -151,8 +151,9 @@ final class RowPruneKernelTests: XCTestCase {
         // 301 and 37: ragged tails for the eight-lane compaction and the four-lane sums; 1500 and
         // 2051: long rows, whose selection is bracketed by a sample (checkRows makes one row's
         // sampled entries its largest, so the bracket misses there)
-        for cols in [300, 301, 37, 1500, 2051] { checkRows(cols: cols) }
-        for cols in [1500, 2051] { checkRows(cols: cols, coarse: false) }   // distinct values: no tie hides an off-by-one
+        // (300, 1500 and 1504 divide into groups of 4, 1504 of 8, 300 of 6)
+        for cols in [300, 301, 37, 1500, 1504, 2051] { checkRows(cols: cols) }
+        for cols in [1500, 1504, 2051] { checkRows(cols: cols, coarse: false) }   // distinct values: no tie hides an off-by-one
     }
 
     func checkRows(cols: Int, coarse: Bool = true) {
@@ -165,10 +166,19 @@ final class RowPruneKernelTests: XCTestCase {
             for i in 0..<64 { w[2 * cols + (2 * i + 1) * cols / 128] = 100 }
         }
         let act = (0..<cols).map { Double($0 % 7) + 0.5 }
-        for (k, wanda) in [(cols / 2, false), (0, false), (cols, false), (1, true), (cols - 1, true), (cols * 3 / 10, true)] {
+        // (k, wanda, N:M): N:M groups (nil: the k smallest per row) where cols divides into them
+        var cases: [(Int, Bool, (n: Int, m: Int)?)] = [(cols / 2, false, nil), (0, false, nil), (cols, false, nil), (1, true, nil),
+                                                        (cols - 1, true, nil), (cols * 3 / 10, true, nil)]
+        if cols % 4 == 0 { cases += [(0, true, (n: 2, m: 4)), (0, false, (n: 1, m: 4)), (0, true, (n: 4, m: 4))] }
+        if cols % 8 == 0 { cases += [(0, true, (n: 4, m: 8)), (0, false, (n: 2, m: 8))] }
+        if cols % 6 == 0 { cases += [(0, true, (n: 3, m: 6))] }   // a group size with no vector path
+        for (k, wanda, nm) in cases {
             let scale = wanda ? act.map { $0.squareRoot() } : nil
             let scores: [Float] = wanda ? w.indices.map { Float(Double(abs(w[$0])) * scale![$0 % cols]) } : w
-            let expected = scores.withUnsafeBufferPointer { PruneMask.perRow($0, cols: cols, sparsity: Double(k) / Double(cols)) }
+            let expected = scores.withUnsafeBufferPointer { p in
+                nm.map { PruneMask.nm(p, cols: cols, n: $0.n, m: $0.m) } ?? PruneMask.perRow(p, cols: cols, sparsity: Double(k) / Double(cols))
+            }
+            let rule = wt_row_rule(k: k, nm_keep: nm?.n ?? 0, nm_m: nm?.m ?? 0)
             func run(avx2: Int32) -> ([Float], wt_prune_tally) {
                 wt_quant_allow_avx2(avx2)
                 defer { wt_quant_allow_avx2(1) }
@@ -179,23 +189,23 @@ final class RowPruneKernelTests: XCTestCase {
                     out.withUnsafeMutableBytes { o in
                         if let scale {
                             scale.withUnsafeBufferPointer { s in act.withUnsafeBufferPointer { a in
-                                wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, s.baseAddress!, a.baseAddress!, nil, nil,
+                                wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, rule, s.baseAddress!, a.baseAddress!, nil, nil,
                                               o.baseAddress!, &scratch, &tally)
                             } }
                         } else {
-                            wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, nil, nil, nil, nil, o.baseAddress!, &scratch, &tally)
+                            wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, rule, nil, nil, nil, nil, o.baseAddress!, &scratch, &tally)
                         }
                     }
                 }
                 return (out, tally)
             }
             let (out, tally) = run(avx2: 1), (portableOut, portable) = run(avx2: 0)
-            XCTAssertEqual(out.map(\.bitPattern), portableOut.map(\.bitPattern), "k \(k) wanda \(wanda): the two paths differ")
+            XCTAssertEqual(out.map(\.bitPattern), portableOut.map(\.bitPattern), "k \(k) wanda \(wanda) nm \(String(describing: nm)): the two paths differ")
             XCTAssertEqual(tally.w_sq.bitPattern, portable.w_sq.bitPattern)
             XCTAssertEqual(tally.removed_sq.bitPattern, portable.removed_sq.bitPattern)
             XCTAssertEqual(tally.out_num.bitPattern, portable.out_num.bitPattern)
             let expectedOut = w.indices.map { expected[$0] ? Float(0) : w[$0] }
-            XCTAssertEqual(out.map(\.bitPattern), expectedOut.map(\.bitPattern), "k \(k) wanda \(wanda)")
+            XCTAssertEqual(out.map(\.bitPattern), expectedOut.map(\.bitPattern), "k \(k) wanda \(wanda) nm \(String(describing: nm))")
             XCTAssertEqual(tally.pruned, expected.filter { $0 }.count)
             XCTAssertEqual(tally.zeros, w.indices.filter { expected[$0] || w[$0] == 0 }.count)
             let removed = w.indices.filter { expected[$0] }.reduce(0.0) { $0 + Double(w[$1]) * Double(w[$1]) }

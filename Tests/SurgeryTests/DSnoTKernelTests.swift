@@ -129,7 +129,7 @@ final class DSnoTKernelTests: XCTestCase {
 
     /// The streamed row path (`wt_prune_rows` with DSnoT) gives the generic path's masks: the
     /// per-row selection, then DSnoT's refinement with the Wanda score as the giving-up order, for
-    /// Wanda and magnitude initial masks, 13 rows (a group of eight, then five), with AVX2 and
+    /// Wanda and magnitude initial masks, top-k and N:M, 13 rows (a group of eight, then five), with AVX2 and
     /// without.
     func testStreamedRowsEqualMaskThenRefine() {
         var g = SeededRNG(seed: 13, stream: "dsnot rows")
@@ -145,15 +145,21 @@ final class DSnoTKernelTests: XCTestCase {
             dsnot.threshold = 0.01
             var reference = DSnoTReference()
             reference.threshold = 0.01
-            for (k, isWanda) in [(cols / 2, true), (cols / 2, false), (cols * 3 / 10, true), (0, true), (cols, false)] {
+            var cases: [(Int, Bool, (n: Int, m: Int)?)] = [(cols / 2, true, nil), (cols / 2, false, nil), (cols * 3 / 10, true, nil), (0, true, nil),
+                                                            (cols, false, nil)]
+            if cols % 4 == 0 { cases += [(0, true, (n: 2, m: 4)), (0, false, (n: 2, m: 4)), (0, true, (n: 1, m: 4))] }
+            for (k, isWanda, nm) in cases {
                 let selection = isWanda ? wanda : w
-                var expected = selection.withUnsafeBufferPointer { PruneMask.perRow($0, cols: cols, sparsity: Double(k) / Double(cols)) }
+                var expected = selection.withUnsafeBufferPointer { p in
+                    nm.map { PruneMask.nm(p, cols: cols, n: $0.n, m: $0.m) } ?? PruneMask.perRow(p, cols: cols, sparsity: Double(k) / Double(cols))
+                }
                 var expectedSwaps = 0
                 for r in 0..<rows {
                     let range = (r * cols)..<((r + 1) * cols)
-                    expectedSwaps += reference.refine(&expected[range], w: w[range], mean: mean, variance: variance, score: wanda[range], nm: nil)
+                    expectedSwaps += reference.refine(&expected[range], w: w[range], mean: mean, variance: variance, score: wanda[range], nm: nm)
                 }
-                if k == cols / 2 { XCTAssertGreaterThan(expectedSwaps, 0, "the data should make DSnoT swap") }
+                if k == cols / 2 || nm?.n == 2 { XCTAssertGreaterThan(expectedSwaps, 0, "the data should make DSnoT swap") }
+                let rule = wt_row_rule(k: k, nm_keep: nm?.n ?? 0, nm_m: nm?.m ?? 0)
                 for avx2: Int32 in [1, 0] {
                     wt_quant_allow_avx2(avx2)
                     defer { wt_quant_allow_avx2(1) }
@@ -161,15 +167,15 @@ final class DSnoTKernelTests: XCTestCase {
                     var scratch = [Double](repeating: 0, count: wt_prune_rows_scratch_bytes(cols, 1) / 8 + 1)
                     var tally = wt_prune_tally()
                     mean.withUnsafeBufferPointer { mp in variance.withUnsafeBufferPointer { vp in
-                        var params = dsnot.parameters(mean: mp.baseAddress!, variance: vp.baseAddress!, groupSize: nil)
+                        var params = dsnot.parameters(mean: mp.baseAddress!, variance: vp.baseAddress!, groupSize: nm?.m)
                         w.withUnsafeBufferPointer { wp in out.withUnsafeMutableBytes { o in
                             root.withUnsafeBufferPointer { s in act.withUnsafeBufferPointer { a in
-                                wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, k, isWanda ? s.baseAddress! : nil, a.baseAddress!,
+                                wt_prune_rows(wp.baseAddress!, wp.baseAddress!, 4, rows, cols, rule, isWanda ? s.baseAddress! : nil, a.baseAddress!,
                                               &params, isWanda ? nil : s.baseAddress!, o.baseAddress!, &scratch, &tally)
                             } }
                         } }
                     } }
-                    let what = "cols \(cols) k \(k) wanda \(isWanda) avx2 \(avx2)"
+                    let what = "cols \(cols) k \(k) wanda \(isWanda) nm \(String(describing: nm)) avx2 \(avx2)"
                     XCTAssertEqual(out.map(\.bitPattern), w.indices.map { expected[$0] ? Float(0).bitPattern : w[$0].bitPattern }, what)
                     XCTAssertEqual(tally.swaps, expectedSwaps, what)
                     XCTAssertEqual(tally.pruned, expected.filter { $0 }.count, what)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""`make bench`, prune-sparse: magnitude 50% (tensor scope), 2:4 and wanda 50% (row scope) of a
-generated ~1 GB bf16 checkpoint, by wtool and by a streaming numpy peer (numpy_prune.py), next to
-the floor of reading the input and writing the output once. Prints ratios and peak resident memory;
+"""`make bench`, prune-sparse: magnitude 50% (tensor scope), 2:4, wanda 50% (row scope), wanda 2:4,
+and DSnoT on both wanda masks, of a generated ~1 GB bf16 checkpoint, by wtool and by a streaming
+numpy peer (numpy_prune.py; none for DSnoT), next to the floor of reading the input and writing the
+output once. Prints ratios and peak resident memory;
 never asserts a time.
 """
 import os, sys
@@ -39,20 +40,22 @@ def main():
         "magnitude 50%": (["--sparsity", "0.5"], ["magnitude", peer, src]),
         "2:4": (["--nm", "2:4"], ["nm", peer, src]),
         "wanda 50%": (["--method", "wanda", "--stats", stats, "--scope", "row"], ["wanda", peer, src, stats]),
+        "wanda 2:4": (["--method", "wanda", "--stats", stats, "--nm", "2:4"], ["wanda-nm", peer, src, stats]),
         # no numpy peer: DSnoT is measured against the floor only (aim: within 2x)
         "wanda+DSnoT": (["--method", "wanda", "--stats", dstats, "--scope", "row", "--dsnot"], None),
+        "wanda 2:4+DSnoT": (["--method", "wanda", "--stats", dstats, "--nm", "2:4", "--dsnot"], None),
     }
     fl = min(floor([src], size, os.path.join(a.dir, "floor.bin")) for _ in range(a.repeat))
     print(f"\nprune-sparse of a {size / 1e9:.2f} GB bf16 checkpoint ({os.cpu_count()} cores), best of {a.repeat}; floor {fl:.2f} s:")
-    print(f"{'job':<14} {'wtool s':>8} {'numpy s':>8} {'vs floor':>9} {'vs numpy':>9} {'wtool MiB':>10} {'numpy MiB':>10}")
+    print(f"{'job':<16} {'wtool s':>8} {'numpy s':>8} {'vs floor':>9} {'vs numpy':>9} {'wtool MiB':>10} {'numpy MiB':>10}")
     for name, (args, peer_args) in jobs.items():
         t, rss = best(lambda: timed([a.wtool, "prune-sparse", src, "-o", out, *args, "--quiet"]), a.repeat, fresh=[out])
         if peer_args is None:
-            print(f"{name:<14} {t:>8.2f} {'-':>8} {t / fl:>8.2f}x {'-':>9} {rss:>10.0f} {'-':>10}")
+            print(f"{name:<16} {t:>8.2f} {'-':>8} {t / fl:>8.2f}x {'-':>9} {rss:>10.0f} {'-':>10}")
             cleanup(out)
             continue
         tp, rssp = best(lambda: timed([sys.executable, os.path.join(HERE, "numpy_prune.py"), *peer_args]), a.repeat, fresh=[peer])
-        print(f"{name:<14} {t:>8.2f} {tp:>8.2f} {t / fl:>8.2f}x {tp / t:>8.1f}x {rss:>10.0f} {rssp:>10.0f}")
+        print(f"{name:<16} {t:>8.2f} {tp:>8.2f} {t / fl:>8.2f}x {tp / t:>8.1f}x {rss:>10.0f} {rssp:>10.0f}")
         cleanup(out, peer)
     print("floor = cat of the input + dd of its size with fsync; aims: within 1.3x of the floor (DSnoT 2x), peak memory under 1 GiB")
 

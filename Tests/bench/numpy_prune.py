@@ -4,6 +4,7 @@ tensor (memory-mapped reads, header-first writes), as a careful Python user woul
   numpy_prune.py magnitude OUT IN          50% per tensor
   numpy_prune.py nm OUT IN                 2:4 along rows
   numpy_prune.py wanda OUT IN STATS        50% per row, |w| * sqrt(act_sq_sum)
+  numpy_prune.py wanda-nm OUT IN STATS     2:4 along rows by the same scores
 """
 import json, os, struct, sys
 import numpy as np
@@ -15,7 +16,7 @@ def main():
     h, start = header(src)
     mm = np.memmap(src, dtype=np.uint8, mode="r")
     stats = None
-    if method == "wanda":
+    if method in ("wanda", "wanda-nm"):
         sh, ss = header(rest[0])
         smm = np.memmap(rest[0], dtype=np.uint8, mode="r")
         stats = lambda n: np.frombuffer(smm, np.float32, count=int(np.prod(sh[n]["shape"])), offset=ss + sh[n]["data_offsets"][0])
@@ -32,9 +33,10 @@ def main():
                 flat = w.ravel().copy()
                 flat[np.argpartition(np.abs(flat), k)[:k]] = 0
                 y = flat.reshape(w.shape)
-            elif method == "nm":
+            elif method in ("nm", "wanda-nm"):
                 g = w.reshape(w.shape[0], -1, 4)
-                idx = np.argsort(np.abs(g), axis=2, kind="stable")[:, :, :2]
+                s = np.abs(w) if method == "nm" else np.abs(w) * np.sqrt(stats(n[: -len(".weight")] + ".act_sq_sum"))[None, :]
+                idx = np.argsort(s.reshape(g.shape), axis=2, kind="stable")[:, :, :2]
                 y = g.copy()
                 np.put_along_axis(y, idx, 0, axis=2)
                 y = y.reshape(w.shape)

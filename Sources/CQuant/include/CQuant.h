@@ -61,16 +61,20 @@ typedef struct {
     size_t swaps;                  /* DSnoT's swaps */
 } wt_prune_tally;
 
-/* Row-scope pruning of `rows` rows of `cols` decoded values w: per row the k entries of smallest
-   score are pruned (ties: lower index first), score = |w| (col_scale NULL) or
-   (float)((double)|w| * col_scale[c]) (Wanda: col_scale = sqrt of the activations' squared norms).
-   With dsnot (nm_m 0), DSnoT then refines each row's mask (wt_dsnot_rows) with the Wanda score
-   (float)((double)|w| * give_scale[c]) as the giving-up order (give_scale NULL: the score above).
-   Writes the row bytes of `src` (elem_size 2 or 4) to `dst` with the pruned entries all-zero
-   bytes (+0.0), and adds to `tally` (act: the activations' squared norms, or NULL). scratch holds
-   wt_prune_rows_scratch_bytes(cols, dsnot != NULL) bytes, aligned for double. dst is aligned for
-   elem_size. */
-void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, size_t k,
+/* Which entries of a row are pruned: nm_m 0: the k of smallest score (ties: lower index first);
+   else in every group of nm_m consecutive entries the nm_m - nm_keep of smallest score (a stable
+   sort of the group, PruneMask.nm). */
+typedef struct { size_t k, nm_keep, nm_m; } wt_row_rule;
+
+/* Row-scope pruning of `rows` rows of `cols` decoded values w by `rule`, score = |w| (col_scale
+   NULL) or (float)((double)|w| * col_scale[c]) (Wanda: col_scale = sqrt of the activations'
+   squared norms). With dsnot (its nm_m that of the rule), DSnoT then refines each row's mask
+   (wt_dsnot_rows) with the Wanda score (float)((double)|w| * give_scale[c]) as the giving-up order
+   (give_scale NULL: the score above). Writes the row bytes of `src` (elem_size 2 or 4) to `dst`
+   with the pruned entries all-zero bytes (+0.0), and adds to `tally` (act: the activations'
+   squared norms, or NULL). scratch holds wt_prune_rows_scratch_bytes(cols, dsnot != NULL) bytes,
+   aligned for double. dst is aligned for elem_size. */
+void wt_prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, wt_row_rule rule,
                    const double *col_scale, const double *act, const wt_dsnot_params *dsnot, const double *give_scale,
                    void *dst, void *scratch, wt_prune_tally *tally);
 size_t wt_prune_rows_scratch_bytes(size_t cols, int dsnot);

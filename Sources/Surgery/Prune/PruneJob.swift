@@ -169,9 +169,10 @@ public struct PruneJob: Sendable {
                     row += metric("relative_norm_removed", r.normSq > 0 ? (r.removedSq / r.normSq).squareRoot() : 0)
                     return .object(row)
                 }
-                if (method == .magnitude || method == .wanda) && scope == .row && nm == nil && maskWriter == nil
+                if (method == .magnitude || method == .wanda) && (scope == .row || nm != nil) && maskWriter == nil
                     && (e.info.dtype.size == 2 || e.info.dtype.size == 4) && e.info.dtype.isFloatingPoint {
-                    // Streamed by rows: no tensor-sized scores, mask or decoded copy.
+                    // Streamed by rows (row scope, or N:M groups within rows): no tensor-sized
+                    // scores, mask or decoded copy.
                     let cols = e.info.shapeInts.last ?? 1
                     let k = Int(Double(cols) * sparsity)
                     let a = method == .wanda ? cs[e.name] : nil
@@ -181,14 +182,15 @@ public struct PruneJob: Sendable {
                         RowPrune.Refinement(dsnot: d, mean: m.mean, variance: m.variance,
                                             giveScale: a != nil && a! == m.squares ? nil : m.squares.map { $0.squareRoot() })
                     } }
-                    let t = try RowPrune.prune(ckpt, e, cols: cols, k: k, columnScale: scale, activations: a, refinement: refinement) {
+                    let t = try RowPrune.prune(ckpt, e, cols: cols, k: k, nm: nm, columnScale: scale, activations: a, refinement: refinement) {
                         try writer.write(tensor: i, at: $0, $1)
                     }
                     ckpt.release(e)
                     var row: [(String, JSONValue)] = [("name", .string(e.name)), ("target", .bool(true)), ("method", .string(method.rawValue)),
-                                                      ("scope", .string(scope.rawValue))]
+                                                      ("scope", .string(nm.map { "\($0.n):\($0.m)" } ?? scope.rawValue))]
                     if refinement != nil { row.append(("dsnot_swaps", .int(t.swaps))) }
-                    row += [("requested_sparsity", .double(sparsity)), ("pruned", .int(t.pruned)),
+                    let requested = nm.map { Double($0.m - $0.n) / Double($0.m) } ?? sparsity
+                    row += [("requested_sparsity", .double(requested)), ("pruned", .int(t.pruned)),
                             ("achieved_sparsity", .double(e.info.count > 0 ? Double(t.zeros) / Double(e.info.count) : 0))]
                     row += metric("relative_norm_removed", t.w_sq > 0 ? (t.removed_sq / t.w_sq).squareRoot() : 0)
                     if a != nil { row += metric("estimated_relative_output_error", t.out_den > 0 ? (t.out_num / t.out_den).squareRoot() : 0) }
