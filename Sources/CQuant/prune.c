@@ -340,6 +340,7 @@ void row_mask(const float *wr, size_t cols, wt_row_rule rule, const double *col_
         if (avx2 && (rule.nm_m == 4 || rule.nm_m == 8)) g = nm_ranks_avx2(score, cols, rule.nm_keep, rule.nm_m, mask, sel);
 #endif
         for (; g + rule.nm_m <= cols; g += rule.nm_m) nm_group(score, g, rule.nm_keep, rule.nm_m, mask, sel);
+        memset(mask + g, 0, cols - g);   /* a partial last group stays (cols is a multiple of M in wtool) */
         return;
     }
     uint32_t t = select_kth(score, sel, cols, k, avx2);

@@ -177,7 +177,8 @@ public struct PruneJob: Sendable {
                     let k = Int(Double(cols) * sparsity)
                     let a = method == .wanda ? cs[e.name] : nil
                     let scale = a.map { $0.map { $0.squareRoot() } }
-                    // DSnoT gives kept weights up in Wanda-score order, whatever the initial mask.
+                    // DSnoT gives kept weights up in Wanda-score order, whatever the initial mask
+                    // (with wanda the selection's scores are already those: the same squared norms).
                     let refinement = dsnot.flatMap { d in mo[e.name].map { m in
                         RowPrune.Refinement(dsnot: d, mean: m.mean, variance: m.variance,
                                             giveScale: a != nil && a! == m.squares ? nil : m.squares.map { $0.squareRoot() })
