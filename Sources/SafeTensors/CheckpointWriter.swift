@@ -87,6 +87,8 @@ public final class CheckpointWriter: @unchecked Sendable {
     /// For tensor i: shard index and absolute file offset of its first byte.
     private var location: [(shard: Int, offset: Int)] = []
     private var written: [Int]
+    /// Per file: the write-behind count.
+    private var behind: [WriteBehind] = []
     private let lock = Mutex()
     private var committed = false
     private var createdFolder = false
@@ -225,6 +227,7 @@ public final class CheckpointWriter: @unchecked Sendable {
         _ = wt_register_temporary(tmpPath)
         shards.append(ShardFile(finalPath: finalPath, displayPath: displayPath(finalPath), tmpPath: tmpPath, fd: fd, dataStart: dataStart, size: size,
                                 names: order.map { tensors[$0].name }))
+        behind.append(WriteBehind())
         fchmod(fd, 0o644)
         guard ftruncate(fd, off_t(size)) == 0 else {
             throw FormatError(file: displayPath(finalPath), "cannot size the output (\(size) bytes): \(String(cString: strerror(errno)))")
@@ -261,7 +264,11 @@ public final class CheckpointWriter: @unchecked Sendable {
         guard bytes.count > 0 else { return }
         let loc = location[index]
         try CheckpointWriter.pwriteAll(shards[loc.shard].fd, bytes, at: loc.offset + offset, path: shards[loc.shard].displayPath)
-        lock.withLock { written[index] += bytes.count }
+        let due = lock.withLock { () -> Bool in
+            written[index] += bytes.count
+            return behind[loc.shard].add(bytes.count)
+        }
+        if due { WriteBehind.request(shards[loc.shard].fd) }
     }
 
     /// Fsyncs and renames every file into place, writes the index for a sharded folder, and

@@ -29,6 +29,7 @@ public final class GGUFWriter: @unchecked Sendable {
     private let fd: Int32
     private var offsets: [Int] = []
     private var written: [Int]
+    private var behind = WriteBehind()
     private let lock = Mutex()
     private var finished = false
 
@@ -101,7 +102,11 @@ public final class GGUFWriter: @unchecked Sendable {
         precondition(offset >= 0 && offset + bytes.count <= tensors[index].byteCount, "GGUFWriter: write past the end of '\(tensors[index].name)'")
         guard bytes.count > 0 else { return }
         try CheckpointWriter.pwriteAll(fd, bytes, at: offsets[index] + offset, path: path)
-        lock.withLock { written[index] += bytes.count }
+        let due = lock.withLock { () -> Bool in
+            written[index] += bytes.count
+            return behind.add(bytes.count)
+        }
+        if due { WriteBehind.request(fd) }
     }
 
     public func commit() throws {

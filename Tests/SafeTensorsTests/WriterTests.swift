@@ -51,6 +51,42 @@ final class WriterTests: XCTestCase {
         XCTAssertEqual(FileSystem.list(dir + "/m"), ["model.safetensors"])
     }
 
+    /// Write-behind asks once per 64 MiB written, counting across writes of any size.
+    func testWriteBehindCountsEvery64MiB() {
+        var b = WriteBehind()
+        XCTAssertFalse(b.add(WriteBehind.bytes - 1))
+        XCTAssertTrue(b.add(1))
+        XCTAssertFalse(b.add(1))
+        XCTAssertTrue(b.add(3 * WriteBehind.bytes))   // one request however much was written at once
+        XCTAssertFalse(b.add(WriteBehind.bytes / 2))
+        XCTAssertFalse(b.add(WriteBehind.bytes / 2 - 1))
+        XCTAssertTrue(b.add(1))
+    }
+
+    /// A file of more than 64 MiB (write-behind requested on the way) reads back byte for byte.
+    func testLargeFileWithWriteBehindReadsBack() throws {
+        let n = (WriteBehind.bytes + (1 << 20)) / 4
+        let t = [OutputTensor(name: "big", dtype: .F32, shape: [n]), OutputTensor(name: "small", dtype: .F32, shape: [3])]
+        let piece = 1 << 22
+        let path = dir + "/big.safetensors"
+        let w = try CheckpointWriter(layout: .file(path), tensors: t, metadata: ["format": "pt"])
+        var at = 0
+        while at < n * 4 {   // piece p holds the byte p + 1
+            let len = min(piece, n * 4 - at)
+            try [UInt8](repeating: UInt8(at / piece + 1), count: len).withUnsafeBytes { try w.write(tensor: 0, at: at, $0) }
+            at += len
+        }
+        try [UInt8](repeating: 9, count: 12).withUnsafeBytes { try w.write(tensor: 1, $0) }
+        try w.commit()
+        let f = try SafeTensorsFile(path: path)
+        let data = f.bytes(f.info("big")!)
+        XCTAssertEqual(data.count, n * 4)
+        var same = true
+        for i in stride(from: 0, to: n * 4, by: 4093) where data[i] != UInt8(i / piece + 1) { same = false }
+        XCTAssertTrue(same)
+        XCTAssertEqual(Array(f.bytes(f.info("small")!)), [UInt8](repeating: 9, count: 12))
+    }
+
     func testAbortLeavesNothing() throws {
         let w = try CheckpointWriter(layout: .folder(dir + "/new", shardSize: nil),
                                      tensors: [OutputTensor(name: "a", dtype: .F32, shape: [4])], metadata: [:])

@@ -26,4 +26,8 @@ void wt_unregister_mapping(const void *base);
    where the filesystem or kernel lacks it. */
 int wt_exchange(const char *a, const char *b);
 int wt_process_alive(int pid);
+
+/* Starts the write-out of fd's dirty pages and returns without waiting (Linux; elsewhere nothing).
+   A hint: errors surface at fsync. */
+int wt_start_writeback(int fd);
 #endif
