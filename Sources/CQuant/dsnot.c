@@ -184,30 +184,37 @@ static ptrdiff_t take_greatest(double *v, double *best, size_t n) {
     return (ptrdiff_t)j;
 }
 
+/* One entry of the pass that builds the tournaments: its values in both (the sentinel where it is
+   no candidate), folded into its block's bests gb and pb. Returns 1 when a candidate's value is
+   not finite. */
+static inline __attribute__((always_inline))
+int build_entry(const double *contrib, const uint8_t *pruned, const double *var, const float *score, size_t j, int dir, int with_kept,
+                double *gv, double *pv, double *gb, double *pb) {
+    const double gs = dir > 0 ? -INFINITY : INFINITY;
+    double k = contrib[j] / (1e-12 >= var[j] ? 1e-12 : var[j]);
+    int g = pruned[j] != 0, bad;
+    gv[j] = g ? k : gs;
+    bad = g & !(fabs(k) <= DBL_MAX);
+    *gb = dir > 0 ? (gv[j] > *gb ? gv[j] : *gb) : (gv[j] < *gb ? gv[j] : *gb);
+    if (with_kept) {
+        int c = !g & (dir >= 0 ? contrib[j] < 0 : contrib[j] > 0);
+        double sc = (double)score[j];
+        pv[j] = c ? sc : INFINITY;
+        bad |= c & !(fabs(sc) <= DBL_MAX);
+        *pb = pv[j] < *pb ? pv[j] : *pb;
+    }
+    return bad;
+}
+
 /* The pass that builds the tournaments (portable statement; build_avx2 below does the same
    operations four lanes at a time). Returns 1 when a candidate's value is not finite. */
 static int build_portable(const double *contrib, const uint8_t *pruned, const double *var, const float *score, size_t cols, int dir,
                           int with_kept, double *gv, double *pv, double *gbest, double *pbest) {
-    const double gs = dir > 0 ? -INFINITY : INFINITY;
-    const int want_neg = dir >= 0;
     int bad = 0;
     for (size_t s = 0; s < cols; s += BLOCK) {
         size_t e = s + BLOCK < cols ? s + BLOCK : cols;
-        double gb = gs, pb = INFINITY;
-        for (size_t j = s; j < e; j++) {
-            double k = contrib[j] / (1e-12 >= var[j] ? 1e-12 : var[j]);
-            int g = pruned[j] != 0;
-            gv[j] = g ? k : gs;
-            bad |= g & !(fabs(k) <= DBL_MAX);
-            gb = dir > 0 ? (gv[j] > gb ? gv[j] : gb) : (gv[j] < gb ? gv[j] : gb);
-            if (with_kept) {
-                int c = !g & (want_neg ? contrib[j] < 0 : contrib[j] > 0);
-                double sc = (double)score[j];
-                pv[j] = c ? sc : INFINITY;
-                bad |= c & !(fabs(sc) <= DBL_MAX);
-                pb = pv[j] < pb ? pv[j] : pb;
-            }
-        }
+        double gb = dir > 0 ? -INFINITY : INFINITY, pb = INFINITY;
+        for (size_t j = s; j < e; j++) bad |= build_entry(contrib, pruned, var, score, j, dir, with_kept, gv, pv, &gb, &pb);
         gbest[s / BLOCK] = gb;
         if (with_kept) pbest[s / BLOCK] = pb;
     }
@@ -265,20 +272,8 @@ AVX2 static int build_avx2(const double *contrib, const uint8_t *pruned, const d
             }
         }
         double gbs = reduce4(gb, dir > 0), pbs = reduce4(pb, 0);
-        for (; j < e; j++) {   /* a ragged last block: the portable statement */
-            double k = contrib[j] / (1e-12 >= var[j] ? 1e-12 : var[j]);
-            int g = pruned[j] != 0;
-            gv[j] = g ? k : gs;
-            bad |= g & !(fabs(k) <= DBL_MAX);
-            gbs = dir > 0 ? (gv[j] > gbs ? gv[j] : gbs) : (gv[j] < gbs ? gv[j] : gbs);
-            if (with_kept) {
-                int c = !g & (want_neg ? contrib[j] < 0 : contrib[j] > 0);
-                double sc = (double)score[j];
-                pv[j] = c ? sc : INFINITY;
-                bad |= c & !(fabs(sc) <= DBL_MAX);
-                pbs = pv[j] < pbs ? pv[j] : pbs;
-            }
-        }
+        for (; j < e; j++)   /* a ragged last block: the portable statement */
+            bad |= build_entry(contrib, pruned, var, score, j, dir, with_kept, gv, pv, &gbs, &pbs);
         gbest[s / BLOCK] = gbs;
         if (with_kept) pbest[s / BLOCK] = pbs;
     }
