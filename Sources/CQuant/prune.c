@@ -354,6 +354,100 @@ void row_mask(const float *wr, size_t cols, wt_row_rule rule, const double *col_
         if (score[c] == t) { mask[c] = 1; ties--; }
 }
 
+#if defined(__x86_64__)
+/* Four entries of finish_topk_avx2: the report's lane sums (lane l takes entry c = l mod 4, as
+   row_sums_avx2 does) for pruned lanes p (32-bit, all ones where pruned). */
+__attribute__((target("avx2")))
+static inline void sums4(const float *x4, __m128i p, const double *act, __m256d *w4, __m256d *r4, __m256d *d4, __m256d *n4) {
+    __m256d x = _mm256_cvtps_pd(_mm_loadu_ps(x4)), x2 = _mm256_mul_pd(x, x);
+    __m256d pm = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(p));
+    *w4 = _mm256_add_pd(*w4, x2);
+    *r4 = _mm256_add_pd(*r4, _mm256_and_pd(x2, pm));
+    if (act) {
+        __m256d x2a = _mm256_mul_pd(x2, _mm256_loadu_pd(act));
+        *d4 = _mm256_add_pd(*d4, x2a);
+        *n4 = _mm256_add_pd(*n4, _mm256_and_pd(x2a, pm));
+    }
+}
+
+/* A top-k row once its threshold t is known, in one pass: the mask (score < t, then the first
+   k - below entries equal to t, lower index first) is formed eight lanes at a time and used at
+   once for the report's sums, the counts and the output bytes, with the same operations in the
+   same order as row_mask + the sums and output of prune_rows (so the same bytes and bits). */
+__attribute__((target("avx2")))
+static void finish_topk_avx2(const float *wr, const uint8_t *sr, int elem_size, size_t cols, const uint32_t *score, uint32_t t, size_t k,
+                             const double *act, uint8_t *dr, wt_prune_tally *tally) {
+    size_t lt, eq;
+    count_avx2(score, cols, t, &lt, &eq);
+    size_t ties = k - lt;
+    const __m256i tt = _mm256_set1_epi32((int)t), bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    __m256d w4 = _mm256_setzero_pd(), r4 = w4, d4 = w4, n4 = w4;
+    size_t pruned = 0, zeros = 0, c = 0;
+    for (; c + 4 <= cols; c += 4 + (c + 8 <= cols ? 4 : 0)) {
+        const int eight = c + 8 <= cols;   /* else one last step of four */
+        __m256i sc = eight ? _mm256_loadu_si256((const __m256i *)(score + c)) : _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(score + c)));
+        __m256i p = _mm256_cmpgt_epi32(tt, sc);
+        if (!eight) p = _mm256_and_si256(p, _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0));
+        if (ties) {   /* the entries equal to t in this step, lower index first, while ties remain */
+            unsigned e = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(sc, tt))) & (eight ? 0xFFu : 0xFu), add = 0;
+            while (e && ties) { add |= e & (0u - e); e &= e - 1; ties--; }
+            p = _mm256_or_si256(p, _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)add), bit), bit));
+        }
+        const int lanes = eight ? 8 : 4;
+        unsigned pm = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(p)) & ((1u << lanes) - 1);
+        __m256 x8 = eight ? _mm256_loadu_ps(wr + c) : _mm256_castps128_ps256(_mm_loadu_ps(wr + c));
+        unsigned zm = ((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(x8, _mm256_setzero_ps(), _CMP_EQ_OQ)) | pm) & ((1u << lanes) - 1);
+        pruned += (size_t)__builtin_popcount(pm);
+        zeros += (size_t)__builtin_popcount(zm);
+        sums4(wr + c, _mm256_castsi256_si128(p), act ? act + c : NULL, &w4, &r4, &d4, &n4);
+        if (eight) sums4(wr + c + 4, _mm256_extracti128_si256(p, 1), act ? act + c + 4 : NULL, &w4, &r4, &d4, &n4);
+        if (elem_size == 2) {
+            __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+            if (eight) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(sr + 2 * c));
+                _mm_storeu_si128((__m128i *)(dr + 2 * c), _mm_andnot_si128(p16, v));
+            } else {
+                uint64_t v, q;
+                memcpy(&v, sr + 2 * c, 8);
+                q = (uint64_t)_mm_cvtsi128_si64(p16);
+                v &= ~q;
+                memcpy(dr + 2 * c, &v, 8);
+            }
+        } else if (eight) {
+            _mm256_storeu_si256((__m256i *)(dr + 4 * c), _mm256_andnot_si256(p, _mm256_loadu_si256((const __m256i *)(sr + 4 * c))));
+        } else {
+            _mm_storeu_si128((__m128i *)(dr + 4 * c), _mm_andnot_si128(_mm256_castsi256_si128(p), _mm_loadu_si128((const __m128i *)(sr + 4 * c))));
+        }
+    }
+    double ws[4], rs[4], ns[4], ds[4];
+    _mm256_storeu_pd(ws, w4); _mm256_storeu_pd(rs, r4); _mm256_storeu_pd(ns, n4); _mm256_storeu_pd(ds, d4);
+    /* the last cols % 4 entries into lane 0, as prune_rows does */
+    const size_t tail = c;
+    uint8_t m[4];
+    for (size_t j = tail; j < cols; j++) {
+        uint8_t q = score[j] < t;
+        if (!q && score[j] == t && ties) { q = 1; ties--; }
+        m[j - tail] = q;
+        pruned += q;
+        zeros += q | (wr[j] == 0);
+        double x = (double)wr[j], x2 = x * x;
+        ws[0] += x2;
+        rs[0] += masked(x2, q);
+    }
+    if (act) for (size_t j = tail; j < cols; j++) { double x = (double)wr[j], x2a = x * x * act[j]; ds[0] += x2a; ns[0] += masked(x2a, m[j - tail]); }
+    for (size_t j = tail; j < cols; j++) {
+        if (elem_size == 2) { uint16_t v; memcpy(&v, sr + 2 * j, 2); v &= (uint16_t)(m[j - tail] - 1); memcpy(dr + 2 * j, &v, 2); }
+        else { uint32_t v; memcpy(&v, sr + 4 * j, 4); v &= (uint32_t)m[j - tail] - 1; memcpy(dr + 4 * j, &v, 4); }
+    }
+    tally->w_sq += (ws[0] + ws[1]) + (ws[2] + ws[3]);
+    tally->removed_sq += (rs[0] + rs[1]) + (rs[2] + rs[3]);
+    tally->out_num += (ns[0] + ns[1]) + (ns[2] + ns[3]);
+    tally->out_den += (ds[0] + ds[1]) + (ds[2] + ds[3]);
+    tally->pruned += pruned;
+    tally->zeros += zeros;
+}
+#endif
+
 /* Rows per DSnoT group: wt_dsnot_rows sums eight rows' errors side by side. */
 #define GROUP 8
 
@@ -377,6 +471,19 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
     void *dscratch = (uint8_t *)scratch + align8((group + 1) * cols * sizeof(uint32_t) + group * cols);
     const uint8_t *s = src;
     uint8_t *d = dst;
+#if defined(__x86_64__)
+    if (avx2 && !dsnot && rule.nm_m == 0 && rule.k > 0 && rule.k < cols) {
+        /* top-k without DSnoT: the mask never needs to exist (finish_topk_avx2) */
+        for (size_t r = 0; r < rows; r++) {
+            const float *wr = w + r * cols;
+            if (col_scale) for (size_t c = 0; c < cols; c++) scores[c] = score_bits(wr[c], col_scale, c);
+            else for (size_t c = 0; c < cols; c++) scores[c] = score_bits(wr[c], NULL, c);
+            uint32_t t = select_kth(scores, sel, cols, rule.k, avx2);
+            finish_topk_avx2(wr, s + r * cols * (size_t)elem_size, elem_size, cols, scores, t, rule.k, act, d + r * cols * (size_t)elem_size, tally);
+        }
+        return;
+    }
+#endif
     for (size_t r0 = 0; r0 < rows; r0 += group) {
         const size_t m = rows - r0 < group ? rows - r0 : group;
         for (size_t i = 0; i < m; i++)
