@@ -1,7 +1,9 @@
-/* Row-scope magnitude and Wanda pruning of a piece of rows in one pass per row: scores, the k-th
-   smallest by selection (not a sort, not a histogram: rows are short), the mask, the output bytes
-   and the report's sums. The mask rule is PruneMask.smallest's (the Swift statement): scores are
-   compared by their bit patterns, which order non-negative floats (NaN above infinity). */
+/* Row-scope and N:M magnitude and Wanda pruning of a piece of rows, a row at a time: scores, the
+   k-th smallest by selection (not a sort, not a histogram: rows are short) or each N:M group's
+   stable order, the mask, DSnoT's refinement (dsnot.c) when asked, the output bytes and the
+   report's sums. The top-k rule is PruneMask.smallest's (the Swift statement): scores are compared
+   by their bit patterns, which order non-negative floats (NaN above infinity); the N:M rule is
+   PruneMask.nm's (scores compared as floats). */
 #include "CQuant.h"
 #include "masked.h"
 #include <math.h>
