@@ -201,54 +201,61 @@ static inline uint32_t score_bits(float w, const double *col_scale, size_t c) {
     return b & 0x7FFFFFFFu;
 }
 
-/* The body, compiled twice below: for AVX2 and for any x86-64 (the same operations in the same
-   order, so the same results; wt_prune_rows picks one as the other kernels do). */
+/* The last entries of a row (count < 4, from x, mask bytes m, act NULL or from the same column)
+   into lane 0 of the report's sums, as the portable loops add them, and the counts. */
+static inline void tail_sums(const float *x, const uint8_t *m, const double *act, size_t count, double ws[4], double rs[4], double ns[4],
+                             double ds[4], size_t *pruned, size_t *zeros) {
+    for (size_t j = 0; j < count; j++) {
+        double v = (double)x[j], x2 = v * v;
+        ws[0] += x2;
+        rs[0] += masked(x2, m[j]);
+        *pruned += m[j];
+        *zeros += m[j] | (x[j] == 0);
+    }
+    if (act) for (size_t j = 0; j < count; j++) { double v = (double)x[j], x2a = v * v * act[j]; ds[0] += x2a; ns[0] += masked(x2a, m[j]); }
+}
+
 #if defined(__x86_64__)
-/* The report's sums of one row (see prune_rows) with explicit AVX2: clang left them scalar. Lane l
-   takes the entries c = l mod 4, as the portable loops do, so the sums are the same bits. */
+/* Four entries of the report's sums with explicit AVX2 (clang left them scalar): lane l takes the
+   entry c = l mod 4, as the portable loops do, so the sums are the same bits; p: 32-bit lanes, all
+   ones where pruned. */
+__attribute__((target("avx2")))
+static inline void sums4(const float *x4, __m128i p, const double *act, __m256d *w4, __m256d *r4, __m256d *d4, __m256d *n4) {
+    __m256d x = _mm256_cvtps_pd(_mm_loadu_ps(x4)), x2 = _mm256_mul_pd(x, x);
+    __m256d pm = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(p));
+    *w4 = _mm256_add_pd(*w4, x2);
+    *r4 = _mm256_add_pd(*r4, _mm256_and_pd(x2, pm));
+    if (act) {
+        __m256d x2a = _mm256_mul_pd(x2, _mm256_loadu_pd(act));
+        *d4 = _mm256_add_pd(*d4, x2a);
+        *n4 = _mm256_add_pd(*n4, _mm256_and_pd(x2a, pm));
+    }
+}
+
+/* The report's sums and counts of one row from its mask bytes (see prune_rows). */
 __attribute__((target("avx2")))
 static void row_sums_avx2(const float *wr, const uint8_t *mask, const double *act, size_t cols, double ws[4], double rs[4], double ns[4], double ds[4],
                           size_t *pruned, size_t *zeros) {
-    __m256d w4 = _mm256_setzero_pd(), r4 = _mm256_setzero_pd(), n4 = _mm256_setzero_pd(), d4 = _mm256_setzero_pd();
-    /* the counts in 64-bit lanes: minus the all-ones lanes of pruned entries and of zeros */
-    __m256i p4 = _mm256_setzero_si256(), z4 = _mm256_setzero_si256();
-    const __m256d zero = _mm256_setzero_pd();
-    const size_t full = cols - cols % 4;
-    /* two loops: a test on act inside stayed a branch per step */
-    if (act) {
-        for (size_t c = 0; c < full; c += 4) {
-            __m256d x = _mm256_cvtps_pd(_mm_loadu_ps(wr + c)), x2 = _mm256_mul_pd(x, x);
-            uint32_t m4;
-            memcpy(&m4, mask + c, 4);
-            __m256d keep = _mm256_castsi256_pd(_mm256_sub_epi64(_mm256_setzero_si256(), _mm256_cvtepu8_epi64(_mm_cvtsi32_si128((int)m4))));
-            __m256d x2a = _mm256_mul_pd(x2, _mm256_loadu_pd(act + c));
-            w4 = _mm256_add_pd(w4, x2);
-            r4 = _mm256_add_pd(r4, _mm256_and_pd(x2, keep));
-            d4 = _mm256_add_pd(d4, x2a);
-            n4 = _mm256_add_pd(n4, _mm256_and_pd(x2a, keep));
-            p4 = _mm256_sub_epi64(p4, _mm256_castpd_si256(keep));
-            z4 = _mm256_sub_epi64(z4, _mm256_castpd_si256(_mm256_or_pd(keep, _mm256_cmp_pd(x, zero, _CMP_EQ_OQ))));
-        }
-    } else {
-        for (size_t c = 0; c < full; c += 4) {
-            __m256d x = _mm256_cvtps_pd(_mm_loadu_ps(wr + c)), x2 = _mm256_mul_pd(x, x);
-            uint32_t m4;
-            memcpy(&m4, mask + c, 4);
-            __m256d keep = _mm256_castsi256_pd(_mm256_sub_epi64(_mm256_setzero_si256(), _mm256_cvtepu8_epi64(_mm_cvtsi32_si128((int)m4))));
-            w4 = _mm256_add_pd(w4, x2);
-            r4 = _mm256_add_pd(r4, _mm256_and_pd(x2, keep));
-            p4 = _mm256_sub_epi64(p4, _mm256_castpd_si256(keep));
-            z4 = _mm256_sub_epi64(z4, _mm256_castpd_si256(_mm256_or_pd(keep, _mm256_cmp_pd(x, zero, _CMP_EQ_OQ))));
-        }
+    __m256d w4 = _mm256_setzero_pd(), r4 = w4, n4 = w4, d4 = w4;
+    size_t c = 0, pr = 0, ze = 0;
+    for (; c + 4 <= cols; c += 4) {
+        uint32_t m4;
+        memcpy(&m4, mask + c, 4);
+        __m128i p = _mm_sub_epi32(_mm_setzero_si128(), _mm_cvtepu8_epi32(_mm_cvtsi32_si128((int)m4)));
+        unsigned pm = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(p));
+        unsigned zm = (unsigned)_mm_movemask_ps(_mm_cmpeq_ps(_mm_loadu_ps(wr + c), _mm_setzero_ps())) | pm;
+        pr += (size_t)__builtin_popcount(pm);
+        ze += (size_t)__builtin_popcount(zm);
+        sums4(wr + c, p, act ? act + c : NULL, &w4, &r4, &d4, &n4);
     }
     _mm256_storeu_pd(ws, w4); _mm256_storeu_pd(rs, r4); _mm256_storeu_pd(ns, n4); _mm256_storeu_pd(ds, d4);
-    uint64_t p[4], z[4];
-    _mm256_storeu_si256((__m256i *)p, p4);
-    _mm256_storeu_si256((__m256i *)z, z4);
-    *pruned = (size_t)(p[0] + p[1] + p[2] + p[3]);
-    *zeros = (size_t)(z[0] + z[1] + z[2] + z[3]);
+    *pruned = pr;
+    *zeros = ze;
+    tail_sums(wr + c, mask + c, act ? act + c : NULL, cols - c, ws, rs, ns, ds, pruned, zeros);
 }
+#endif
 
+#if defined(__x86_64__)
 /* Marks the first `ties` entries whose score equals t (lower index first). */
 __attribute__((target("avx2")))
 static void mark_ties_avx2(const uint32_t *score, size_t cols, uint32_t t, size_t ties, uint8_t *mask) {
@@ -357,21 +364,6 @@ void row_mask(const float *wr, size_t cols, wt_row_rule rule, const double *col_
 }
 
 #if defined(__x86_64__)
-/* Four entries of finish_topk_avx2: the report's lane sums (lane l takes entry c = l mod 4, as
-   row_sums_avx2 does) for pruned lanes p (32-bit, all ones where pruned). */
-__attribute__((target("avx2")))
-static inline void sums4(const float *x4, __m128i p, const double *act, __m256d *w4, __m256d *r4, __m256d *d4, __m256d *n4) {
-    __m256d x = _mm256_cvtps_pd(_mm_loadu_ps(x4)), x2 = _mm256_mul_pd(x, x);
-    __m256d pm = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(p));
-    *w4 = _mm256_add_pd(*w4, x2);
-    *r4 = _mm256_add_pd(*r4, _mm256_and_pd(x2, pm));
-    if (act) {
-        __m256d x2a = _mm256_mul_pd(x2, _mm256_loadu_pd(act));
-        *d4 = _mm256_add_pd(*d4, x2a);
-        *n4 = _mm256_add_pd(*n4, _mm256_and_pd(x2a, pm));
-    }
-}
-
 /* A top-k row once its threshold t is known, in one pass: the mask (score < t, then the first
    k - below entries equal to t, lower index first) is formed eight lanes at a time and used at
    once for the report's sums, the counts and the output bytes, with the same operations in the
@@ -430,13 +422,8 @@ static void finish_topk_avx2(const float *wr, const uint8_t *sr, int elem_size, 
         uint8_t q = score[j] < t;
         if (!q && score[j] == t && ties) { q = 1; ties--; }
         m[j - tail] = q;
-        pruned += q;
-        zeros += q | (wr[j] == 0);
-        double x = (double)wr[j], x2 = x * x;
-        ws[0] += x2;
-        rs[0] += masked(x2, q);
     }
-    if (act) for (size_t j = tail; j < cols; j++) { double x = (double)wr[j], x2a = x * x * act[j]; ds[0] += x2a; ns[0] += masked(x2a, m[j - tail]); }
+    tail_sums(wr + tail, m, act ? act + tail : NULL, cols - tail, ws, rs, ns, ds, &pruned, &zeros);
     for (size_t j = tail; j < cols; j++) {
         if (elem_size == 2) { uint16_t v; memcpy(&v, sr + 2 * j, 2); v &= (uint16_t)(m[j - tail] - 1); memcpy(dr + 2 * j, &v, 2); }
         else { uint32_t v; memcpy(&v, sr + 4 * j, 4); v &= (uint32_t)m[j - tail] - 1; memcpy(dr + 4 * j, &v, 4); }
@@ -461,6 +448,8 @@ size_t wt_prune_rows_scratch_bytes(size_t cols, int dsnot) {
     return base + (dsnot ? wt_dsnot_scratch_bytes(cols) : 0);
 }
 
+/* The body, compiled twice below: for AVX2 and for any x86-64 (the same operations in the same
+   order, so the same results; wt_prune_rows picks one as the other kernels do). */
 static inline __attribute__((always_inline))
 void prune_rows(const float *w, const void *src, int elem_size, size_t rows, size_t cols, wt_row_rule rule,
                 const double *col_scale, const double *act, const wt_dsnot_params *dsnot, const double *give_scale,
@@ -513,10 +502,6 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
 #if defined(__x86_64__)
             if (avx2) {
                 row_sums_avx2(wr, mask, act, cols, ws, rs, ns, ds, &pruned, &zeros);
-                c = cols - cols % 4;
-                for (size_t t = c; t < cols; t++) { pruned += mask[t]; zeros += mask[t] | (wr[t] == 0); }
-                for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2 = x * x; ws[0] += x2; rs[0] += masked(x2, mask[t]); }
-                if (act) for (size_t t = c; t < cols; t++) { double x = (double)wr[t], x2a = x * x * act[t]; ds[0] += x2a; ns[0] += masked(x2a, mask[t]); }
             } else
 #endif
             {
