@@ -41,13 +41,15 @@ extension CheckpointWriter {
 }
 
 /// Decodes entries [start, start + count) of a tensor to f32 straight from its memory map, block by
-/// block, releasing the pages each block used (they stay in the page cache for a later pass): a
-/// tensor larger than memory is streamed with a few blocks resident.
+/// block, releasing the pages the blocks used a few MiB at a time (`TrailingRelease`; they stay
+/// in the page cache for a later pass): a tensor larger than memory is streamed with a few blocks
+/// resident.
 public func blockReader(_ c: Checkpoint, _ e: Checkpoint.Entry) -> (_ start: Int, _ count: Int, _ into: UnsafeMutablePointer<Float>) -> Void {
     c.willNeed(e)
     let bytes = c.bytes(e).baseAddress!, size = e.info.dtype.size!, dtype = e.info.dtype
+    var behind = TrailingRelease(c, e)
     return { start, count, dst in
         Codec.decode(dtype, bytes + start * size, count: count, into: dst)
-        c.release(e, bytes: start * size ..< (start + count) * size)
+        behind.done(with: start * size ..< (start + count) * size)
     }
 }

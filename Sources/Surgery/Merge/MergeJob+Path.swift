@@ -140,6 +140,7 @@ extension MergeJob {
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block * (K + 1))
             let enc = UnsafeMutableRawPointer.allocate(byteCount: block * outSize, alignment: 64)
             defer { scratch.deallocate(); enc.deallocate() }
+            var behind = zip(inputs, entries).map { TrailingRelease(cps[$0.model], $1) }
             var start = 0
             while start < n {
                 let len = min(block, n - start)
@@ -147,7 +148,7 @@ extension MergeJob {
                 for (k, (inp, e)) in zip(inputs, entries).enumerated() {
                     let size = e.info.dtype.size!
                     Codec.decode(e.info.dtype, cps[inp.model].bytes(e).baseAddress! + start * size, count: len, into: scratch + k * block)
-                    cps[inp.model].release(e, bytes: start * size ..< (start + len) * size)
+                    behind[k].done(with: start * size ..< (start + len) * size)
                     ptrs.append(UnsafePointer(scratch + k * block))
                 }
                 for (w, c) in zip(writers, coeffs) {

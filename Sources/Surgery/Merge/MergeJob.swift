@@ -160,6 +160,7 @@ public struct MergeJob: Sendable {
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: block * (K + 1))
         let enc = UnsafeMutableRawPointer.allocate(byteCount: block * outSize, alignment: 64)
         defer { scratch.deallocate(); enc.deallocate() }
+        var behind = zip(inputs, entries).map { TrailingRelease(cps[$0.model], $1) }
         let hasBase = item.base != nil
         let M = item.models.count
         var squares = [Double](repeating: 0, count: M), dots = [Double](repeating: 0, count: M * (M - 1) / 2)
@@ -171,7 +172,7 @@ public struct MergeJob: Sendable {
             for (k, (inp, e)) in zip(inputs, entries).enumerated() {
                 let dst = scratch + k * block
                 Codec.decode(e.info.dtype, cps[inp.model].bytes(e).baseAddress! + start * e.info.dtype.size!, count: len, into: dst)
-                cps[inp.model].release(e, bytes: start * e.info.dtype.size! ..< (start + len) * e.info.dtype.size!)
+                behind[k].done(with: start * e.info.dtype.size! ..< (start + len) * e.info.dtype.size!)
                 ptrs.append(UnsafePointer(dst))
             }
             let out = scratch + K * block
