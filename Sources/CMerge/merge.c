@@ -243,6 +243,155 @@ size_t wt_elect_sum(const float *const *x, const double *w, size_t M, float *out
     return elect_portable(x, w, M, out, n, normalize, lambda);
 }
 
+/* ---- TIES in one pass: deltas, cut, election, base added, report sums ---- */
+
+/* Whether the delta of magnitude bits mb is kept under cut t with *left ties to keep (keep_one's
+   rule on a value instead of in place). */
+static inline int cut_keeps(uint32_t mb, uint32_t t, size_t *left) {
+    int tie = (mb == t) & (*left > 0), keep = (mb > t) | tie;
+    *left -= (size_t)tie;
+    return keep;
+}
+
+/* Entry i without the report sums: returns 1 when kept deltas of both signs met. */
+static inline size_t ties_one(const float *const *x, size_t M, const float *base, size_t i, const uint32_t *cut, size_t *left,
+                              const double *w, int normalize, double lambda, float *out, size_t *kept) {
+    float kd[8];
+    for (size_t m = 0; m < M; m++) {
+        float d = x[m][i] - base[i];
+        uint32_t b;
+        memcpy(&b, &d, 4);
+        int keep = cut_keeps(b & 0x7FFFFFFFu, cut[m], &left[m]);
+        kd[m] = kept_or_zero(d, keep);
+        kept[m] += (size_t)keep;
+    }
+    const float *kp[8];
+    for (size_t m = 0; m < M; m++) kp[m] = kd + m;
+    float mixed;
+    size_t conflict = elect_one(kp, w, M, &mixed, 0, normalize, lambda);
+    out[i] = mixed + base[i];
+    return conflict;
+}
+
+static size_t ties_portable(const float *const *x, size_t M, const float *base, size_t n, const uint32_t *cut, size_t *left,
+                            const double *w, int normalize, double lambda, float *out, size_t *kept,
+                            double *sq, double *dots, double change[4], double squares[4]) {
+    size_t conflicts = 0;
+    for (size_t i = 0; i < n; i++) {
+        conflicts += ties_one(x, M, base, i, cut, left, w, normalize, lambda, out, kept);
+        if (i >= (n & ~(size_t)3)) continue;   /* the last n mod 4 are the caller's */
+        size_t j = i & 3, k = 0;
+        double b = (double)base[i];
+        for (size_t p = 0; p < M; p++) {
+            double dp = (double)x[p][i] - b;
+            sq[4 * p + j] += dp * dp;
+            for (size_t r = p + 1; r < M; r++, k++) dots[4 * k + j] += dp * ((double)x[r][i] - b);
+        }
+        double d = (double)out[i] - b;
+        change[j] += d * d;
+        squares[j] += b * b;
+    }
+    return conflicts;
+}
+
+#if defined(__x86_64__)
+/* Four entries a step, the f64 lanes of wt_delta_lanes / wt_elect_sum / wt_add_base side by side.
+   A model's cut is a compare of the f32 delta's magnitude bits (signed compares order them: both
+   sides are at most 0x7FFFFFFF); a quad holding entries equal to the cut takes them in index order
+   only when the ties left run out inside it. */
+__attribute__((target("avx2"), always_inline))
+static inline size_t ties_avx2_body(const float *const *x, const size_t M, const float *base, size_t n, const uint32_t *cut, size_t *left,
+                                    const double *w, int normalize, double lambda, float *out, size_t *kept,
+                                    double *sq, double *dots, double change[4], double squares[4]) {
+    const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0), minus = _mm256_set1_pd(-1.0), lam = _mm256_set1_pd(lambda);
+    const __m128i sign_off = _mm_set1_epi32(0x7FFFFFFF);
+    __m256d s[8], t[28], dd[8], dw[8], wv[8];
+    __m128i tv[8];
+    size_t P = M * (M - 1) / 2, conflicts = 0, quads = n / 4;
+    for (size_t m = 0; m < M; m++) {
+        s[m] = _mm256_loadu_pd(sq + 4 * m);
+        wv[m] = _mm256_set1_pd(w[m]);
+        tv[m] = _mm_set1_epi32((int)cut[m]);
+    }
+    for (size_t k = 0; k < P; k++) t[k] = _mm256_loadu_pd(dots + 4 * k);
+    __m256d ch = _mm256_loadu_pd(change), bs = _mm256_loadu_pd(squares);
+    for (size_t q = 0; q < quads; q++) {
+        size_t i = 4 * q;
+        __m128 bf = _mm_loadu_ps(base + i);
+        __m256d b = _mm256_cvtps_pd(bf), total = zero, pos = zero, neg = zero;
+        for (size_t m = 0; m < M; m++) {
+            __m128 xf = _mm_loadu_ps(x[m] + i), df = _mm_sub_ps(xf, bf);
+            dd[m] = _mm256_sub_pd(_mm256_cvtps_pd(xf), b);
+            s[m] = _mm256_add_pd(s[m], _mm256_mul_pd(dd[m], dd[m]));
+            __m128i mb = _mm_and_si128(_mm_castps_si128(df), sign_off);
+            __m128i keep = _mm_cmpgt_epi32(mb, tv[m]);
+            unsigned ties = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(mb, tv[m])));
+            if (ties) {
+                size_t count = (size_t)__builtin_popcount(ties);
+                if (left[m] >= count) {   /* all of them kept */
+                    keep = _mm_or_si128(keep, _mm_cmpeq_epi32(mb, tv[m]));
+                    left[m] -= count;
+                } else if (left[m] > 0) {   /* the ties run out here: in index order */
+                    uint32_t lanes[4], k4[4];
+                    _mm_storeu_si128((__m128i *)lanes, mb);
+                    for (int l = 0; l < 4; l++) k4[l] = 0u - (uint32_t)cut_keeps(lanes[l], cut[m], &left[m]);
+                    keep = _mm_loadu_si128((const __m128i *)k4);
+                }
+            }
+            kept[m] += (size_t)__builtin_popcount((unsigned)_mm_movemask_ps(_mm_castsi128_ps(keep)));
+            __m256d d = _mm256_mul_pd(_mm256_cvtps_pd(_mm_and_ps(df, _mm_castsi128_ps(keep))), wv[m]);
+            dw[m] = d;
+            total = _mm256_add_pd(total, d);
+            pos = _mm256_or_pd(pos, _mm256_cmp_pd(d, zero, _CMP_GT_OQ));
+            neg = _mm256_or_pd(neg, _mm256_cmp_pd(d, zero, _CMP_LT_OQ));
+        }
+        conflicts += (size_t)__builtin_popcount((unsigned)_mm256_movemask_pd(_mm256_and_pd(pos, neg)));
+        __m256d sign = _mm256_blendv_pd(one, minus, _mm256_cmp_pd(total, zero, _CMP_LT_OQ)), sum = zero, div = zero;
+        for (size_t m = 0; m < M; m++) {
+            __m256d agree = _mm256_cmp_pd(_mm256_mul_pd(dw[m], sign), zero, _CMP_GT_OQ);
+            sum = _mm256_add_pd(sum, _mm256_and_pd(agree, dw[m]));
+            div = _mm256_add_pd(div, _mm256_and_pd(agree, wv[m]));
+        }
+        if (normalize) sum = _mm256_div_pd(sum, _mm256_blendv_pd(div, one, _mm256_cmp_pd(div, zero, _CMP_EQ_OQ)));
+        __m128 o = _mm_add_ps(_mm256_cvtpd_ps(_mm256_mul_pd(sum, lam)), bf);
+        _mm_storeu_ps(out + i, o);
+        __m256d dc = _mm256_sub_pd(_mm256_cvtps_pd(o), b);
+        ch = _mm256_add_pd(ch, _mm256_mul_pd(dc, dc));
+        bs = _mm256_add_pd(bs, _mm256_mul_pd(b, b));
+        for (size_t p = 0, k = 0; p < M; p++)
+            for (size_t r = p + 1; r < M; r++, k++) t[k] = _mm256_add_pd(t[k], _mm256_mul_pd(dd[p], dd[r]));
+    }
+    for (size_t m = 0; m < M; m++) _mm256_storeu_pd(sq + 4 * m, s[m]);
+    for (size_t k = 0; k < P; k++) _mm256_storeu_pd(dots + 4 * k, t[k]);
+    _mm256_storeu_pd(change, ch);
+    _mm256_storeu_pd(squares, bs);
+    for (size_t i = 4 * quads; i < n; i++) conflicts += ties_one(x, M, base, i, cut, left, w, normalize, lambda, out, kept);
+    return conflicts;
+}
+
+/* The body compiled once per model count: with M a constant the loops over models unroll and the
+   per-model vectors stay in registers (a loop over a runtime M kept them on the stack, twice the
+   time). */
+__attribute__((target("avx2")))
+static size_t ties_avx2(const float *const *x, size_t M, const float *base, size_t n, const uint32_t *cut, size_t *left,
+                        const double *w, int normalize, double lambda, float *out, size_t *kept,
+                        double *sq, double *dots, double change[4], double squares[4]) {
+#define TIES_M(k) case k: return ties_avx2_body(x, k, base, n, cut, left, w, normalize, lambda, out, kept, sq, dots, change, squares);
+    switch (M) { TIES_M(1) TIES_M(2) TIES_M(3) TIES_M(4) TIES_M(5) TIES_M(6) TIES_M(7) TIES_M(8) default: return 0; }
+#undef TIES_M
+}
+#endif
+
+size_t wt_ties_block(const float *const *x, size_t M, const float *base, size_t n, const uint32_t *cut, size_t *left,
+                     const double *w, int normalize, double lambda, float *out, size_t *kept,
+                     double *sq, double *dots, double change[4], double squares[4]) {
+    if (M == 0 || M > 8) return 0;   /* the caller checks; nothing is written */
+#if defined(__x86_64__)
+    if (wt_merge_uses_avx2()) return ties_avx2(x, M, base, n, cut, left, w, normalize, lambda, out, kept, sq, dots, change, squares);
+#endif
+    return ties_portable(x, M, base, n, cut, left, w, normalize, lambda, out, kept, sq, dots, change, squares);
+}
+
 /* ---- Report sums: delta geometry and L1 norms in four lanes ---- */
 
 static void delta_lanes_portable(float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots, int subtract) {

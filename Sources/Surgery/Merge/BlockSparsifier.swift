@@ -81,6 +81,18 @@ struct BlockSparsifier {
         }
     }
 
+    /// The rule as a magnitude cut, when it is one (top-k, keep-all, drop-all): keep magnitudes
+    /// above `threshold` and the next `ties` equal to it (`TaskArithmeticPipeline.tiesBlock`
+    /// applies it fused with the election, and keeps count of the ties).
+    var cut: (threshold: UInt32, ties: Int)? {
+        switch rule {
+        case .keepAll: return (0, Int.max)
+        case .dropAll: return (0x7FFF_FFFF, 0)
+        case let .topK(t, ties): return (t, ties)
+        default: return nil
+        }
+    }
+
     /// mergekit's L1 rescale factor (Σ|original| / Σ|kept|), unless either sum is below 1e-7.
     static func l1Factor(original b: Double, kept a: Double) -> Float? {
         b >= 1e-7 && a >= 1e-7 ? Float(b / a) : nil

@@ -127,10 +127,32 @@ struct StreamedTaskArithmetic {
         }
         let scale = (pipeline.normalize ? 1 / total : 1) * pipeline.lambda   // as TaskArithmeticPipeline.run associates it
         let scaled = w.map { $0 * scale }
+        // TIES and its kin on models (the common case): every sparsifier a magnitude cut, no L1
+        // factor, at most 8 models: one fused pass per block (`TaskArithmeticPipeline.tiesBlock`).
+        var cuts: [(threshold: UInt32, ties: Int)]? = nil
+        if pipeline.electSign && models.count == M && M <= 8 && l1Factors.allSatisfy({ $0 == nil }) && masks.allSatisfy({ $0 == nil }) {
+            let c = sparsifiers.map { $0 == nil ? (threshold: UInt32(0), ties: Int.max) : $0!.cut }
+            if c.allSatisfy({ $0 != nil }) { cuts = c.map { $0! } }
+        }
         var start = 0
         while start < n {
             let len = min(block, n - start)
             base(start, len, baseBuf)
+            if var c = cuts {
+                for m in 0..<M { tasks[m].read(start, len, deltas(m)) }
+                let f = TaskArithmeticPipeline.tiesBlock((0..<M).map { UnsafePointer(deltas($0)) }, base: baseBuf, count: len, cuts: &c,
+                                                         weights: w, normalize: pipeline.normalize, lambda: pipeline.lambda, into: outBuf)
+                cuts = c
+                for m in 0..<M { totals.kept[m] += Double(f.kept[m]) }
+                for i in f.squares.indices { totals.deltaSquares[i] += f.squares[i] }
+                for i in f.dots.indices { totals.deltaDots[i] += f.dots[i] }
+                conflicts += f.conflicts
+                totals.changeSquares += f.change
+                totals.baseSquares += f.baseSquares
+                try write(start, UnsafeBufferPointer(start: outBuf, count: len))
+                start += len
+                continue
+            }
             for m in 0..<M {
                 let d = deltas(m)
                 tasks[m].read(start, len, d)

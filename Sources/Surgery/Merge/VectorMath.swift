@@ -164,12 +164,12 @@ enum VectorMath {
     }
 
     /// The deltas (f64) of the entries after the last multiple of 4, which the lanes leave out.
-    private static func tailDeltas(_ ptrs: [UnsafePointer<Float>], base: UnsafePointer<Float>, count n: Int) -> [[Double]] {
+    static func tailDeltas(_ ptrs: [UnsafePointer<Float>], base: UnsafePointer<Float>, count n: Int) -> [[Double]] {
         ((n & ~3)..<n).map { j in ptrs.map { Double($0[j]) - Double(base[j]) } }
     }
 
     /// Each quantity's four lanes added (lane 0 to 3), then the tail's terms in index order.
-    private static func laneTotals(_ sq: [Double], _ dots: [Double], tail: [[Double]]) -> (squares: [Double], dots: [Double]) {
+    static func laneTotals(_ sq: [Double], _ dots: [Double], tail: [[Double]]) -> (squares: [Double], dots: [Double]) {
         func lanes(_ a: [Double], _ k: Int) -> Double { SIMD4(a[4 * k], a[4 * k + 1], a[4 * k + 2], a[4 * k + 3]).sum() }
         let M = sq.count / 4, P = dots.count / 4
         var squares = (0..<M).map { lanes(sq, $0) }, pair = (0..<P).map { lanes(dots, $0) }
@@ -188,6 +188,13 @@ enum VectorMath {
     static func addBase(_ out: UnsafeMutablePointer<Float>, _ base: UnsafePointer<Float>, count n: Int) -> (change: Double, baseSquares: Double) {
         var change = [Double](repeating: 0, count: 4), squares = change
         wt_add_base(out, base, n, &change, &squares)
+        return addBaseTotals(change: change, squares: squares, out, base, count: n)
+    }
+
+    /// `addBase`'s sums from its four lanes (the first 4 * (n / 4) entries) and the last n mod 4
+    /// entries of the new out and the base, in index order.
+    static func addBaseTotals(change: [Double], squares: [Double], _ out: UnsafePointer<Float>, _ base: UnsafePointer<Float>,
+                              count n: Int) -> (change: Double, baseSquares: Double) {
         var c = SIMD4(change[0], change[1], change[2], change[3]).sum(), b = SIMD4(squares[0], squares[1], squares[2], squares[3]).sum()
         for j in (n & ~3)..<n {
             let d = Double(out[j]) - Double(base[j])
