@@ -245,6 +245,17 @@ size_t wt_elect_sum(const float *const *x, const double *w, size_t M, float *out
 
 /* ---- TIES in one pass: deltas, cut, election, base added, report sums ---- */
 
+/* Entry i's terms of the delta geometry, lane i mod 4: sq[4m + j] += d_m^2, dots[4k + j] += d_p d_q. */
+static inline void geometry_one(const float *const *x, size_t M, const float *base, size_t i, double *sq, double *dots) {
+    size_t j = i & 3, k = 0;
+    double b = (double)base[i];
+    for (size_t p = 0; p < M; p++) {
+        double dp = (double)x[p][i] - b;
+        sq[4 * p + j] += dp * dp;
+        for (size_t r = p + 1; r < M; r++, k++) dots[4 * k + j] += dp * ((double)x[r][i] - b);
+    }
+}
+
 /* Whether the delta of magnitude bits mb is kept under cut t with *left ties to keep (keep_one's
    rule on a value instead of in place). */
 static inline int cut_keeps(uint32_t mb, uint32_t t, size_t *left) {
@@ -280,13 +291,9 @@ static size_t ties_portable(const float *const *x, size_t M, const float *base, 
     for (size_t i = 0; i < n; i++) {
         conflicts += ties_one(x, M, base, i, cut, left, w, normalize, lambda, out, kept);
         if (i >= (n & ~(size_t)3)) continue;   /* the last n mod 4 are the caller's */
-        size_t j = i & 3, k = 0;
+        size_t j = i & 3;
         double b = (double)base[i];
-        for (size_t p = 0; p < M; p++) {
-            double dp = (double)x[p][i] - b;
-            sq[4 * p + j] += dp * dp;
-            for (size_t r = p + 1; r < M; r++, k++) dots[4 * k + j] += dp * ((double)x[r][i] - b);
-        }
+        geometry_one(x, M, base, i, sq, dots);
         double d = (double)out[i] - b;
         change[j] += d * d;
         squares[j] += b * b;
@@ -396,13 +403,7 @@ size_t wt_ties_block(const float *const *x, size_t M, const float *base, size_t 
 
 static void delta_lanes_portable(float *const *x, size_t M, const float *base, size_t quads, double *sq, double *dots, int subtract) {
     for (size_t i = 0; i < 4 * quads; i++) {
-        size_t j = i & 3, k = 0;
-        double b = (double)base[i];
-        for (size_t p = 0; p < M; p++) {
-            double dp = (double)x[p][i] - b;
-            sq[4 * p + j] += dp * dp;
-            for (size_t r = p + 1; r < M; r++, k++) dots[4 * k + j] += dp * ((double)x[r][i] - b);
-        }
+        geometry_one((const float *const *)x, M, base, i, sq, dots);
         if (subtract) for (size_t p = 0; p < M; p++) x[p][i] -= base[i];
     }
 }
