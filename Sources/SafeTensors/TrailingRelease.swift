@@ -3,9 +3,10 @@
 /// Each `madvise(MADV_DONTNEED)` on a mapping that other threads of the process use makes the
 /// kernel shoot down their TLB entries with an inter-processor interrupt (an exit to the
 /// hypervisor on a virtual machine): released per 64k-entry block, a 1 GB TIES merge spent about
-/// 5% of its CPU time in those shoot-downs. Runs of consecutive reads are gathered and released once `chunk` bytes have
-/// accumulated, when the tensor's end is reached, when a read does not continue the run, or on
-/// `flush()`; so a reader keeps at most `chunk` bytes of a tensor resident beyond what it reads.
+/// 5% of its CPU time in those shoot-downs. Runs of consecutive reads are gathered and released
+/// once `chunk` bytes have accumulated, when the tensor's end is reached, when a read does not
+/// continue the run, or on `flush()`; so a reader keeps at most `chunk` bytes of a tensor
+/// resident beyond what it reads.
 public struct TrailingRelease {
     /// 4 MiB: 32 times fewer calls than per 128 KiB block, a few MiB of resident pages per input.
     public static let chunk = 4 << 20
