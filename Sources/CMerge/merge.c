@@ -264,16 +264,23 @@ static inline int cut_keeps(uint32_t mb, uint32_t t, size_t *left) {
     return keep;
 }
 
+/* Whether model m keeps entry i (index at + i in the tensor), whose delta has magnitude bits mb. */
+static inline int model_keeps(wt_ties_model *model, uint32_t mb, size_t at, size_t i) {
+    if (model->mask) return (model->mask[(at + i) >> 3] >> ((at + i) & 7)) & 1;
+    return cut_keeps(mb, model->cut, &model->left);
+}
+
 /* Entry i without the report sums: returns 1 when kept deltas of both signs met. */
-static inline size_t ties_one(const float *const *x, size_t M, const float *base, size_t i, const uint32_t *cut, size_t *left,
+static inline size_t ties_one(const float *const *x, size_t M, const float *base, size_t i, wt_ties_model *models, size_t at,
                               const double *w, int normalize, double lambda, float *out, size_t *kept) {
     float kd[8];
     for (size_t m = 0; m < M; m++) {
         float d = x[m][i] - base[i];
         uint32_t b;
         memcpy(&b, &d, 4);
-        int keep = cut_keeps(b & 0x7FFFFFFFu, cut[m], &left[m]);
+        int keep = model_keeps(&models[m], b & 0x7FFFFFFFu, at, i);
         kd[m] = kept_or_zero(d, keep);
+        if (models[m].scaled) kd[m] *= models[m].factor;
         kept[m] += (size_t)keep;
     }
     const float *kp[8];
@@ -284,12 +291,12 @@ static inline size_t ties_one(const float *const *x, size_t M, const float *base
     return conflict;
 }
 
-static size_t ties_portable(const float *const *x, size_t M, const float *base, size_t n, const uint32_t *cut, size_t *left,
+static size_t ties_portable(const float *const *x, size_t M, const float *base, size_t n, wt_ties_model *models, size_t at,
                             const double *w, int normalize, double lambda, float *out, size_t *kept,
                             double *sq, double *dots, double change[4], double squares[4]) {
     size_t conflicts = 0;
     for (size_t i = 0; i < n; i++) {
-        conflicts += ties_one(x, M, base, i, cut, left, w, normalize, lambda, out, kept);
+        conflicts += ties_one(x, M, base, i, models, at, w, normalize, lambda, out, kept);
         if (i >= (n & ~(size_t)3)) continue;   /* the last n mod 4 are the caller's */
         size_t j = i & 3;
         double b = (double)base[i];
@@ -305,20 +312,20 @@ static size_t ties_portable(const float *const *x, size_t M, const float *base, 
 /* Four entries a step, the f64 lanes of wt_delta_lanes / wt_elect_sum / wt_add_base side by side.
    A model's cut is a compare of the f32 delta's magnitude bits (signed compares order them: both
    sides are at most 0x7FFFFFFF); a quad holding entries equal to the cut takes them in index order
-   only when the ties left run out inside it. */
+   only when the ties left run out inside it. A remembered kept set gives four bits a quad. */
 __attribute__((target("avx2"), always_inline))
-static inline size_t ties_avx2_body(const float *const *x, const size_t M, const float *base, size_t n, const uint32_t *cut, size_t *left,
+static inline size_t ties_avx2_body(const float *const *x, const size_t M, const float *base, size_t n, wt_ties_model *models, size_t at,
                                     const double *w, int normalize, double lambda, float *out, size_t *kept,
                                     double *sq, double *dots, double change[4], double squares[4]) {
     const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0), minus = _mm256_set1_pd(-1.0), lam = _mm256_set1_pd(lambda);
-    const __m128i sign_off = _mm_set1_epi32(0x7FFFFFFF);
+    const __m128i sign_off = _mm_set1_epi32(0x7FFFFFFF), lane_bits = _mm_setr_epi32(1, 2, 4, 8);
     __m256d s[8], t[28], dd[8], dw[8], wv[8];
     __m128i tv[8];
     size_t P = M * (M - 1) / 2, conflicts = 0, quads = n / 4;
     for (size_t m = 0; m < M; m++) {
         s[m] = _mm256_loadu_pd(sq + 4 * m);
         wv[m] = _mm256_set1_pd(w[m]);
-        tv[m] = _mm_set1_epi32((int)cut[m]);
+        tv[m] = _mm_set1_epi32((int)models[m].cut);
     }
     for (size_t k = 0; k < P; k++) t[k] = _mm256_loadu_pd(dots + 4 * k);
     __m256d ch = _mm256_loadu_pd(change), bs = _mm256_loadu_pd(squares);
@@ -330,23 +337,34 @@ static inline size_t ties_avx2_body(const float *const *x, const size_t M, const
             __m128 xf = _mm_loadu_ps(x[m] + i), df = _mm_sub_ps(xf, bf);
             dd[m] = _mm256_sub_pd(_mm256_cvtps_pd(xf), b);
             s[m] = _mm256_add_pd(s[m], _mm256_mul_pd(dd[m], dd[m]));
-            __m128i mb = _mm_and_si128(_mm_castps_si128(df), sign_off);
-            __m128i keep = _mm_cmpgt_epi32(mb, tv[m]);
-            unsigned ties = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(mb, tv[m])));
-            if (ties) {
-                size_t count = (size_t)__builtin_popcount(ties);
-                if (left[m] >= count) {   /* all of them kept */
-                    keep = _mm_or_si128(keep, _mm_cmpeq_epi32(mb, tv[m]));
-                    left[m] -= count;
-                } else if (left[m] > 0) {   /* the ties run out here: in index order */
-                    uint32_t lanes[4], k4[4];
-                    _mm_storeu_si128((__m128i *)lanes, mb);
-                    for (int l = 0; l < 4; l++) k4[l] = 0u - (uint32_t)cut_keeps(lanes[l], cut[m], &left[m]);
-                    keep = _mm_loadu_si128((const __m128i *)k4);
+            __m128i keep;
+            if (models[m].mask) {   /* four bits from the remembered kept set, spread to lanes */
+                size_t bit = at + i;
+                const uint8_t *bytes = models[m].mask + (bit >> 3);
+                unsigned shift = (unsigned)(bit & 7), nibble = (unsigned)bytes[0] >> shift;
+                if (shift > 4) nibble |= (unsigned)bytes[1] << (8 - shift);   /* in the set: bit + 3 < the tensor's count */
+                keep = _mm_cmpeq_epi32(_mm_and_si128(_mm_set1_epi32((int)nibble), lane_bits), lane_bits);
+            } else {
+                __m128i mb = _mm_and_si128(_mm_castps_si128(df), sign_off);
+                keep = _mm_cmpgt_epi32(mb, tv[m]);
+                unsigned ties = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(mb, tv[m])));
+                if (ties) {
+                    size_t count = (size_t)__builtin_popcount(ties), *left = &models[m].left;
+                    if (*left >= count) {   /* all of them kept */
+                        keep = _mm_or_si128(keep, _mm_cmpeq_epi32(mb, tv[m]));
+                        *left -= count;
+                    } else if (*left > 0) {   /* the ties run out here: in index order */
+                        uint32_t lanes[4], k4[4];
+                        _mm_storeu_si128((__m128i *)lanes, mb);
+                        for (int l = 0; l < 4; l++) k4[l] = 0u - (uint32_t)cut_keeps(lanes[l], models[m].cut, left);
+                        keep = _mm_loadu_si128((const __m128i *)k4);
+                    }
                 }
             }
             kept[m] += (size_t)__builtin_popcount((unsigned)_mm_movemask_ps(_mm_castsi128_ps(keep)));
-            __m256d d = _mm256_mul_pd(_mm256_cvtps_pd(_mm_and_ps(df, _mm_castsi128_ps(keep))), wv[m]);
+            __m128 kd = _mm_and_ps(df, _mm_castsi128_ps(keep));
+            if (models[m].scaled) kd = _mm_mul_ps(kd, _mm_set1_ps(models[m].factor));
+            __m256d d = _mm256_mul_pd(_mm256_cvtps_pd(kd), wv[m]);
             dw[m] = d;
             total = _mm256_add_pd(total, d);
             pos = _mm256_or_pd(pos, _mm256_cmp_pd(d, zero, _CMP_GT_OQ));
@@ -372,7 +390,7 @@ static inline size_t ties_avx2_body(const float *const *x, const size_t M, const
     for (size_t k = 0; k < P; k++) _mm256_storeu_pd(dots + 4 * k, t[k]);
     _mm256_storeu_pd(change, ch);
     _mm256_storeu_pd(squares, bs);
-    for (size_t i = 4 * quads; i < n; i++) conflicts += ties_one(x, M, base, i, cut, left, w, normalize, lambda, out, kept);
+    for (size_t i = 4 * quads; i < n; i++) conflicts += ties_one(x, M, base, i, models, at, w, normalize, lambda, out, kept);
     return conflicts;
 }
 
@@ -380,23 +398,23 @@ static inline size_t ties_avx2_body(const float *const *x, const size_t M, const
    per-model vectors stay in registers (a loop over a runtime M kept them on the stack, twice the
    time). */
 __attribute__((target("avx2")))
-static size_t ties_avx2(const float *const *x, size_t M, const float *base, size_t n, const uint32_t *cut, size_t *left,
+static size_t ties_avx2(const float *const *x, size_t M, const float *base, size_t n, wt_ties_model *models, size_t at,
                         const double *w, int normalize, double lambda, float *out, size_t *kept,
                         double *sq, double *dots, double change[4], double squares[4]) {
-#define TIES_M(k) case k: return ties_avx2_body(x, k, base, n, cut, left, w, normalize, lambda, out, kept, sq, dots, change, squares);
+#define TIES_M(k) case k: return ties_avx2_body(x, k, base, n, models, at, w, normalize, lambda, out, kept, sq, dots, change, squares);
     switch (M) { TIES_M(1) TIES_M(2) TIES_M(3) TIES_M(4) TIES_M(5) TIES_M(6) TIES_M(7) TIES_M(8) default: return 0; }
 #undef TIES_M
 }
 #endif
 
-size_t wt_ties_block(const float *const *x, size_t M, const float *base, size_t n, const uint32_t *cut, size_t *left,
+size_t wt_ties_block(const float *const *x, size_t M, const float *base, size_t n, wt_ties_model *models, size_t at,
                      const double *w, int normalize, double lambda, float *out, size_t *kept,
                      double *sq, double *dots, double change[4], double squares[4]) {
     if (M == 0 || M > 8) return 0;   /* the caller checks; nothing is written */
 #if defined(__x86_64__)
-    if (wt_merge_uses_avx2()) return ties_avx2(x, M, base, n, cut, left, w, normalize, lambda, out, kept, sq, dots, change, squares);
+    if (wt_merge_uses_avx2()) return ties_avx2(x, M, base, n, models, at, w, normalize, lambda, out, kept, sq, dots, change, squares);
 #endif
-    return ties_portable(x, M, base, n, cut, left, w, normalize, lambda, out, kept, sq, dots, change, squares);
+    return ties_portable(x, M, base, n, models, at, w, normalize, lambda, out, kept, sq, dots, change, squares);
 }
 
 /* ---- Report sums: delta geometry and L1 norms in four lanes ---- */

@@ -220,55 +220,87 @@ final class MergeKernelTests: XCTestCase {
         }
     }
     /// wt_ties_block gives the bits of the separate passes it fuses (geometry and subtraction, the
-    /// cut with its ties in index order, election, base added and its sums), block after block so
-    /// the ties still to keep carry over, with each kind of cut: ties running out inside a quad,
-    /// never, at once, keep-all and drop-all.
+    /// cut with its ties in index order or a remembered kept set, the L1 factor, election, base
+    /// added and its sums), block after block so the ties still to keep carry over and the kept
+    /// set's bits start mid-byte, with each kind of cut: ties running out inside a quad, never, at
+    /// once, keep-all and drop-all.
     func testTiesBlockEqualsTheSeparatePasses() {
+        let half = Float(0.5).bitPattern
+        // Per model position: a cut (threshold, ties) or a kept set (nil), and an L1 factor or none.
+        let kinds: [(cut: (UInt32, Int)?, factor: Float?)] = [((half, 0), nil), (nil, 1.37), ((half, 37), nil), (nil, nil),
+                                                              ((0, Int.max), nil), ((0x7FFF_FFFF, 0), nil), ((Float(0.25).bitPattern, 5), 0.5),
+                                                              ((half, 3), nil)]
         for (M, n) in [(1, 3), (2, 1001), (3, 4099), (5, 1003), (8, 515)] {
             var g = SeededRNG(seed: 3, stream: "ties\(M)")
             // Bases on a 1/64 grid and models base + a few magnitudes: the deltas are exact, with
             // many entries equal to the cut.
             let base = (0..<n).map { _ in Float(Int(g.next() % 200) - 100) / 64 }
             let xs = (0..<M).map { m in zip(base, m % 2 == 0 ? tied(n, seed: "t\(m)") : values(n, seed: "t\(m)")).map { $0 + $1 } }
-            let half = Float(0.5).bitPattern
-            let cuts: [(threshold: UInt32, ties: Int)] = (0..<M).map { m in
-                [(half, 0), (half, 1), (half, 37), (half, 100_000), (0, Int.max), (0x7FFF_FFFF, 0), (Float(0.25).bitPattern, 5), (half, 3)][m % 8]
-            }
+            let masks = (0..<M).map { _ in (0..<((n + 7) / 8)).map { _ in UInt8(truncatingIfNeeded: g.next()) } }
             let w = (0..<M).map { 0.5 + Double($0) * 0.25 }
             for normalize in [true, false] {
                 var results: [[UInt64]] = []
                 bothPaths {
-                    var fusedCuts = cuts, plainLeft = cuts.map(\.ties), start = 0
-                    var got: [UInt64] = [], want: [UInt64] = []
-                    for len in [n / 3, n - n / 3] {   // two blocks, the first of odd length
-                        let b = Array(base[start..<(start + len)]), models = xs.map { Array($0[start..<(start + len)]) }
-                        var out = [Float](repeating: .nan, count: len)
-                        let f = models.withUnsafeBufferPointers { ptrs in
-                            TaskArithmeticPipeline.tiesBlock(ptrs, base: b, count: len, cuts: &fusedCuts, weights: w, normalize: normalize, lambda: 0.9, into: &out)
+                    masks.withUnsafePointers { maskPointers in
+                        var specs = (0..<M).map { m in
+                            let k = kinds[m % 8]
+                            return wt_ties_model(cut: k.cut?.0 ?? 0, left: k.cut?.1 ?? 0, mask: k.cut == nil ? maskPointers[m] : nil,
+                                                 scaled: k.factor == nil ? 0 : 1, factor: k.factor ?? 1)
                         }
-                        got += out.map { UInt64($0.bitPattern) } + f.kept.map { UInt64($0) } + fusedCuts.map { UInt64(truncatingIfNeeded: $0.ties) }
-                            + [UInt64(f.conflicts)] + (f.squares + f.dots + [f.change, f.baseSquares]).map(\.bitPattern)
+                        var plainLeft = (0..<M).map { kinds[$0 % 8].cut?.1 ?? 0 }, start = 0
+                        var got: [UInt64] = [], want: [UInt64] = []
+                        for len in [n / 3, n - n / 3] {   // two blocks, the first of odd length
+                            let b = Array(base[start..<(start + len)]), models = xs.map { Array($0[start..<(start + len)]) }
+                            var out = [Float](repeating: .nan, count: len)
+                            let f = models.withUnsafeBufferPointers { ptrs in
+                                TaskArithmeticPipeline.tiesBlock(ptrs, base: b, count: len, models: &specs, at: start, weights: w,
+                                                                 normalize: normalize, lambda: 0.9, into: &out)
+                            }
+                            got += out.map { UInt64($0.bitPattern) } + f.kept.map { UInt64($0) } + specs.map { UInt64(truncatingIfNeeded: $0.left) }
+                                + [UInt64(f.conflicts)] + (f.squares + f.dots + [f.change, f.baseSquares]).map(\.bitPattern)
 
-                        var deltas = models
-                        let geometry = deltas.withUnsafeMutableBufferPointers { VectorMath.deltaSumsSubtracting($0, base: b, count: len) }
-                        var kept: [Int] = []
-                        for m in 0..<M { kept.append(Int(wt_keep_above(&deltas[m], len, cuts[m].threshold, &plainLeft[m]))) }
-                        var mixed = [Float](repeating: .nan, count: len)
-                        let conflicts = deltas.withUnsafeBufferPointers { ptrs in
-                            TaskArithmeticPipeline.electAndSum(ptrs, weights: w, into: &mixed, count: len, normalize: normalize, lambda: 0.9)
+                            var deltas = models
+                            let geometry = deltas.withUnsafeMutableBufferPointers { VectorMath.deltaSumsSubtracting($0, base: b, count: len) }
+                            var kept: [Int] = []
+                            for m in 0..<M {
+                                if let c = kinds[m % 8].cut {
+                                    kept.append(Int(wt_keep_above(&deltas[m], len, c.0, &plainLeft[m])))
+                                } else {
+                                    wt_mask_apply(&deltas[m], len, maskPointers[m], start)
+                                    kept.append((start..<(start + len)).filter { masks[m][$0 >> 3] >> ($0 & 7) & 1 == 1 }.count)
+                                }
+                                if let factor = kinds[m % 8].factor { for j in 0..<len { deltas[m][j] *= factor } }
+                            }
+                            var mixed = [Float](repeating: .nan, count: len)
+                            let conflicts = deltas.withUnsafeBufferPointers { ptrs in
+                                TaskArithmeticPipeline.electAndSum(ptrs, weights: w, into: &mixed, count: len, normalize: normalize, lambda: 0.9)
+                            }
+                            let sums = VectorMath.addBase(&mixed, b, count: len)
+                            want += mixed.map { UInt64($0.bitPattern) } + kept.map { UInt64($0) } + plainLeft.map { UInt64(truncatingIfNeeded: $0) }
+                                + [UInt64(conflicts)] + (geometry.squares + geometry.dots + [sums.change, sums.baseSquares]).map(\.bitPattern)
+                            start += len
                         }
-                        let sums = VectorMath.addBase(&mixed, b, count: len)
-                        want += mixed.map { UInt64($0.bitPattern) } + kept.map { UInt64($0) } + plainLeft.map { UInt64(truncatingIfNeeded: $0) }
-                            + [UInt64(conflicts)] + (geometry.squares + geometry.dots + [sums.change, sums.baseSquares]).map(\.bitPattern)
-                        start += len
+                        let first = zip(got, want).enumerated().first { $1.0 != $1.1 }?.offset
+                        XCTAssert(got.count == want.count && first == nil, "M \(M) n \(n) normalize \(normalize): first difference at \(first ?? -1)")
+                        results.append(got)
                     }
-                    let first = zip(got, want).enumerated().first { $1.0 != $1.1 }?.offset
-                    XCTAssert(got.count == want.count && first == nil, "M \(M) n \(n) normalize \(normalize): first difference at \(first ?? -1)")
-                    results.append(got)
                 }
                 XCTAssert(results[0] == results[1], "AVX2 and portable differ, M \(M)")
             }
         }
+    }
+}
+
+private extension Array where Element == [UInt8] {
+    /// Calls body with a pointer to each array's storage (exactly its count of bytes).
+    func withUnsafePointers<R>(_ body: ([UnsafePointer<UInt8>]) -> R) -> R {
+        let copies = map { a in
+            let p = UnsafeMutablePointer<UInt8>.allocate(capacity: Swift.max(1, a.count))
+            p.initialize(from: a, count: a.count)
+            return p
+        }
+        defer { copies.forEach { $0.deallocate() } }
+        return body(copies.map { UnsafePointer($0) })
     }
 }
 

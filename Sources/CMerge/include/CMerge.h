@@ -39,15 +39,27 @@ size_t wt_keep_above(float *p, size_t n, uint32_t t, size_t *ties);
    both signs met. */
 size_t wt_elect_sum(const float *const *x, const double *w, size_t M, float *out, size_t n, int normalize, double lambda);
 
-/* One block of a TIES-style merge in one pass, for M <= 8 models whose sparsifier is a cut (keep
-   magnitudes above cut[m], and the first left[m] equal to it, counted down; keep-all is cut 0 with
-   left SIZE_MAX, drop-all cut 0x7FFFFFFF with left 0). For entry i: d_m = x_m[i] - base[i] (f32),
-   cut to +0 as wt_keep_above does, then out[i] = base[i] + the wt_elect_sum of the kept d_m (f32).
-   The report's sums as the separate passes take them (wt_delta_lanes on the raw values,
-   wt_add_base's change and squares), for the first 4 * (n / 4) entries, lane i mod 4; the caller
-   adds the last n mod 4. x and base are not written. kept[m] is added to; returns the entries
-   where kept deltas of both signs met. */
-size_t wt_ties_block(const float *const *x, size_t M, const float *base, size_t n, const uint32_t *cut, size_t *left,
+/* One model's sparsifier in wt_ties_block: a magnitude cut (keep magnitudes above `cut`, and the
+   first `left` equal to it, counted down; keep-all is cut 0 with left SIZE_MAX, drop-all cut
+   0x7FFFFFFF with left 0), or, when `mask` is not NULL, the kept set a probe pass remembered as
+   bits (wt_mask_store's layout; entry i of the block is bit at + i). With `scaled`, kept deltas
+   are then multiplied by `factor` (mergekit's L1 rescale), in f32. */
+typedef struct {
+    uint32_t cut;
+    size_t left;
+    const uint8_t *mask;
+    int scaled;
+    float factor;
+} wt_ties_model;
+
+/* One block of a sign-electing merge of M <= 8 models in one pass. For entry i: d_m = x_m[i] -
+   base[i] (f32), kept or set to +0 by model m's sparsifier (as wt_keep_above or wt_mask_apply),
+   scaled, then out[i] = base[i] + the wt_elect_sum of the kept d_m (f32). The report's sums as the
+   separate passes take them (wt_delta_lanes on the raw values, wt_add_base's change and squares),
+   for the first 4 * (n / 4) entries, lane i mod 4; the caller adds the last n mod 4. x and base are
+   not written; models[m].left is counted down, kept[m] is added to (also for masks). Returns the
+   entries where kept deltas of both signs met. */
+size_t wt_ties_block(const float *const *x, size_t M, const float *base, size_t n, wt_ties_model *models, size_t at,
                      const double *w, int normalize, double lambda, float *out, size_t *kept,
                      double *sq, double *dots, double change[4], double squares[4]);
 

@@ -127,23 +127,32 @@ struct StreamedTaskArithmetic {
         }
         let scale = (pipeline.normalize ? 1 / total : 1) * pipeline.lambda   // as TaskArithmeticPipeline.run associates it
         let scaled = w.map { $0 * scale }
-        // TIES and its kin on models (the common case): every sparsifier a magnitude cut, no L1
-        // factor, at most 8 models: one fused pass per block (`TaskArithmeticPipeline.tiesBlock`).
-        var cuts: [(threshold: UInt32, ties: Int)]? = nil
-        if pipeline.electSign && models.count == M && M <= 8 && l1Factors.allSatisfy({ $0 == nil }) && masks.allSatisfy({ $0 == nil }) {
-            let c = sparsifiers.map { $0 == nil ? (threshold: UInt32(0), ties: Int.max) : $0!.cut }
-            if c.allSatisfy({ $0 != nil }) { cuts = c.map { $0! } }
+        // Sign election on models (TIES, DARE-TIES, DELLA: the common case), every model's kept
+        // set a magnitude cut or remembered by the probe, at most 8 models: one fused pass per
+        // block (`TaskArithmeticPipeline.tiesBlock`).
+        var fused: [wt_ties_model]? = nil
+        if pipeline.electSign && models.count == M && M <= 8 {
+            var specs: [wt_ties_model] = []
+            for m in 0..<M {
+                let scaled: Int32 = l1Factors[m] != nil ? 1 : 0, factor = l1Factors[m] ?? 1
+                if let mask = masks[m] {
+                    specs.append(wt_ties_model(cut: 0, left: 0, mask: UnsafePointer(mask.bits), scaled: scaled, factor: factor))
+                } else if let c = sparsifiers[m] == nil ? (threshold: 0, ties: Int.max) : sparsifiers[m]!.cut {
+                    specs.append(wt_ties_model(cut: c.threshold, left: c.ties, mask: nil, scaled: scaled, factor: factor))
+                }
+            }
+            if specs.count == M { fused = specs }
         }
         var start = 0
         while start < n {
             let len = min(block, n - start)
             base(start, len, baseBuf)
-            if var c = cuts {
+            if var specs = fused {
                 for m in 0..<M { tasks[m].read(start, len, deltas(m)) }
-                let f = TaskArithmeticPipeline.tiesBlock((0..<M).map { UnsafePointer(deltas($0)) }, base: baseBuf, count: len, cuts: &c,
-                                                         weights: w, normalize: pipeline.normalize, lambda: pipeline.lambda, into: outBuf)
-                cuts = c
-                for m in 0..<M { totals.kept[m] += Double(f.kept[m]) }
+                let f = TaskArithmeticPipeline.tiesBlock((0..<M).map { UnsafePointer(deltas($0)) }, base: baseBuf, count: len, models: &specs,
+                                                         at: start, weights: w, normalize: pipeline.normalize, lambda: pipeline.lambda, into: outBuf)
+                fused = specs
+                for m in 0..<M { totals.kept[m] += Double(f.kept[m]) }   // a remembered set's count is the probe's (below)
                 for i in f.squares.indices { totals.deltaSquares[i] += f.squares[i] }
                 for i in f.dots.indices { totals.deltaDots[i] += f.dots[i] }
                 conflicts += f.conflicts

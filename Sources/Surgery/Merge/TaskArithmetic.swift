@@ -82,22 +82,22 @@ extension TaskArithmeticPipeline {
         var change: Double, baseSquares: Double
     }
 
-    /// One block of models (not task vectors) cut by magnitude and elected, in one pass (CMerge's
+    /// One block of models (not task vectors) sparsified and elected in one pass (CMerge's
     /// wt_ties_block): the same out (base + combined delta), kept counts, conflicts and report sums
-    /// as the separate passes (`VectorMath.deltaSumsSubtracting`, `BlockSparsifier.apply`,
-    /// `electAndSum`, `VectorMath.addBase`), without writing the deltas or rereading blocks.
-    /// Up to 8 models; `cuts` are updated with the ties still to keep.
-    static func tiesBlock(_ models: [UnsafePointer<Float>], base: UnsafePointer<Float>, count n: Int, cuts: inout [(threshold: UInt32, ties: Int)],
+    /// as the separate passes (`VectorMath.deltaSumsSubtracting`, `BlockSparsifier.apply` or
+    /// `wt_mask_apply` and the L1 factor, `electAndSum`, `VectorMath.addBase`), without writing
+    /// the deltas or rereading blocks. Up to 8 models, each a cut (its ties still to keep counted
+    /// down in `models`) or a remembered kept set; `at` is the block's first entry in the tensor.
+    static func tiesBlock(_ x: [UnsafePointer<Float>], base: UnsafePointer<Float>, count n: Int, models: inout [wt_ties_model], at: Int,
                           weights w: [Double], normalize: Bool, lambda: Double, into out: UnsafeMutablePointer<Float>) -> BlockFigures {
-        let M = models.count
-        precondition(M >= 1 && M <= 8 && cuts.count == M && w.count == M)
-        let tail = VectorMath.tailDeltas(models, base: base, count: n)
+        let M = x.count
+        precondition(M >= 1 && M <= 8 && models.count == M && w.count == M)
+        let tail = VectorMath.tailDeltas(x, base: base, count: n)
         var sq = [Double](repeating: 0, count: 4 * M), dots = [Double](repeating: 0, count: 2 * M * (M - 1))
         var change = [Double](repeating: 0, count: 4), squares = change
-        var left = cuts.map(\.ties), kept = [Int](repeating: 0, count: M)   // size_t in C; keep-all's Int.max never runs out
-        let conflicts = Int(wt_ties_block(models.map { Optional($0) }, M, base, n, cuts.map(\.threshold), &left, w, normalize ? 1 : 0, lambda,
+        var kept = [Int](repeating: 0, count: M)
+        let conflicts = Int(wt_ties_block(x.map { Optional($0) }, M, base, n, &models, at, w, normalize ? 1 : 0, lambda,
                                           out, &kept, &sq, &dots, &change, &squares))
-        for m in 0..<M { cuts[m].ties = left[m] }
         let g = VectorMath.laneTotals(sq, dots, tail: tail)
         let a = VectorMath.addBaseTotals(change: change, squares: squares, out, base, count: n)
         return BlockFigures(kept: kept, conflicts: conflicts, squares: g.squares, dots: g.dots, change: a.change, baseSquares: a.baseSquares)
