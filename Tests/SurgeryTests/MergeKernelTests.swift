@@ -125,6 +125,25 @@ final class MergeKernelTests: XCTestCase {
         }
     }
 
+    /// Skipping the radix passes whose digit every entry shares (the entries inside a bracket)
+    /// finds what the three passes find: ranges sharing 11, 21 and all 31 bits.
+    func testSelectionWithinAKnownRangeSkipsOnlySharedDigits() {
+        var g = SeededRNG(seed: 5, stream: "within")
+        for (lo, span) in [(UInt32(0x3A10_0000), UInt32(0xF_FFFF)), (0x3A12_3400, 0x3FF), (0x3A12_3456, 0), (0x3A1F_FF00, 0x200)] {
+            let n = 5000
+            let data = (0..<n).map { _ in Float(bitPattern: lo + UInt32(g.next() % UInt64(span + 1))) * (g.next() & 1 == 0 ? 1 : -1) }
+            let hi = data.map { $0.bitPattern & 0x7FFF_FFFF }.max()!, low = data.map { $0.bitPattern & 0x7FFF_FFFF }.min()!
+            for k in [1, 7, n / 2, n - 1, n] {
+                var h = [Int](repeating: 0, count: 2048)
+                let expected = data.withUnsafeBufferPointer { x in Sparsifier.selectMagnitude(k, scratch: &h) { $0(x) } }
+                let got = data.withUnsafeBufferPointer { x in Sparsifier.selectMagnitude(k, scratch: &h, within: (low, hi, n)) { $0(x) } }
+                XCTAssertEqual(got.value.bitPattern, expected.value.bitPattern, "lo \(lo) span \(span) k \(k)")
+                XCTAssertEqual(got.greater, expected.greater)
+                XCTAssertEqual(got.equal, expected.equal)
+            }
+        }
+    }
+
     /// The kernel compares integers (v < ceil(density 2^24)) where the rule compares v 2^-24 < density:
     /// densities on and between the 2^-24 steps, and the ends.
     func testDAREDrawsTheSeededStream() {

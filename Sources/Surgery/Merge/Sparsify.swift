@@ -110,7 +110,9 @@ public enum Sparsifier: Sendable {
     /// once per block, in order, and is called once per radix pass (three), so a tensor too large
     /// to hold decoded can be decoded block by block each time. Also returns how many magnitudes
     /// are greater than the value and how many equal it (bit patterns: +0 and -0 are equal).
-    static func selectMagnitude(_ k: Int, scratch hist: inout [Int],
+    /// - Parameter within: when every magnitude's bits are known to lie in `lo...hi` (`count` of
+    ///   them), the passes whose digit all of them share are skipped.
+    static func selectMagnitude(_ k: Int, scratch hist: inout [Int], within: (lo: UInt32, hi: UInt32, count: Int)? = nil,
                                 blocks: ((UnsafeBufferPointer<Float>) -> Void) -> Void) -> (value: Float, greater: Int, equal: Int) {
         precondition(k >= 1 && hist.count >= 2048)
         var remaining = k
@@ -119,6 +121,12 @@ public enum Sparsifier: Sendable {
         for (shift, width) in [(UInt32(20), UInt32(11)), (10, 10), (0, 10)] {
             let buckets = 1 << Int(width)
             let mask = UInt32(buckets - 1)
+            if let w = within, w.lo >> shift == w.hi >> shift {
+                // Every entry has this digit (and the prefix fixed so far): the pass would count them all there.
+                prefix = prefix << width | (w.lo >> shift & mask)
+                equal = w.count
+                continue
+            }
             let fixedShift = shift + width
             hist.withUnsafeMutableBufferPointer { h in
                 h.baseAddress!.update(repeating: 0, count: buckets)
@@ -175,7 +183,7 @@ public enum Sparsifier: Sendable {
         }
         guard count <= cap, above < k, k <= above + count else { return selectMagnitude(k, scratch: &hist, blocks: blocks) }
         let r = UnsafeRawPointer(inside.baseAddress!).withMemoryRebound(to: Float.self, capacity: count) { f in
-            selectMagnitude(k - above, scratch: &hist) { body in body(UnsafeBufferPointer(start: f, count: count)) }
+            selectMagnitude(k - above, scratch: &hist, within: (lo, hi, count)) { body in body(UnsafeBufferPointer(start: f, count: count)) }
         }
         return (r.value, above + r.greater, r.equal)
     }
