@@ -624,6 +624,28 @@ size_t wt_keep_above(float *p, size_t n, uint32_t t, size_t *ties) {
 
 /* ---- The kept set of a random sparsifier, remembered between two passes ---- */
 
+#if defined(__x86_64__)
+/* Whole bytes of the mask, eight entries a step: bit l of byte k is whether |b[8k + l]| is not 0. */
+__attribute__((target("avx2")))
+static void mask_bytes_avx2(const uint32_t *b, size_t bytes, uint8_t *out) {
+    const __m256i sign_off = _mm256_set1_epi32(0x7FFFFFFF), zero = _mm256_setzero_si256();
+    for (size_t k = 0; k < bytes; k++) {
+        __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + 8 * k)), sign_off);
+        out[k] = (uint8_t)~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, zero)));
+    }
+}
+
+/* Whole bytes applied, eight entries a step: each byte's bits spread to lane masks. */
+__attribute__((target("avx2")))
+static void mask_apply_avx2(uint32_t *b, size_t bytes, const uint8_t *in) {
+    const __m256i lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    for (size_t k = 0; k < bytes; k++) {
+        __m256i keep = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(in[k]), lane_bits), lane_bits);
+        _mm256_storeu_si256((__m256i *)(b + 8 * k), _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(b + 8 * k)), keep));
+    }
+}
+#endif
+
 void wt_mask_store(const float *p, size_t n, uint8_t *bits, size_t at) {
     const uint32_t *b = (const uint32_t *)p;
     size_t i = 0;
@@ -632,6 +654,13 @@ void wt_mask_store(const float *p, size_t n, uint8_t *bits, size_t at) {
         uint8_t bit = (uint8_t)(1u << (j & 7));
         bits[j >> 3] = (uint8_t)((bits[j >> 3] & ~bit) | ((b[i] & 0x7FFFFFFFu) ? bit : 0));
     }
+#if defined(__x86_64__)
+    if (wt_merge_uses_avx2() && n - i >= 8) {
+        size_t bytes = (n - i) / 8;
+        mask_bytes_avx2(b + i, bytes, bits + ((at + i) >> 3));
+        i += 8 * bytes;
+    }
+#endif
     for (; i + 8 <= n; i += 8) {   /* whole bytes */
         uint32_t byte = 0;
         for (int l = 0; l < 8; l++) byte |= (uint32_t)((b[i + l] & 0x7FFFFFFFu) != 0) << l;
@@ -648,6 +677,13 @@ void wt_mask_apply(float *p, size_t n, const uint8_t *bits, size_t at) {
     uint32_t *b = (uint32_t *)p;
     size_t i = 0;
     for (; i < n && ((at + i) & 7); i++) p[i] = kept_or_zero(p[i], (bits[(at + i) >> 3] >> ((at + i) & 7)) & 1);
+#if defined(__x86_64__)
+    if (wt_merge_uses_avx2() && n - i >= 8) {
+        size_t bytes = (n - i) / 8;
+        mask_apply_avx2(b + i, bytes, bits + ((at + i) >> 3));
+        i += 8 * bytes;
+    }
+#endif
     for (; i + 8 <= n; i += 8) {
         uint32_t byte = bits[(at + i) >> 3];
         for (int l = 0; l < 8; l++) b[i + l] &= 0u - ((byte >> l) & 1);
