@@ -16,7 +16,9 @@ def model(tmp_path, dtype="F32", ties=True):
     shapes = {"model.embed_tokens.weight": (16, 32), "model.layers.0.self_attn.q_proj.weight": (8, 32),
               "model.layers.0.mlp.up_proj.weight": (16, 32), "model.layers.0.mlp.down_proj.weight": (32, 16),
               "model.layers.0.input_layernorm.weight": (32,), "model.layers.1.mlp.up_proj.weight": (16, 32),
-              "lm_head.weight": (16, 32)}
+              "lm_head.weight": (16, 32),
+              # larger than one of the row path's pieces (2^16 entries): rows streamed in several pieces
+              "model.layers.1.mlp.down_proj.weight": (300, 1000)}
     raw = {}
     for n, s in shapes.items():
         x = rng.standard_normal(s).astype(np.float32)

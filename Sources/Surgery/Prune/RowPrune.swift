@@ -2,9 +2,10 @@ import CQuant
 import SafeTensors
 
 /// Row-scope and N:M magnitude and Wanda pruning, with or without DSnoT's refinement, streamed in
-/// ~1 MB pieces of rows: decode, then one C pass per row (`wt_prune_rows`: scores, selection, mask,
-/// DSnoT's swaps, output bytes, the report's sums), then write. Masks, scores and decoded tensors
-/// are never held whole. The rule is `PruneMask.smallest` per row (or `PruneMask.nm`), then
+/// pieces of rows of about 256 KiB decoded (they stay in a core's L2 between the decode and the
+/// pass; 1 MiB pieces did not): decode, then one C pass per row (`wt_prune_rows`: scores,
+/// selection, mask, DSnoT's swaps, output bytes, the report's sums), then write. Masks, scores and
+/// decoded tensors are never held whole. The rule is `PruneMask.smallest` per row (or `PruneMask.nm`), then
 /// `DSnoT.refine`; the outputs are the generic path's byte for byte.
 enum RowPrune {
     /// DSnoT's part: its settings, the input channels' moments, and the giving-up order's column
@@ -23,7 +24,7 @@ enum RowPrune {
                       refinement: Refinement? = nil, write: (Int, UnsafeRawBufferPointer) throws -> Void) throws -> wt_prune_tally {
         let src = ckpt.bytes(e)
         let size = e.info.dtype.size!, rows = cols > 0 ? e.info.count / cols : 0
-        let rowsPer = max(1, (1 << 18) / max(1, cols))
+        let rowsPer = max(1, (1 << 16) / max(1, cols))
         let x = UnsafeMutablePointer<Float>.allocate(capacity: rowsPer * cols)
         let out = UnsafeMutableRawPointer.allocate(byteCount: max(1, rowsPer * cols * size), alignment: 64)
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(8, wt_prune_rows_scratch_bytes(cols, refinement == nil ? 0 : 1)), alignment: 64)
