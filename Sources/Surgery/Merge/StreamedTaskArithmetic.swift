@@ -131,7 +131,7 @@ struct StreamedTaskArithmetic {
         // set a magnitude cut or remembered by the probe, at most 8 models: one fused pass per
         // block (`TaskArithmeticPipeline.tiesBlock`).
         var fused: [wt_ties_model]? = nil
-        if pipeline.electSign && models.count == M && M <= 8 {
+        if pipeline.electSign && models.count == M && (1...8).contains(M) {
             var specs: [wt_ties_model] = []
             for m in 0..<M {
                 let scaled: Int32 = l1Factors[m] != nil ? 1 : 0, factor = l1Factors[m] ?? 1
