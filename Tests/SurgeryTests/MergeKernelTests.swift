@@ -266,7 +266,7 @@ final class MergeKernelTests: XCTestCase {
             for normalize in [true, false] {
                 var results: [[UInt64]] = []
                 bothPaths {
-                    masks.withUnsafePointers { maskPointers in
+                    withCopies(masks) { maskPointers in
                         var specs = (0..<M).map { m in
                             let k = kinds[m % 8]
                             return wt_ties_model(cut: k.cut?.0 ?? 0, left: k.cut?.1 ?? 0, mask: k.cut == nil ? maskPointers[m] : nil,
@@ -277,7 +277,7 @@ final class MergeKernelTests: XCTestCase {
                         for len in [n / 3, n - n / 3] {   // two blocks, the first of odd length
                             let b = Array(base[start..<(start + len)]), models = xs.map { Array($0[start..<(start + len)]) }
                             var out = [Float](repeating: .nan, count: len)
-                            let f = models.withUnsafeBufferPointers { ptrs in
+                            let f = withCopies(models) { ptrs in
                                 TaskArithmeticPipeline.tiesBlock(ptrs, base: b, count: len, models: &specs, at: start, weights: w,
                                                                  normalize: normalize, lambda: 0.9, into: &out)
                             }
@@ -297,7 +297,7 @@ final class MergeKernelTests: XCTestCase {
                                 if let factor = kinds[m % 8].factor { for j in 0..<len { deltas[m][j] *= factor } }
                             }
                             var mixed = [Float](repeating: .nan, count: len)
-                            let conflicts = deltas.withUnsafeBufferPointers { ptrs in
+                            let conflicts = withCopies(deltas) { ptrs in
                                 TaskArithmeticPipeline.electAndSum(ptrs, weights: w, into: &mixed, count: len, normalize: normalize, lambda: 0.9)
                             }
                             let sums = VectorMath.addBase(&mixed, b, count: len)
@@ -316,31 +316,18 @@ final class MergeKernelTests: XCTestCase {
     }
 }
 
-private extension Array where Element == [UInt8] {
-    /// Calls body with a pointer to each array's storage (exactly its count of bytes).
-    func withUnsafePointers<R>(_ body: ([UnsafePointer<UInt8>]) -> R) -> R {
-        let copies = map { a in
-            let p = UnsafeMutablePointer<UInt8>.allocate(capacity: Swift.max(1, a.count))
-            p.initialize(from: a, count: a.count)
-            return p
-        }
-        defer { copies.forEach { $0.deallocate() } }
-        return body(copies.map { UnsafePointer($0) })
+/// Calls body with a pointer to a copy of each array's storage (exactly its count of elements).
+private func withCopies<T, R>(_ arrays: [[T]], _ body: ([UnsafePointer<T>]) -> R) -> R {
+    let copies = arrays.map { a in
+        let p = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(1, a.count))
+        p.initialize(from: a, count: a.count)
+        return p
     }
+    defer { zip(copies, arrays).forEach { $0.deinitialize(count: $1.count); $0.deallocate() } }
+    return body(copies.map { UnsafePointer($0) })
 }
 
 private extension Array where Element == [Float] {
-    /// Calls body with a pointer to each array's storage.
-    func withUnsafeBufferPointers<R>(_ body: ([UnsafePointer<Float>]) -> R) -> R {
-        let copies = map { a in
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: Swift.max(1, a.count))
-            p.initialize(from: a, count: a.count)
-            return p
-        }
-        defer { copies.forEach { $0.deallocate() } }
-        return body(copies.map { UnsafePointer($0) })
-    }
-
     /// Calls body with mutable pointers to each array's storage, written back after.
     mutating func withUnsafeMutableBufferPointers<R>(_ body: ([UnsafeMutablePointer<Float>]) -> R) -> R {
         let copies = map { a in
