@@ -59,7 +59,8 @@ size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float
 /* ---- DELLA: the keep decision by magnitude buckets, exact ranks (inverse_density) by a stable
    radix sort of (|p| bits, index) ---- */
 
-size_t wt_della_scratch_bytes(size_t n) { return n * (2 * sizeof(uint64_t) + sizeof(double)) + 4096 * sizeof(uint32_t); }
+/* a, b (keys), prob, the histograms (4096), a bucket sort's counts (1024) and its sorted flags (2048). */
+size_t wt_della_scratch_bytes(size_t n) { return n * (2 * sizeof(uint64_t) + sizeof(double)) + (4096 + 1024) * sizeof(uint32_t) + 2048; }
 
 /* Sorts keys |bits| << 32 | index ascending: three stable counting passes over the magnitude's
    11 + 10 + 10 bits (a pass whose digit is the same for every entry is skipped); the index in the
@@ -102,6 +103,30 @@ static size_t rank_in_bucket(const uint64_t *members, size_t count, uint64_t key
     return r;
 }
 
+/* A bucket's members (sharing their magnitude's top 11 bits) sorted by key, so by magnitude then
+   index: two stable counting passes over the other 20 bits, through tmp, back into members. */
+static void sort_bucket(uint64_t *members, size_t count, uint64_t *tmp, uint32_t *c) {
+    uint64_t *from = members, *to = tmp;
+    for (int shift = 32; shift <= 42; shift += 10) {
+        memset(c, 0, 1024 * sizeof(uint32_t));
+        for (size_t j = 0; j < count; j++) c[(from[j] >> shift) & 1023]++;
+        uint32_t sum = 0;
+        for (uint32_t d = 0; d < 1024; d++) { uint32_t k = c[d]; c[d] = sum; sum += k; }
+        for (size_t j = 0; j < count; j++) to[c[(from[j] >> shift) & 1023]++] = from[j];
+        uint64_t *t = from; from = to; to = t;
+    }
+}
+
+/* The position of key in sorted members (it is one of them: keys hold the index). */
+static size_t position_in_sorted(const uint64_t *members, size_t count, uint64_t key) {
+    size_t lo = 0, hi = count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (members[mid] < key) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
 size_t wt_della_row(float *p, size_t n, uint64_t state[4], const double *prob_by_rank, int inverse, void *scratch) {
     uint64_t *a = scratch, *b = a + n;
     double *prob = (double *)(b + n);
@@ -125,8 +150,10 @@ size_t wt_della_row(float *p, size_t n, uint64_t state[4], const double *prob_by
        decides against the bucket's lowest and highest probabilities; only a draw between the two
        (rare: a bucket spans a small slice of the probability range) needs the exact rank. */
     const uint32_t *bits = (const uint32_t *)p;
-    uint32_t *start = hist, *fill = hist + 2048;
+    uint32_t *start = hist, *fill = hist + 2048, *counts = hist + 4096;
+    uint8_t *sorted = (uint8_t *)(counts + 1024);
     memset(start, 0, 2048 * sizeof(uint32_t));
+    memset(sorted, 0, 2048);
     for (size_t i = 0; i < n; i++) start[(bits[i] & 0x7FFFFFFFu) >> 20]++;
     uint32_t sum = 0;
     for (uint32_t d = 0; d < 2048; d++) { uint32_t c = start[d]; start[d] = sum; fill[d] = sum; sum += c; }
@@ -143,7 +170,17 @@ size_t wt_della_row(float *p, size_t n, uint64_t state[4], const double *prob_by
 #if defined(__GNUC__)
         __asm__("" : "+r"(keep), "+r"(open));   /* both as flags computed, one rare branch (not two coin flips) */
 #endif
-        if (__builtin_expect(open, 0)) keep = u < prob_by_rank[lo + rank_in_bucket(a + lo, hi - lo + 1, m << 32, (uint32_t)i)];
+        if (__builtin_expect(open, 0)) {
+            /* The exact rank: a scan of the bucket, or, once the scans of the draws still to land in
+               its range (about size x range of them) would cost more than sorting it, a search. */
+            size_t size = hi - lo + 1, r;
+            if (!sorted[d] && (double)size * (double)size * (prob_by_rank[hi] - prob_by_rank[lo]) > 4.0 * (double)size + 4096.0) {
+                sort_bucket(a + lo, size, b, counts);
+                sorted[d] = 1;
+            }
+            r = sorted[d] ? position_in_sorted(a + lo, size, m << 32 | (uint64_t)i) : rank_in_bucket(a + lo, size, m << 32, (uint32_t)i);
+            keep = u < prob_by_rank[lo + r];
+        }
         p[i] = kept_or_zero(p[i], keep);
         kept += (size_t)keep;
     }

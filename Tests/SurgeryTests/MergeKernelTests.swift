@@ -164,7 +164,10 @@ final class MergeKernelTests: XCTestCase {
 
     /// DELLA's row rule as first written: ranks by a stable sort, probabilities by rank, one draw per entry.
     func testDELLARowRanksByMagnitudeWithTiesByIndex() {
-        for (x, cols) in [(tied(777, seed: "r"), 777), (values(2048, seed: "r"), 2048), ([Float(-0.0), 0, 2], 3), ([Float(5)], 1)] {
+        // Long rows: draws landing inside a bucket's range are ranked by sorting the bucket once
+        // (heavy ties: buckets of thousands), or by a scan (the short rows).
+        for (x, cols) in [(tied(777, seed: "r"), 777), (values(2048, seed: "r"), 2048), ([Float(-0.0), 0, 2], 3), ([Float(5)], 1),
+                          (tied(20011, seed: "long"), 20011), (values(40000, seed: "long"), 40000)] {
             for inverse in [false, true] {
                 let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.4, epsilon: 0.15)
                 var rng = SeededRNG(seed: 1, stream: "della"), reference = rng
