@@ -201,6 +201,13 @@ static inline uint32_t score_bits(float w, const double *col_scale, size_t c) {
     return b & 0x7FFFFFFFu;
 }
 
+/* A row's scores (score_bits of each entry). Two loops: a test on scale inside would become masked
+   loads through NULL. */
+static inline __attribute__((always_inline)) void row_scores(const float *wr, size_t cols, const double *scale, uint32_t *score) {
+    if (scale) for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], scale, c);
+    else for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], NULL, c);
+}
+
 /* The last entries of a row (count < 4, from x, mask bytes m, act NULL or from the same column)
    into lane 0 of the report's sums, as the portable loops add them, and the counts. */
 static inline void tail_sums(const float *x, const uint8_t *m, const double *act, size_t count, double ws[4], double rs[4], double ns[4],
@@ -340,9 +347,7 @@ void row_mask(const float *wr, size_t cols, wt_row_rule rule, const double *col_
         memset(mask, k == 0 ? 0 : 1, cols);
         return;
     }
-    /* two loops: a test on col_scale inside would become masked loads through NULL */
-    if (col_scale) for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], col_scale, c);
-    else for (size_t c = 0; c < cols; c++) score[c] = score_bits(wr[c], NULL, c);
+    row_scores(wr, cols, col_scale, score);
     if (rule.nm_m) {
         size_t g = 0;
 #if defined(__x86_64__)
@@ -467,8 +472,7 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
         /* top-k without DSnoT: the mask never needs to exist (finish_topk_avx2) */
         for (size_t r = 0; r < rows; r++) {
             const float *wr = w + r * cols;
-            if (col_scale) for (size_t c = 0; c < cols; c++) scores[c] = score_bits(wr[c], col_scale, c);
-            else for (size_t c = 0; c < cols; c++) scores[c] = score_bits(wr[c], NULL, c);
+            row_scores(wr, cols, col_scale, scores);
             uint32_t t = select_kth(scores, sel, cols, rule.k, avx2);
             finish_topk_avx2(wr, s + r * cols * (size_t)elem_size, elem_size, cols, scores, t, rule.k, act, d + r * cols * (size_t)elem_size, tally);
         }
@@ -484,9 +488,9 @@ void prune_rows(const float *w, const void *src, int elem_size, size_t rows, siz
             for (size_t i = 0; i < m; i++) {
                 const float *wr = w + (r0 + i) * cols;
                 uint32_t *sc = scores + i * cols;
-                if (give_scale) for (size_t c = 0; c < cols; c++) sc[c] = score_bits(wr[c], give_scale, c);
+                if (give_scale) row_scores(wr, cols, give_scale, sc);
                 else if (rule.nm_m == 0 && (rule.k == 0 || rule.k >= cols))   /* row_mask computed none */
-                    for (size_t c = 0; c < cols; c++) sc[c] = score_bits(wr[c], col_scale, c);
+                    row_scores(wr, cols, col_scale, sc);
             }
             tally->swaps += wt_dsnot_rows(w + r0 * cols, masks, (const float *)scores, m, cols, dsnot, dscratch);
         }
