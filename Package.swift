@@ -36,6 +36,10 @@ let package = Package(
         // report sums), AVX2 at run time.
         .target(name: "CMerge", dependencies: ["CHalf"], path: "Sources/CMerge",
                 cSettings: [.unsafeFlags(["-ffp-contract=off"]), .unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        // Products of a large matrix with thin panels (the SVD engine's power iterations), AVX-512
+        // at run time (BLAS otherwise).
+        .target(name: "CPanel", path: "Sources/CPanel",
+                cSettings: [.unsafeFlags(["-ffp-contract=off"]), .unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // The dense linear assignment solver (Jonker-Volgenant), AVX2 at run time.
         .target(name: "CAssign", path: "Sources/CAssign",
                 cSettings: [.unsafeFlags(["-ffp-contract=off"]), .unsafeFlags(["-O2"], .when(configuration: .debug))]),
@@ -44,7 +48,7 @@ let package = Package(
         // The file format alone: header parsing/validation, mmap reader, shards, writer, codecs.
         .target(name: "SafeTensors", dependencies: ["CHalf", "CZlib", "CSystem"]),
         // Thin Swift over BLAS/LAPACK, and the seeded RNG.
-        .target(name: "Linalg", dependencies: ["COpenBLAS", "CLAPACKE", "CAssign"]),
+        .target(name: "Linalg", dependencies: ["COpenBLAS", "CLAPACKE", "CAssign", "CPanel"]),
         // The operations and the streaming engine they share.
         // Optimised in debug builds too: the tests run the debug binary on real tensors, and the
         // K-quant searches (SIMD lanes) are a hundred times slower unoptimised.
@@ -55,7 +59,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors"]),
-        .testTarget(name: "LinalgTests", dependencies: ["Linalg"]),
+        .testTarget(name: "LinalgTests", dependencies: ["Linalg", "CPanel"]),
         .testTarget(name: "SurgeryTests", dependencies: ["Surgery", "SafeTensors", "Linalg", "CQuant", "CLowRank", "CMerge", "CAssign"]),
         .testTarget(name: "wtoolTests", dependencies: ["SafeTensors"]),
     ]

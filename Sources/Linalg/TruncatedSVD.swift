@@ -54,7 +54,7 @@ public struct TruncatedSVD: Sendable {
                 let w = try orthonormalBasisCholeskyQR2(BlockedProducts.transposedTimes(a, q, threads: threads))  // n x l
                 q = try orthonormalBasisCholeskyQR2(BlockedProducts.times(a, w, threads: threads))                // m x l
             }
-            let b = BlockedProducts.transposedTimes(a, q, threads: threads).transposed                            // l x n
+            let b = BlockedProducts.transposedPanelTimes(q, a, threads: threads)                                 // l x n
             let small = try svd(b)
             self.init(u: matmul(q, small.u), s: small.s, vt: small.vt, keep: k)
         }
@@ -83,8 +83,8 @@ public struct TruncatedSVD: Sendable {
         var q = try orthonormalBasisCholeskyQR2(BlockedProducts.times(a, testMatrix(n, l, options), threads: threads))
         var best = Double.infinity, sinceBest = 0
         for it in 1...max(1, options.maxIterations) {
-            let z = BlockedProducts.transposedTimes(a, q, threads: threads)    // n x l = Bᵀ, B = QᵀA
-            let small = try svd(z.transposed)                                  // B = Ũ S Vᵀ
+            let b = BlockedProducts.transposedPanelTimes(q, a, threads: threads)   // B = QᵀA, l x n
+            let small = try svd(b)                                                // B = Ũ S Vᵀ
             let u = matmul(q, small.u)                                         // Ritz vectors, m x l
             let v = small.vt.transposed                                        // n x l
             let y = BlockedProducts.times(a, v, threads: threads)              // A V, m x l

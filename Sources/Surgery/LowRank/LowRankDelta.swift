@@ -50,10 +50,12 @@ enum LowRankDelta {
     /// Rows of the approximation formed at a time, per worker.
     static let rowsPerBlock = 16
 
-    /// ‖A - B·C‖_F² in f64 for A m x n, B m x k, C k x n: the approximation is formed
+    /// ‖A - B·C‖_F² in f64 for A m x n, B m x k, C k x n: in the own AVX-512 kernel where it runs
+    /// (`BlockedProducts.residualSumOfSquares`); otherwise the approximation is formed with BLAS
     /// `rowsPerBlock` rows at a time, the blocks shared by `threads` workers, their sums added in
     /// block order (so the result does not depend on the thread count).
     static func residualSq(_ a: Matrix, _ b: Matrix, _ c: Matrix, threads: Int) -> Double {
+        if let own = BlockedProducts.residualSumOfSquares(a, b, c, threads: threads) { return own }
         let m = a.rows, n = a.cols, k = b.cols
         precondition(b.rows == m && c.rows == k && c.cols == n, "residualSq: shapes")
         guard m > 0, n > 0 else { return 0 }
