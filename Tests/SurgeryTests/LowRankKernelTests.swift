@@ -54,4 +54,28 @@ final class LowRankKernelTests: XCTestCase {
         let none = LowRankDelta.residualSq(a, Matrix(rows: m, cols: 0), Matrix(rows: 0, cols: n), threads: 2)
         XCTAssertEqual(none, a.data.reduce(0.0) { $0 + Double($1) * Double($1) }, accuracy: 1e-9 * none)
     }
+
+    func testDeltaBuffersLendTheSameStorageAndNewOnesWhenTooSmall() {
+        let pool = DeltaBuffers()
+        func address(_ a: [Float]) -> UnsafeRawPointer? { a.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) } }
+        // as the job does: the caller's reference dropped once the array is given back
+        func giveBack(_ a: inout [Float]) { pool.give(a); a = [] }
+        var a = pool.take(1000)
+        XCTAssertEqual(a.count, 1000)
+        let storage = address(a)
+        giveBack(&a)
+        a = pool.take(10)      // shrinks in place
+        XCTAssertEqual(a.count, 10)
+        XCTAssertEqual(address(a), storage)
+        giveBack(&a)
+        a = pool.take(1000)    // grows back within its capacity
+        XCTAssertEqual(a.count, 1000)
+        XCTAssertEqual(address(a), storage)
+        giveBack(&a)
+        let larger = pool.take(5000)   // beyond the capacity: a new array
+        XCTAssertEqual(larger.count, 5000)
+        let other = pool.take(3)       // nothing left to lend: a new array too
+        XCTAssertEqual(other.count, 3)
+        XCTAssertNotEqual(address(other), address(larger))
+    }
 }

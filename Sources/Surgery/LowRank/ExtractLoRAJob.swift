@@ -80,11 +80,12 @@ public struct ExtractLoRAJob: Sendable {
         let sharedSet = Set(shared), alone = plan.indices.filter { !sharedSet.contains($0) }
         let progress = Progress(total: plan.count, label: "extract", quiet: settings.quiet)
         let threads = settings.threads
+        let buffers = DeltaBuffers()
         let aloneResults = try Engine.map(count: alone.count, threads: threads, progress: progress) { j in
-            try job.factor(plan[alone[j]].0, plan[alone[j]].1, b: b, ft: ft, threads: 1)
+            try job.factor(plan[alone[j]].0, plan[alone[j]].1, b: b, ft: ft, threads: 1, buffers: buffers)
         }
         let sharedResults = try Engine.map(count: shared.count, threads: min(threads, 2), progress: progress) { j in
-            try job.factor(plan[shared[j]].0, plan[shared[j]].1, b: b, ft: ft, threads: threads)
+            try job.factor(plan[shared[j]].0, plan[shared[j]].1, b: b, ft: ft, threads: threads, buffers: buffers)
         }
         var byIndex = [Factored?](repeating: nil, count: plan.count)
         for (j, i) in alone.enumerated() { byIndex[i] = aloneResults[j] }
@@ -142,7 +143,7 @@ public struct ExtractLoRAJob: Sendable {
         var row: JSONValue = .null
     }
 
-    func factor(_ e: Checkpoint.Entry, _ kind: Kind, b: Checkpoint, ft: Checkpoint, threads: Int) throws -> Factored {
+    func factor(_ e: Checkpoint.Entry, _ kind: Kind, b: Checkpoint, ft: Checkpoint, threads: Int, buffers: DeltaBuffers) throws -> Factored {
         let be = b.entry(e.name)!
         let p = PEFTAdapterConfig.prefix
         var out = Factored()
@@ -159,13 +160,16 @@ public struct ExtractLoRAJob: Sendable {
         case .linear, .embedding:
             let isEmbedding: Bool = { if case .embedding = kind { return true }; return false }()
             let (rows, cols) = (e.info.shapeInts[0], e.info.shapeInts[1])
-            let (delta, normSq) = LowRankDelta.decode(ft: ft, e, base: b, be, threads: threads)
+            var delta: [Float], normSq: Double
+            (delta, normSq) = LowRankDelta.decode(ft: ft, e, base: b, be, threads: threads, buffers: buffers)
             guard normSq.isFinite else {   // Σ delta² of finite f32 values cannot overflow an f64
                 throw FormatError(file: ft.filePath(of: e), tensor: e.name, "FT - BASE has NaN or infinite values, which no SVD can factor")
             }
             // PEFT's embedding delta is (B A)^T: factor the transpose.
             var a = Matrix(rows: rows, cols: cols, data: delta)
+            delta = []   // `a` holds the only reference, so the array goes back unshared
             if isEmbedding { a = a.transposed }
+            defer { buffers.give(a.data) }   // the next matrix decodes into it
             let opts = svd.options(rank: policy.fixedRank, rows: a.rows, cols: a.cols, stream: e.name, threads: threads)
             let t: TruncatedSVD, why: String
             if let r = policy.fixedRank {

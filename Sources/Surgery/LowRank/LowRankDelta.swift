@@ -12,8 +12,9 @@ enum LowRankDelta {
     /// FT - BASE of one tensor, each difference rounded to f32 from f64 (exact for every float
     /// dtype), and Σ delta² in f64 (CLowRank's lanes, chunk by chunk, the chunks' sums added in
     /// order), `threads` workers sharing the chunks. The inputs' pages leave the resident set chunk
-    /// by chunk.
-    static func decode(ft: Checkpoint, _ e: Checkpoint.Entry, base: Checkpoint, _ be: Checkpoint.Entry, threads: Int) -> (delta: [Float], normSq: Double) {
+    /// by chunk. `buffers` lends the array (see `DeltaBuffers`); without it, a new one.
+    static func decode(ft: Checkpoint, _ e: Checkpoint.Entry, base: Checkpoint, _ be: Checkpoint.Entry, threads: Int,
+                       buffers: DeltaBuffers? = nil) -> (delta: [Float], normSq: Double) {
         let n = e.info.count
         ft.willNeed(e)
         base.willNeed(be)
@@ -24,7 +25,8 @@ enum LowRankDelta {
         let workers = BlockedProducts.workers(count: n, threads: threads, block: chunk)
         var sums = [Double](repeating: 0, count: chunks)
         var scratch = [Float](repeating: 0, count: workers * min(chunk, n))
-        let delta = [Float](unsafeUninitializedCapacity: n) { out, done in
+        var delta = buffers?.take(n) ?? [Float](repeating: 0, count: n)
+        delta.withUnsafeMutableBufferPointer { out in
             scratch.withUnsafeMutableBufferPointer { s in
                 sums.withUnsafeMutableBufferPointer { sp in
                     let (o, s0, sums0) = (SendableMutablePointer(out.baseAddress), SendableMutablePointer(s.baseAddress), SendableMutablePointer(sp.baseAddress))
@@ -40,7 +42,6 @@ enum LowRankDelta {
                     }
                 }
             }
-            done = n
         }
         ft.release(e)
         base.release(be)
@@ -87,6 +88,31 @@ enum LowRankDelta {
         }
         return sums.reduce(0, +)
     }
+}
+
+/// Delta arrays handed from one matrix to the next within a job. A new array per matrix costs
+/// a page fault and a zeroed page per 4 KiB (44,000 for a 4096 x 11008 delta) and an munmap when
+/// it is freed: a tenth of a randomized extraction's CPU time. A job holds as many as it factors
+/// at once (their largest size: the peak it had anyway), until it ends.
+final class DeltaBuffers: @unchecked Sendable {
+    private let lock = Mutex()
+    private var spare: [[Float]] = []
+
+    /// An array of n floats, whose contents the caller overwrites: a returned one when there is.
+    func take(_ n: Int) -> [Float] {
+        guard var b = lock.withLock({ spare.popLast() }), b.capacity >= n else {
+            return [Float](repeating: 0, count: n)   // none, or too small: a new one (the old one freed first)
+        }
+        if b.count > n {
+            b.removeLast(b.count - n)   // keeps the capacity
+        } else if b.count < n {
+            b.append(contentsOf: repeatElement(0, count: n - b.count))
+        }
+        return b
+    }
+
+    /// Takes an array back once its matrix is done with.
+    func give(_ b: [Float]) { lock.withLock { spare.append(b) } }
 }
 
 /// A tensor's mapped bytes handed to the workers that decode it.
