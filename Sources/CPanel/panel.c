@@ -152,9 +152,13 @@ static void transposed_avx512(const float *a, long m, long cols, long lda, const
             long width = cols - j0 < PANEL_COLUMNS ? cols - j0 : PANEL_COLUMNS;
             long strips = (width + 63) / 64;
             /* copy the block row by row (each row's piece read in order) into strips of 64
-               columns, the last one padded with zeros */
+               columns, the last one padded with zeros; the piece two rows on is fetched
+               meanwhile (each row starts a new page, which the hardware does not prefetch
+               into: the copy ran 5-40% faster so, in alternated runs) */
             for (long i = 0; i < rows; i++) {
                 const float *src = a + (i0 + i) * lda + j0;
+                if (i + 2 < rows)
+                    for (long c = 0; c < width; c += 16) _mm_prefetch((const char *)(src + 2 * lda + c), _MM_HINT_T0);
                 for (long st = 0; st < strips; st++) {
                     float *d = sp + (st * STRIP_ROWS + i) * 64;
                     for (int v = 0; v < 4; v++)

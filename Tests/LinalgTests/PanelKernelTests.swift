@@ -24,18 +24,8 @@ final class PanelKernelTests: XCTestCase {
         return y
     }
 
-    /// (Qᵀ A)[t][j]: fmaf(q[i][t], a[i][j], c) for i in order, from zero.
-    func chainTransposedTimes(_ q: Matrix, _ a: Matrix) -> Matrix {
-        var z = Matrix(rows: q.cols, cols: a.cols)
-        for t in 0..<q.cols {
-            for j in 0..<a.cols {
-                var c: Float = 0
-                for i in 0..<a.rows { c = c.addingProduct(q.data[i * q.cols + t], a.data[i * a.cols + j]) }
-                z.data[t * a.cols + j] = c
-            }
-        }
-        return z
-    }
+    /// (Qᵀ A)[t][j]: fmaf(q[i][t], a[i][j], c) for i in order, from zero: the chain of Qᵀ times A.
+    func chainTransposedTimes(_ q: Matrix, _ a: Matrix) -> Matrix { chainTimes(q.transposed, a) }
 
     func requireKernels() throws {
         try XCTSkipUnless(BlockedProducts.ownKernels, "this CPU has no AVX-512: the products run in BLAS (tested by the other cases)")
