@@ -2,6 +2,8 @@
    extraction's time as Swift closures over arrays (zip/map and a scalar f64 sum). */
 #include "CLowRank.h"
 #include "CHalf.h"
+#include <stdint.h>
+#include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -45,7 +47,70 @@ static double diff_portable(const float *a, const float *b, size_t n) {
     return lanes_total(acc);
 }
 
+static inline float bf16_value(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    uint32_t b = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+static double delta_bf16_portable(const uint8_t *ft, const uint8_t *base, float *out, size_t n) {
+    double acc[4] = {0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) {
+            float d = (float)((double)bf16_value(ft + 2 * (i + j)) - (double)bf16_value(base + 2 * (i + j)));
+            out[i + j] = d;
+            acc[j] += (double)d * (double)d;
+        }
+    for (int j = 0; i < n; i++, j++) {
+        float d = (float)((double)bf16_value(ft + 2 * i) - (double)bf16_value(base + 2 * i));
+        out[i] = d;
+        acc[j] += (double)d * (double)d;
+    }
+    return lanes_total(acc);
+}
+
 #if defined(__x86_64__)
+/* Four entries: their deltas stored and their squares added to the four lanes. */
+__attribute__((target("avx2")))
+static inline __m256d delta_quad(__m128 f, __m128 b, float *out, __m256d acc) {
+    __m128 d = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_cvtps_pd(f), _mm256_cvtps_pd(b)));
+    _mm_storeu_ps(out, d);
+    __m256d r = _mm256_cvtps_pd(d);
+    return _mm256_add_pd(acc, _mm256_mul_pd(r, r));
+}
+
+__attribute__((target("avx2")))
+static double delta_bf16_avx2(const uint8_t *ft, const uint8_t *base, float *out, size_t n) {
+    __m256d acc = _mm256_setzero_pd();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i f = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(ft + 2 * i))), 16);
+        __m256i b = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(base + 2 * i))), 16);
+        __m256 fv = _mm256_castsi256_ps(f), bv = _mm256_castsi256_ps(b);
+        acc = delta_quad(_mm256_castps256_ps128(fv), _mm256_castps256_ps128(bv), out + i, acc);
+        acc = delta_quad(_mm256_extractf128_ps(fv, 1), _mm256_extractf128_ps(bv, 1), out + i + 4, acc);
+    }
+    double a[4];
+    _mm256_storeu_pd(a, acc);
+    /* the rest as the portable loop does: whole quads, then single entries from lane 0 */
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) {
+            float d = (float)((double)bf16_value(ft + 2 * (i + j)) - (double)bf16_value(base + 2 * (i + j)));
+            out[i + j] = d;
+            a[j] += (double)d * (double)d;
+        }
+    for (int j = 0; i < n; i++, j++) {
+        float d = (float)((double)bf16_value(ft + 2 * i) - (double)bf16_value(base + 2 * i));
+        out[i] = d;
+        a[j] += (double)d * (double)d;
+    }
+    return lanes_total(a);
+}
+
 __attribute__((target("avx2")))
 static double delta_avx2(float *x, const float *base, size_t n) {
     __m256d acc = _mm256_setzero_pd();
@@ -90,6 +155,13 @@ double wt_delta_sumsq(float *x, const float *base, size_t n) {
     if (wt_lowrank_uses_avx2()) return delta_avx2(x, base, n);
 #endif
     return delta_portable(x, base, n);
+}
+
+double wt_delta_bf16_sumsq(const void *ft, const void *base, float *out, size_t n) {
+#if defined(__x86_64__)
+    if (wt_lowrank_uses_avx2()) return delta_bf16_avx2(ft, base, out, n);
+#endif
+    return delta_bf16_portable(ft, base, out, n);
 }
 
 double wt_diff_sumsq(const float *a, const float *b, size_t n) {

@@ -33,6 +33,27 @@ final class LowRankKernelTests: XCTestCase {
         }
     }
 
+    func testBF16DeltaInOnePassEqualsDecodingFirst() {
+        for n in [0, 3, 4, 7, 8, 13, 1001] {
+            // bf16 bytes of two arrays (the f32 values' upper halves), some equal entries
+            let ft = values(n, seed: "bf\(n)"), base = values(n, seed: "bb\(n)", scale: 0.5)
+            var fb = [UInt16](), bb = [UInt16]()
+            for i in 0..<n {
+                fb.append(UInt16(ft[i].bitPattern >> 16))
+                bb.append(i % 5 == 0 ? fb[i] : UInt16(base[i].bitPattern >> 16))
+            }
+            let f32 = fb.map { Float(bitPattern: UInt32($0) << 16) }, b32 = bb.map { Float(bitPattern: UInt32($0) << 16) }
+            var expected = f32
+            let expectedSum = wt_delta_sumsq(&expected, b32, n)
+            bothPaths {
+                var out = [Float](repeating: .nan, count: n)
+                let sum = wt_delta_bf16_sumsq(fb, bb, &out, n)
+                XCTAssertEqual(out.map(\.bitPattern), expected.map(\.bitPattern), "n = \(n)")
+                XCTAssertEqual(sum.bitPattern, expectedSum.bitPattern, "n = \(n)")
+            }
+        }
+    }
+
     func testDifferenceSumOfSquares() {
         let a = values(1003, seed: "a"), b = values(1003, seed: "b")
         let reference = zip(a, b).reduce(0.0) { $0 + (Double($1.0) - Double($1.1)) * (Double($1.0) - Double($1.1)) }

@@ -11,6 +11,10 @@
    return); returns the sum of the squares of the rounded deltas. */
 double wt_delta_sumsq(float *x, const float *base, size_t n);
 
+/* wt_delta_sumsq for two bf16 arrays (unaligned bytes) in one pass: out[i] = (float)((double)ft[i] -
+   (double)base[i]), the same deltas and sum as decoding both to f32 first. */
+double wt_delta_bf16_sumsq(const void *ft, const void *base, float *out, size_t n);
+
 /* The sum of ((double)a[i] - (double)b[i])^2. */
 double wt_diff_sumsq(const float *a, const float *b, size_t n);
 

@@ -21,6 +21,7 @@ enum LowRankDelta {
         let fb = Raw(ft.bytes(e).baseAddress), bb = Raw(base.bytes(be).baseAddress)
         let fdtype = e.info.dtype, bdtype = be.info.dtype
         let fsize = fdtype.size!, bsize = bdtype.size!
+        let bothBF16 = fdtype == .BF16 && bdtype == .BF16
         let chunks = (n + chunk - 1) / chunk
         let workers = BlockedProducts.workers(count: n, threads: threads, block: chunk)
         var sums = [Double](repeating: 0, count: chunks)
@@ -32,9 +33,13 @@ enum LowRankDelta {
                     let (o, s0, sums0) = (SendableMutablePointer(out.baseAddress), SendableMutablePointer(s.baseAddress), SendableMutablePointer(sp.baseAddress))
                     BlockedProducts.forEachBlock(count: n, threads: threads, block: chunk) { w, i, end in
                         let c = end - i, decodedBase = s0.p! + w * chunk
-                        Codec.decode(fdtype, fb.p! + i * fsize, count: c, into: o.p! + i)
-                        Codec.decode(bdtype, bb.p! + i * bsize, count: c, into: decodedBase)
-                        sums0.p![i / chunk] = wt_delta_sumsq(o.p! + i, decodedBase, c)
+                        if bothBF16 {   // one pass instead of three (decode, decode, subtract)
+                            sums0.p![i / chunk] = wt_delta_bf16_sumsq(fb.p! + i * 2, bb.p! + i * 2, o.p! + i, c)
+                        } else {
+                            Codec.decode(fdtype, fb.p! + i * fsize, count: c, into: o.p! + i)
+                            Codec.decode(bdtype, bb.p! + i * bsize, count: c, into: decodedBase)
+                            sums0.p![i / chunk] = wt_delta_sumsq(o.p! + i, decodedBase, c)
+                        }
                         // Done with these input pages: out of the resident set as we go, so peak
                         // memory is the delta, not the delta and both inputs.
                         ft.release(e, bytes: i * fsize..<end * fsize)
