@@ -93,10 +93,16 @@ final class LowRankKernelTests: XCTestCase {
         XCTAssertEqual(a.count, 1000)
         XCTAssertEqual(address(a), storage)
         giveBack(&a)
-        let larger = pool.take(5000)   // beyond the capacity: a new array
+        var larger = pool.take(5000)   // beyond the capacity: a new array
         XCTAssertEqual(larger.count, 5000)
-        let other = pool.take(3)       // nothing left to lend: a new array too
+        var other = pool.take(3)       // nothing left to lend: a new array too
         XCTAssertEqual(other.count, 3)
         XCTAssertNotEqual(address(other), address(larger))
+        // the largest one lent first, whatever the order they came back in
+        let bigStorage = address(larger)
+        giveBack(&larger)
+        giveBack(&other)
+        a = pool.take(2)
+        XCTAssertEqual(address(a), bigStorage)
     }
 }

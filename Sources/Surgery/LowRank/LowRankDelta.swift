@@ -97,17 +97,20 @@ enum LowRankDelta {
 
 /// Delta arrays handed from one matrix to the next within a job. A new array per matrix costs
 /// a page fault and a zeroed page per 4 KiB (44,000 for a 4096 x 11008 delta) and an munmap when
-/// it is freed: a tenth of a randomized extraction's CPU time. A job holds as many as it factors
-/// at once (their largest size: the peak it had anyway), until it ends.
+/// it is freed: a tenth of a randomized extraction's CPU time. The pool holds at most as many
+/// arrays as were in use at once, until the job ends.
 final class DeltaBuffers: @unchecked Sendable {
     private let lock = Mutex()
     private var spare: [[Float]] = []
 
-    /// An array of n floats, whose contents the caller overwrites: a returned one when there is.
+    /// An array of n floats, whose contents the caller overwrites: the largest returned one when
+    /// it is large enough; otherwise that one is dropped and a new one made.
     func take(_ n: Int) -> [Float] {
-        guard var b = lock.withLock({ spare.popLast() }), b.capacity >= n else {
-            return [Float](repeating: 0, count: n)   // none, or too small: a new one (the old one freed first)
+        let largest: [Float]? = lock.withLock {
+            guard let i = spare.indices.max(by: { spare[$0].capacity < spare[$1].capacity }) else { return nil }
+            return spare.remove(at: i)
         }
+        guard var b = largest, b.capacity >= n else { return [Float](repeating: 0, count: n) }
         if b.count > n {
             b.removeLast(b.count - n)   // keeps the capacity
         } else if b.count < n {
