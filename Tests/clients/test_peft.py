@@ -18,7 +18,9 @@ def peft_merged(base, adapter):
 
 
 @pytest.mark.parametrize("args", [["--rank", "4"], ["--rank", "8", "--split", "left", "--embeddings", "lora"], ["--energy", "0.9"],
-                                  ["--rank", "4", "--format", "dora"], ["--rank", "6", "--format", "dora", "--embeddings", "lora"]])
+                                  ["--rank", "4", "--format", "dora"], ["--rank", "6", "--format", "dora", "--embeddings", "lora"],
+                                  # every matrix through the randomized SVD's products (wtool's own kernels on AVX-512)
+                                  ["--rank", "4", "--svd", "randomized"]])
 def test_extracted_adapter_merges_in_peft_like_wtool_apply(tmp_path, args):
     wtool("lowrank-svd", "extract", "--base", BASE, FT, "-o", tmp_path / "ad", *args, "--quiet")
     wtool("lowrank-svd", "apply", "--base", BASE, tmp_path / "ad", "-o", tmp_path / "merged", "--quiet")
