@@ -56,9 +56,9 @@ static inline float bf16_value(const uint8_t *p) {
     return f;
 }
 
-static double delta_bf16_portable(const uint8_t *ft, const uint8_t *base, float *out, size_t n) {
-    double acc[4] = {0, 0, 0, 0};
-    size_t i = 0;
+/* Entries i ..< n of a bf16 pair into the four lanes, whole quads then single entries from lane 0
+   (the order of the three-pass path: the AVX2 pass finishes its rows with it too). */
+static double delta_bf16_rest(const uint8_t *ft, const uint8_t *base, float *out, size_t i, size_t n, double *acc) {
     for (; i + 4 <= n; i += 4)
         for (int j = 0; j < 4; j++) {
             float d = (float)((double)bf16_value(ft + 2 * (i + j)) - (double)bf16_value(base + 2 * (i + j)));
@@ -71,6 +71,11 @@ static double delta_bf16_portable(const uint8_t *ft, const uint8_t *base, float 
         acc[j] += (double)d * (double)d;
     }
     return lanes_total(acc);
+}
+
+static double delta_bf16_portable(const uint8_t *ft, const uint8_t *base, float *out, size_t n) {
+    double acc[4] = {0, 0, 0, 0};
+    return delta_bf16_rest(ft, base, out, 0, n, acc);
 }
 
 #if defined(__x86_64__)
@@ -96,19 +101,7 @@ static double delta_bf16_avx2(const uint8_t *ft, const uint8_t *base, float *out
     }
     double a[4];
     _mm256_storeu_pd(a, acc);
-    /* the rest as the portable loop does: whole quads, then single entries from lane 0 */
-    for (; i + 4 <= n; i += 4)
-        for (int j = 0; j < 4; j++) {
-            float d = (float)((double)bf16_value(ft + 2 * (i + j)) - (double)bf16_value(base + 2 * (i + j)));
-            out[i + j] = d;
-            a[j] += (double)d * (double)d;
-        }
-    for (int j = 0; i < n; i++, j++) {
-        float d = (float)((double)bf16_value(ft + 2 * i) - (double)bf16_value(base + 2 * i));
-        out[i] = d;
-        a[j] += (double)d * (double)d;
-    }
-    return lanes_total(a);
+    return delta_bf16_rest(ft, base, out, i, n, a);
 }
 
 __attribute__((target("avx2")))
