@@ -35,7 +35,7 @@ static long times_block_rows(long lp) {
     return kc < 16 ? 16 : kc;
 }
 
-/* Masks of the `v` vectors of 16 columns from column j of a row of l. */
+/* The mask of the 16 columns from column j of a row of l (none past its end). */
 static inline __mmask16 column_mask(long j, long l) {
     long left = l - j;
     return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
@@ -50,7 +50,7 @@ static inline void times_tile(const float *a, long lda, const float *xp, long lp
     for (int r = 0; r < R; r++)
         for (int v = 0; v < V; v++)
             c[r][v] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], y + r * ldy + j + 16 * v);
-    const float *xr = xp + k0 * lp + j;
+    const float *xr = xp + j;   /* xp: the block of x, its row 0 being x's row k0 */
     for (long k = k0; k < k1; k++, xr += lp) {
         __m512 xv[5];
         for (int v = 0; v < V; v++) xv[v] = _mm512_load_ps(xr + 16 * v);
@@ -86,14 +86,12 @@ static void times_avx512(const float *a, long rows, long n, long lda, const floa
             memcpy(d, x + k * ldx, (size_t)l * 4);
             memset(d + l, 0, (size_t)(lp - l) * 4);
         }
-        /* xp holds rows k0 ..< k1 of x: point the tile at it as if it began at row k0 */
-        const float *xk = xp - k0 * lp;
         for (long i = 0; i < rows; i += 4) {
             int R = rows - i < 4 ? (int)(rows - i) : 4;
             for (long j = 0; j < l; j += 80) {
                 int V = (int)((l - j + 15) / 16);
                 if (V > 5) V = 5;
-                times_dispatch(a + i * lda, lda, xk, lp, y + i * ldy, ldy, j, l, k0 == 0, k0, k1, R, V);
+                times_dispatch(a + i * lda, lda, xp, lp, y + i * ldy, ldy, j, l, k0 == 0, k0, k1, R, V);
             }
         }
     }
