@@ -683,14 +683,16 @@ static void mask_apply_avx2(uint32_t *b, size_t bytes, const uint8_t *in) {
 }
 #endif
 
+/* Bit j of the mask: set when the float with these bits is nonzero (either sign of zero clears it). */
+static inline void store_bit(uint8_t *bits, size_t j, uint32_t value) {
+    uint8_t bit = (uint8_t)(1u << (j & 7));
+    bits[j >> 3] = (uint8_t)((bits[j >> 3] & ~bit) | ((value & 0x7FFFFFFFu) ? bit : 0));
+}
+
 void wt_mask_store(const float *p, size_t n, uint8_t *bits, size_t at) {
     const uint32_t *b = (const uint32_t *)p;
     size_t i = 0;
-    for (; i < n && ((at + i) & 7); i++) {   /* up to a byte boundary */
-        size_t j = at + i;
-        uint8_t bit = (uint8_t)(1u << (j & 7));
-        bits[j >> 3] = (uint8_t)((bits[j >> 3] & ~bit) | ((b[i] & 0x7FFFFFFFu) ? bit : 0));
-    }
+    for (; i < n && ((at + i) & 7); i++) store_bit(bits, at + i, b[i]);   /* up to a byte boundary */
 #if defined(__x86_64__)
     if (wt_merge_uses_avx2() && n - i >= 8) {
         size_t bytes = (n - i) / 8;
@@ -703,11 +705,7 @@ void wt_mask_store(const float *p, size_t n, uint8_t *bits, size_t at) {
         for (int l = 0; l < 8; l++) byte |= (uint32_t)((b[i + l] & 0x7FFFFFFFu) != 0) << l;
         bits[(at + i) >> 3] = (uint8_t)byte;
     }
-    for (; i < n; i++) {
-        size_t j = at + i;
-        uint8_t bit = (uint8_t)(1u << (j & 7));
-        bits[j >> 3] = (uint8_t)((bits[j >> 3] & ~bit) | ((b[i] & 0x7FFFFFFFu) ? bit : 0));
-    }
+    for (; i < n; i++) store_bit(bits, at + i, b[i]);
 }
 
 void wt_mask_apply(float *p, size_t n, const uint8_t *bits, size_t at) {
