@@ -4,6 +4,7 @@
 #include "CMerge.h"
 #include "CHalf.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -13,19 +14,12 @@ static int allow_avx2 = 1;
 int wt_merge_uses_avx2(void) { return allow_avx2 && wt_half_uses_f16c(); }
 void wt_merge_allow_avx2(int allow) { allow_avx2 = allow; }
 
-/* ---- Linalg.SeededRNG: xoshiro256** and its 24-bit unit float ---- */
+/* Random draws are Linalg.SeededRNG's xoshiro256**, drawn in bulk by wt_rng_draws24 (draws.c): the
+   top 24 bits v of a draw, its unit float v 2^-24 (exact in float and double). */
+static inline double unit(uint32_t v) { return (double)((float)v * 0x1p-24f); }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static inline uint64_t rng_next(uint64_t s[4]) {
-    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-static inline double rng_unit(uint64_t s[4]) { return (double)((float)(uint32_t)(rng_next(s) >> 40) * 0x1p-24f); }
+/* Draws a kernel asks for at a time: one round of wt_rng_draws24's lanes (64 KiB). */
+#define DRAW_CHUNK 16384
 
 /* v when keep, else +0, without a branch: keep is a coin flip at density 0.5 (the empty asm hides
    the mask from the compiler, which would otherwise turn the select back into a branch). */
@@ -40,19 +34,52 @@ static inline float kept_or_zero(float v, int keep) {
     return v;
 }
 
-size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float scale) {
-    uint64_t s[4] = {state[0], state[1], state[2], state[3]};
-    /* The draw is v 2^-24 for a 24-bit integer v, exact in float and double, so v 2^-24 < density
-       exactly when v < ceil(density 2^24) (the product is exact): one integer compare per entry. */
-    double bound = !(density > 0) ? 0 : density >= 1 ? 16777216.0 : ceil(density * 16777216.0);
-    const uint64_t below = (uint64_t)bound;
+/* DARE on a chunk whose draws are known: v < ceil(density 2^24) exactly when v 2^-24 < density
+   (the product is exact), one integer compare an entry. */
+static size_t dare_portable(float *p, const uint32_t *draw, size_t n, uint32_t below, float scale) {
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
-        int keep = (rng_next(s) >> 40) < below;
+        int keep = draw[i] < below;
         p[i] = kept_or_zero(p[i] * scale, keep);
         kept += (size_t)keep;
     }
-    memcpy(state, s, sizeof s);
+    return kept;
+}
+
+#if defined(__x86_64__)
+/* The same, eight entries a step: the same product, masked to +0 (draws and the bound are below
+   2^25, so the signed compare is the unsigned one). */
+__attribute__((target("avx2")))
+static size_t dare_avx2(float *p, const uint32_t *draw, size_t n, uint32_t below, float scale) {
+    const __m256i b = _mm256_set1_epi32((int)below);
+    const __m256 sc = _mm256_set1_ps(scale);
+    size_t kept = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(b, _mm256_loadu_si256((const __m256i *)(draw + i))));
+        _mm256_storeu_ps(p + i, _mm256_and_ps(_mm256_mul_ps(_mm256_loadu_ps(p + i), sc), keep));
+        kept += (size_t)__builtin_popcount((unsigned)_mm256_movemask_ps(keep));
+    }
+    return kept + dare_portable(p + i, draw + i, n - i, below, scale);
+}
+#endif
+
+size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float scale) {
+    double bound = !(density > 0) ? 0 : density >= 1 ? 16777216.0 : ceil(density * 16777216.0);
+    const uint32_t below = (uint32_t)bound;
+    uint32_t local[256];
+    uint32_t *draw = n > 256 ? malloc((n < DRAW_CHUNK ? n : DRAW_CHUNK) * sizeof(uint32_t)) : NULL;
+    const size_t chunk = draw ? DRAW_CHUNK : 256;   /* no chunk (small, or no memory): the same draws, 256 at a time */
+    if (!draw) draw = local;
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i += chunk) {
+        size_t c = n - i < chunk ? n - i : chunk;
+        wt_rng_draws24(state, draw, c);
+#if defined(__x86_64__)
+        if (wt_merge_uses_avx2()) { kept += dare_avx2(p + i, draw, c, below, scale); continue; }
+#endif
+        kept += dare_portable(p + i, draw, c, below, scale);
+    }
+    if (draw != local) free(draw);
     return kept;
 }
 
@@ -127,22 +154,20 @@ static size_t position_in_sorted(const uint64_t *members, size_t count, uint64_t
     return lo;
 }
 
-size_t wt_della_row(float *p, size_t n, uint64_t state[4], const double *prob_by_rank, int inverse, void *scratch) {
+size_t wt_della_row(float *p, size_t n, const uint32_t *draw, const double *prob_by_rank, int inverse, void *scratch) {
     uint64_t *a = scratch, *b = a + n;
     double *prob = (double *)(b + n);
     uint32_t *hist = (uint32_t *)(prob + n);
-    uint64_t s[4] = {state[0], state[1], state[2], state[3]};
     size_t kept = 0;
     if (inverse) {
         /* Every kept entry is divided by its own probability: exact ranks for all, by a sort. */
         const uint64_t *sorted = sort_by_magnitude(p, n, a, b, hist);
         for (size_t r = 0; r < n; r++) prob[(uint32_t)sorted[r]] = prob_by_rank[r];
         for (size_t i = 0; i < n; i++) {
-            int keep = rng_unit(s) < prob[i];
+            int keep = unit(draw[i]) < prob[i];
             p[i] = kept_or_zero((float)((double)p[i] / prob[i]), keep);
             kept += (size_t)keep;
         }
-        memcpy(state, s, sizeof s);
         return kept;
     }
     /* Only the keep decision is needed, and the probability only grows with the rank: the top 11
@@ -165,7 +190,7 @@ size_t wt_della_row(float *p, size_t n, uint64_t state[4], const double *prob_by
     for (size_t i = 0; i < n; i++) {
         uint64_t m = bits[i] & 0x7FFFFFFFu;
         uint32_t d = (uint32_t)(m >> 20), lo = start[d], hi = fill[d] - 1;
-        double u = rng_unit(s);
+        double u = unit(draw[i]);
         int keep = u < prob_by_rank[lo], open = (u >= prob_by_rank[lo]) & (u < prob_by_rank[hi]);
 #if defined(__GNUC__)
         __asm__("" : "+r"(keep), "+r"(open));   /* both as flags computed, one rare branch (not two coin flips) */
@@ -184,7 +209,6 @@ size_t wt_della_row(float *p, size_t n, uint64_t state[4], const double *prob_by
         p[i] = kept_or_zero(p[i], keep);
         kept += (size_t)keep;
     }
-    memcpy(state, s, sizeof s);
     return kept;
 }
 

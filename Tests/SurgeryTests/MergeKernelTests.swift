@@ -144,21 +144,42 @@ final class MergeKernelTests: XCTestCase {
         }
     }
 
-    /// The kernel compares integers (v < ceil(density 2^24)) where the rule compares v 2^-24 < density:
-    /// densities on and between the 2^-24 steps, and the ends.
-    func testDAREDrawsTheSeededStream() {
-        let x = values(1001, seed: "d")
-        for density in [0.3, 0.5, 1.0 / 3, 0x1p-24, 3 * 0x1p-25, 0, 1, 1 - 0x1p-24, 1 - 0x1p-30] {
-            var rng = SeededRNG(seed: 3, stream: "t", block: 1), reference = rng
-            var expected = x, keptExpected = 0
-            for i in x.indices {
-                if Double(reference.nextUnitFloat()) < density { expected[i] *= 2; keptExpected += 1 } else { expected[i] = 0 }
+    /// Bulk draws are the stream's next draws, one at a time, whatever the count: below a round
+    /// (serial), whole rounds of the eight jumped-ahead lanes, and rounds with a serial tail; the
+    /// state after them is the stream's after as many draws. Both paths.
+    func testBulkDrawsAreTheStreamDrawnOneAtATime() {
+        for n in [0, 1, 7, 16383, 16384, 16385, 3 * 16384 + 77] {
+            bothPaths {
+                var rng = SeededRNG(seed: 11, stream: "bulk", block: UInt64(n)), reference = rng
+                let expected = (0..<n).map { _ in UInt32(reference.next() >> 40) }
+                var got = [UInt32](repeating: 0xFFFF_FFFF, count: n)
+                got.withUnsafeMutableBufferPointer { out in rng.withState { wt_rng_draws24($0, out.baseAddress, n) } }
+                XCTAssertEqual(got, expected, "n \(n) avx2 \(wt_merge_uses_avx2())")
+                XCTAssertEqual(rng.next(), reference.next(), "n \(n): the state advanced by n draws")
             }
-            var p = x
-            let kept = rng.withState { wt_dare_drop(&p, p.count, $0, density, 2) }
-            XCTAssertEqual(p, expected, "density \(density)")
-            XCTAssertEqual(Int(kept), keptExpected)
-            XCTAssertEqual(rng.next(), reference.next())   // the state advanced by as many draws
+        }
+    }
+
+    /// The kernel compares integers (v < ceil(density 2^24)) where the rule compares v 2^-24 < density:
+    /// densities on and between the 2^-24 steps, and the ends; a short block (drawn 256 at a time)
+    /// and one of two bulk rounds and a tail, on both paths.
+    func testDAREDrawsTheSeededStream() {
+        for n in [1001, 2 * 16384 + 13] {
+            let x = values(n, seed: "d")
+            for density in [0.3, 0.5, 1.0 / 3, 0x1p-24, 3 * 0x1p-25, 0, 1, 1 - 0x1p-24, 1 - 0x1p-30] {
+                bothPaths {
+                    var rng = SeededRNG(seed: 3, stream: "t", block: 1), reference = rng
+                    var expected = x, keptExpected = 0
+                    for i in x.indices {
+                        if Double(reference.nextUnitFloat()) < density { expected[i] *= 2; keptExpected += 1 } else { expected[i] = 0 }
+                    }
+                    var p = x
+                    let kept = rng.withState { wt_dare_drop(&p, p.count, $0, density, 2) }
+                    XCTAssertEqual(p.map(\.bitPattern), expected.map(\.bitPattern), "n \(n) density \(density) avx2 \(wt_merge_uses_avx2())")
+                    XCTAssertEqual(Int(kept), keptExpected)
+                    XCTAssertEqual(rng.next(), reference.next())   // the state advanced by as many draws
+                }
+            }
         }
     }
 
@@ -184,10 +205,43 @@ final class MergeKernelTests: XCTestCase {
                 var p = x
                 let scratch = UnsafeMutableRawPointer.allocate(byteCount: wt_della_scratch_bytes(cols), alignment: 64)
                 defer { scratch.deallocate() }
-                let kept = rng.withState { wt_della_row(&p, cols, $0, probs, inverse ? 1 : 0, scratch) }
+                var draws = [UInt32](repeating: 0, count: cols)
+                draws.withUnsafeMutableBufferPointer { d in rng.withState { wt_rng_draws24($0, d.baseAddress, cols) } }
+                let kept = wt_della_row(&p, cols, draws, probs, inverse ? 1 : 0, scratch)
                 XCTAssertEqual(p.map(\.bitPattern), expected.map(\.bitPattern), "cols \(cols) inverse \(inverse)")
                 XCTAssertEqual(Int(kept), keptExpected)
                 XCTAssertEqual(rng.next(), reference.next())
+            }
+        }
+    }
+
+    /// DELLA through the block sparsifier draws the tensor's stream in order although it draws in
+    /// bulk, whole rows at a time: rows of 3000 (65536 draws at a time leave a part row drawn,
+    /// carried into the next draws), blocks of 30 and 20 rows; row by row, one draw at a time, as
+    /// the reference. Both paths.
+    func testDELLABlocksConsumeTheStreamInOrder() throws {
+        let (rows, cols) = (50, 3000)
+        let x = values(rows * cols, seed: "della-blocks")
+        for inverse in [false, true] {
+            bothPaths {
+                let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.5, epsilon: 0.2)
+                var reference = SeededRNG(seed: 5, stream: "w"), expected = x, keptExpected = 0
+                let scratch = UnsafeMutableRawPointer.allocate(byteCount: wt_della_scratch_bytes(cols), alignment: 64)
+                defer { scratch.deallocate() }
+                for r in 0..<rows {
+                    let draws = (0..<cols).map { _ in UInt32(reference.next() >> 40) }
+                    keptExpected += expected.withUnsafeMutableBufferPointer { Int(wt_della_row($0.baseAddress! + r * cols, cols, draws, probs, inverse ? 1 : 0, scratch)) }
+                }
+                var sparsifier = try! BlockSparsifier(.dellaMagprune, count: x.count, rowLength: cols, density: 0.5, gamma: 0, epsilon: 0.2,
+                                                      rescale: inverse ? .inverseDensity : nil, rng: SeededRNG(seed: 5, stream: "w"), tensor: "w",
+                                                      sample: { _, _, _ in XCTFail("DELLA reads no sample") }, blocks: { _ in XCTFail("DELLA makes no pass") })
+                var p = x, kept = 0
+                p.withUnsafeMutableBufferPointer { b in
+                    kept += sparsifier.apply(b.baseAddress!, count: 30 * cols)
+                    kept += sparsifier.apply(b.baseAddress! + 30 * cols, count: 20 * cols)
+                }
+                XCTAssertEqual(p.map(\.bitPattern), expected.map(\.bitPattern), "inverse \(inverse) avx2 \(wt_merge_uses_avx2())")
+                XCTAssertEqual(kept, keptExpected)
             }
         }
     }

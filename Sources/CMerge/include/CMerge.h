@@ -9,15 +9,21 @@
    (state[4] is its state, advanced in place) and its unit float: (next >> 40) * 2^-24. Sums run in
    four f64 lanes (lane j takes the quads' entry j), which the caller adds up as before. */
 
+/* The next n draws of the stream in `state`, each as its top 24 bits (next >> 40; its unit float
+   is that times 2^-24), into out, state advanced by n: the same values as n draws one at a time,
+   computed in eight lanes that start 2048 draws apart (a jump ahead by a precomputed GF(2) matrix
+   of the transition), AVX2 at run time, for every 16384 draws. */
+void wt_rng_draws24(uint64_t state[4], uint32_t *out, size_t n);
+
 /* DARE: keeps entry i when the next unit draw is below `density` (then p[i] *= scale), else sets
    it to +0. Returns how many were kept. */
 size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float scale);
 
 /* DELLA, one row of n entries: the keep probability of entry i is prob_by_rank[r], r its rank in
-   ascending |p| order (ties by index); kept when the next unit draw is below it, then divided by
-   it when `inverse`; dropped entries become +0. `scratch` holds wt_della_scratch_bytes(n) bytes.
-   Returns how many were kept. */
-size_t wt_della_row(float *p, size_t n, uint64_t state[4], const double *prob_by_rank, int inverse, void *scratch);
+   ascending |p| order (ties by index); kept when its unit draw (draw[i] 2^-24, draw[] from
+   wt_rng_draws24) is below it, then divided by it when `inverse`; dropped entries become +0.
+   `scratch` holds wt_della_scratch_bytes(n) bytes. Returns how many were kept. */
+size_t wt_della_row(float *p, size_t n, const uint32_t *draw, const double *prob_by_rank, int inverse, void *scratch);
 size_t wt_della_scratch_bytes(size_t n);
 
 /* Histogram of digit ((bits(|x|) >> shift) & (2^width - 1)) into hist (added to it); with

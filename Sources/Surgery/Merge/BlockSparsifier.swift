@@ -135,19 +135,38 @@ struct BlockSparsifier {
             var kept = 0, lo = 0
             var table: [Double] = [], scratch: UnsafeMutableRawPointer? = nil
             defer { scratch?.deallocate() }
+            // Draws come in bulk (a fraction of the cost of one at a time), whole rows at a time:
+            // draws[0 ..< have] are those of entries first ..< first + have.
+            let capacity = max(min(count, BlockSparsifier.drawChunk), cols)
+            let draws = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, capacity))
+            defer { draws.deallocate() }
+            var first = 0, have = 0
             while lo < count {
                 let len = min(count, lo + cols) - lo
+                if lo + len > first + have {
+                    // keep the drawn ones not yet used, then the next draws of the stream
+                    let left = first + have - lo
+                    draws.update(from: draws + (lo - first), count: left)
+                    let more = min(capacity, count - lo) - left
+                    rng.withState { wt_rng_draws24($0, draws + left, more) }
+                    first = lo
+                    have = left + more
+                }
                 if table.count != len {
                     table = BlockSparsifier.dellaProbabilities(count: len, density: density, epsilon: epsilon)
                     scratch?.deallocate()
                     scratch = UnsafeMutableRawPointer.allocate(byteCount: wt_della_scratch_bytes(len), alignment: 64)
                 }
-                kept += rng.withState { Int(wt_della_row(p + lo, len, $0, table, inverse ? 1 : 0, scratch)) }
+                kept += Int(wt_della_row(p + lo, len, draws + (lo - first), table, inverse ? 1 : 0, scratch))
                 lo += len
             }
             return kept
         }
     }
+
+    /// DELLA's draws made at a time (or a row's, when longer): 256 KiB, four rounds of the bulk
+    /// draws' lanes (16384 each).
+    static let drawChunk = 1 << 16
 
     /// DELLA's keep probability by ascending magnitude rank in a row of `count` entries:
     /// density - epsilon at the smallest to density + epsilon at the largest (density alone for one entry).
