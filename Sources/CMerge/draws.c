@@ -14,10 +14,11 @@
 #include <immintrin.h>
 #endif
 
-/* Draws per lane per round (eight lanes: 16384 draws a round). The seven jumps of a round cost
-   about as much as a few thousand draws, so a round is long; the matrix is 8 KiB. */
+/* Draws per lane per round (eight lanes: WT_RNG_ROUND draws a round). The seven jumps of a round
+   cost about as much as a few thousand draws, so a round is long; the matrix is 8 KiB. */
 #define SEGMENT 2048
 #define LANES 8
+_Static_assert(SEGMENT * LANES == WT_RNG_ROUND, "a round is WT_RNG_ROUND draws");
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 

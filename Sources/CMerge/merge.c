@@ -19,7 +19,7 @@ void wt_merge_allow_avx2(int allow) { allow_avx2 = allow; }
 static inline double unit(uint32_t v) { return (double)((float)v * 0x1p-24f); }
 
 /* Draws a kernel asks for at a time: one round of wt_rng_draws24's lanes (64 KiB). */
-#define DRAW_CHUNK 16384
+#define DRAW_CHUNK WT_RNG_ROUND
 
 /* v when keep, else +0, without a branch: keep is a coin flip at density 0.5 (the empty asm hides
    the mask from the compiler, which would otherwise turn the select back into a branch). */
@@ -86,8 +86,9 @@ size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float
 /* ---- DELLA: the keep decision by magnitude buckets, exact ranks (inverse_density) by a stable
    radix sort of (|p| bits, index) ---- */
 
-/* a, b (keys), prob, the histograms (4096), a bucket sort's counts (1024) and its sorted flags (2048). */
-size_t wt_della_scratch_bytes(size_t n) { return n * (2 * sizeof(uint64_t) + sizeof(double)) + (4096 + 1024) * sizeof(uint32_t) + 2048; }
+/* a, b (keys), prob, the histograms (4096), a bucket sort's counts (1024), its sorted flags (2048)
+   and the buckets' draw thresholds (2 x 2048). */
+size_t wt_della_scratch_bytes(size_t n) { return n * (2 * sizeof(uint64_t) + sizeof(double)) + (4096 + 1024) * sizeof(uint32_t) + 2048 + 4096 * sizeof(uint32_t); }
 
 /* Sorts keys |bits| << 32 | index ascending: three stable counting passes over the magnitude's
    11 + 10 + 10 bits (a pass whose digit is the same for every entry is skipped); the index in the
@@ -119,15 +120,33 @@ static uint64_t *sort_by_magnitude(const float *p, size_t n, uint64_t *a, uint64
     return a;
 }
 
-/* The exact rank of entry i (ascending |p|, ties by index) among the entries of its bucket, which
-   `members` lists in index order as |bits| << 32 | index. */
-static size_t rank_in_bucket(const uint64_t *members, size_t count, uint64_t key, uint32_t i) {
+/* The exact rank of a key (|bits| << 32 | index: ascending |p|, ties by index) among the entries
+   of its bucket, which `members` lists as such keys: how many are smaller (keys are distinct). */
+static size_t rank_in_bucket_portable(const uint64_t *members, size_t count, uint64_t key) {
     size_t r = 0;
-    for (size_t j = 0; j < count; j++) {
-        uint64_t m = members[j];
-        r += (m >> 32) < (key >> 32) || ((m >> 32) == (key >> 32) && (uint32_t)m < i);
-    }
+    for (size_t j = 0; j < count; j++) r += members[j] < key;
     return r;
+}
+
+#if defined(__x86_64__)
+/* The same, four keys a compare (keys are below 2^63: the signed compare is the unsigned one). */
+__attribute__((target("avx2")))
+static size_t rank_in_bucket_avx2(const uint64_t *members, size_t count, uint64_t key) {
+    const __m256i k = _mm256_set1_epi64x((long long)key);
+    __m256i r = _mm256_setzero_si256();
+    size_t j = 0;
+    for (; j + 4 <= count; j += 4) r = _mm256_sub_epi64(r, _mm256_cmpgt_epi64(k, _mm256_loadu_si256((const __m256i *)(members + j))));
+    uint64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)lanes, r);
+    return (size_t)(lanes[0] + lanes[1] + lanes[2] + lanes[3]) + rank_in_bucket_portable(members + j, count - j, key);
+}
+#endif
+
+static size_t rank_in_bucket(const uint64_t *members, size_t count, uint64_t key) {
+#if defined(__x86_64__)
+    if (wt_merge_uses_avx2()) return rank_in_bucket_avx2(members, count, key);
+#endif
+    return rank_in_bucket_portable(members, count, key);
 }
 
 /* A bucket's members (sharing their magnitude's top 11 bits) sorted by key, so by magnitude then
@@ -154,11 +173,97 @@ static size_t position_in_sorted(const uint64_t *members, size_t count, uint64_t
     return lo;
 }
 
+/* The smallest draw (24 bits) whose unit float is not below probability q: v 2^-24 < q exactly
+   when v < draw_bound(q). */
+static inline uint32_t draw_bound(double q) {
+    if (!(q > 0)) return 0;
+    if (q >= 1) return 16777216u;
+    double x = q * 16777216.0;   /* exact: a power-of-two scaling */
+    uint32_t t = (uint32_t)x;    /* floor, without a call to ceil (x86-64's baseline has no rounding instruction) */
+    return t + ((double)t < x);
+}
+
+/* A row's buckets (see wt_della_row): members a (keys |bits| << 32 | index, by bucket), b and counts
+   for a bucket's sort, which buckets are sorted, each bucket's start and end, and the draw bounds
+   of its lowest and highest probability. */
+struct della_row {
+    uint64_t *a, *b;
+    uint32_t *counts;
+    uint8_t *sorted;
+    const uint32_t *start, *fill;
+    const double *prob_by_rank;
+    uint32_t *low, *high;
+};
+
+/* Whether entry i (magnitude bits m) is kept when its draw v falls between its bucket's lowest and
+   highest probability: its exact rank, by a scan of the bucket or, once the scans of the draws
+   still to land in its range (about size x range of them) would cost more than sorting it, a
+   search. */
+static int della_keep_by_rank(const struct della_row *row, uint32_t m, size_t i, uint32_t v) {
+    uint32_t d = m >> 20, lo = row->start[d], hi = row->fill[d] - 1;
+    const double *prob = row->prob_by_rank;
+    size_t size = hi - lo + 1, r;
+    uint64_t *members = row->a + lo;
+    if (!row->sorted[d] && (double)size * (double)size * (prob[hi] - prob[lo]) > 4.0 * (double)size + 4096.0) {
+        sort_bucket(members, size, row->b, row->counts);
+        row->sorted[d] = 1;
+    }
+    uint64_t key = (uint64_t)m << 32 | (uint64_t)i;
+    r = row->sorted[d] ? position_in_sorted(members, size, key) : rank_in_bucket(members, size, key);
+    return unit(v) < prob[lo + r];
+}
+
+/* The keep decisions of entries from ..< to, applied to p; returns how many were kept. */
+static size_t della_keep_portable(const struct della_row *row, float *p, size_t from, size_t to, const uint32_t *draw) {
+    const uint32_t *bits = (const uint32_t *)p;
+    size_t kept = 0;
+    for (size_t i = from; i < to; i++) {
+        uint32_t m = bits[i] & 0x7FFFFFFFu, d = m >> 20, v = draw[i];
+        int keep = v < row->low[d], open = (v >= row->low[d]) & (v < row->high[d]);
+#if defined(__GNUC__)
+        __asm__("" : "+r"(keep), "+r"(open));   /* both as flags computed, one rare branch (not two coin flips) */
+#endif
+        if (__builtin_expect(open, 0)) keep = della_keep_by_rank(row, m, i, v);
+        p[i] = kept_or_zero(p[i], keep);
+        kept += (size_t)keep;
+    }
+    return kept;
+}
+
+#if defined(__x86_64__)
+/* The same, eight entries a step: the bounds gathered from the tables, the rare draws inside a
+   bucket's range decided one by one in index order (as the portable loop does, so a bucket is
+   sorted at the same moment), the dropped entries set to +0 by a mask. */
+__attribute__((target("avx2")))
+static size_t della_keep_avx2(const struct della_row *row, float *p, size_t n, const uint32_t *draw) {
+    const uint32_t *bits = (const uint32_t *)p;
+    const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF), lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    size_t kept = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i m = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(bits + i)), magnitude), d = _mm256_srli_epi32(m, 20);
+        __m256i low = _mm256_i32gather_epi32((const int *)row->low, d, 4), high = _mm256_i32gather_epi32((const int *)row->high, d, 4);
+        __m256i v = _mm256_loadu_si256((const __m256i *)(draw + i));
+        /* draws and bounds are below 2^25: the signed compares are the unsigned ones */
+        __m256i keep = _mm256_cmpgt_epi32(low, v), open = _mm256_andnot_si256(keep, _mm256_cmpgt_epi32(high, v));
+        unsigned km = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(keep)), om = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(open));
+        for (; om; om &= om - 1) {
+            unsigned j = (unsigned)__builtin_ctz(om);
+            if (della_keep_by_rank(row, bits[i + j] & 0x7FFFFFFFu, i + j, draw[i + j])) km |= 1u << j;
+        }
+        __m256i mask = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)km), lane), lane);
+        _mm256_storeu_ps(p + i, _mm256_and_ps(_mm256_loadu_ps(p + i), _mm256_castsi256_ps(mask)));
+        kept += (size_t)__builtin_popcount(km);
+    }
+    return kept + della_keep_portable(row, p, i, n, draw);
+}
+#endif
+
 size_t wt_della_row(float *p, size_t n, const uint32_t *draw, const double *prob_by_rank, int inverse, void *scratch) {
     uint64_t *a = scratch, *b = a + n;
     double *prob = (double *)(b + n);
     uint32_t *hist = (uint32_t *)(prob + n);
     size_t kept = 0;
+    if (n == 0) return 0;
     if (inverse) {
         /* Every kept entry is divided by its own probability: exact ranks for all, by a sort. */
         const uint64_t *sorted = sort_by_magnitude(p, n, a, b, hist);
@@ -180,36 +285,35 @@ size_t wt_della_row(float *p, size_t n, const uint32_t *draw, const double *prob
     memset(start, 0, 2048 * sizeof(uint32_t));
     memset(sorted, 0, 2048);
     for (size_t i = 0; i < n; i++) start[(bits[i] & 0x7FFFFFFFu) >> 20]++;
-    uint32_t sum = 0;
-    for (uint32_t d = 0; d < 2048; d++) { uint32_t c = start[d]; start[d] = sum; fill[d] = sum; sum += c; }
+    /* Each bucket's start (up to the highest in use: the rest are never read), and the buckets in
+       use listed (without a branch: whether a bucket is empty is a coin flip in the middle of the
+       range) for their draw bounds: a draw v (unit float v 2^-24) is below probability q exactly
+       when v < ceil(q 2^24) (the product is exact), so an entry's decision reads one table entry. */
+    struct della_row row = {a, b, counts, sorted, start, fill, prob_by_rank, (uint32_t *)(sorted + 2048), (uint32_t *)(sorted + 2048) + 2048};
+    uint32_t top = 2047, used = 0, sum = 0;
+    while (top > 0 && start[top] == 0) top--;
+    uint32_t *in_use = (uint32_t *)b;   /* b is free until a bucket is sorted */
+    for (uint32_t d = 0; d <= top; d++) {
+        uint32_t c = start[d];
+        start[d] = sum; fill[d] = sum;
+        in_use[used] = d;
+        used += c > 0;
+        sum += c;
+    }
     for (size_t i = 0; i < n; i++) {
         uint64_t m = bits[i] & 0x7FFFFFFFu;
         a[fill[m >> 20]++] = m << 32 | (uint64_t)i;
     }
     /* fill[d] is now the end of bucket d. */
-    for (size_t i = 0; i < n; i++) {
-        uint64_t m = bits[i] & 0x7FFFFFFFu;
-        uint32_t d = (uint32_t)(m >> 20), lo = start[d], hi = fill[d] - 1;
-        double u = unit(draw[i]);
-        int keep = u < prob_by_rank[lo], open = (u >= prob_by_rank[lo]) & (u < prob_by_rank[hi]);
-#if defined(__GNUC__)
-        __asm__("" : "+r"(keep), "+r"(open));   /* both as flags computed, one rare branch (not two coin flips) */
-#endif
-        if (__builtin_expect(open, 0)) {
-            /* The exact rank: a scan of the bucket, or, once the scans of the draws still to land in
-               its range (about size x range of them) would cost more than sorting it, a search. */
-            size_t size = hi - lo + 1, r;
-            if (!sorted[d] && (double)size * (double)size * (prob_by_rank[hi] - prob_by_rank[lo]) > 4.0 * (double)size + 4096.0) {
-                sort_bucket(a + lo, size, b, counts);
-                sorted[d] = 1;
-            }
-            r = sorted[d] ? position_in_sorted(a + lo, size, m << 32 | (uint64_t)i) : rank_in_bucket(a + lo, size, m << 32, (uint32_t)i);
-            keep = u < prob_by_rank[lo + r];
-        }
-        p[i] = kept_or_zero(p[i], keep);
-        kept += (size_t)keep;
+    for (uint32_t j = 0; j < used; j++) {
+        uint32_t d = in_use[j];
+        row.low[d] = draw_bound(prob_by_rank[start[d]]);
+        row.high[d] = draw_bound(prob_by_rank[fill[d] - 1]);
     }
-    return kept;
+#if defined(__x86_64__)
+    if (wt_merge_uses_avx2()) return della_keep_avx2(&row, p, n, draw);
+#endif
+    return della_keep_portable(&row, p, 0, n, draw);
 }
 
 /* ---- TIES: magnitude histograms for the radix selection ---- */

@@ -189,7 +189,7 @@ final class MergeKernelTests: XCTestCase {
         // (heavy ties: buckets of thousands), or by a scan (the short rows).
         for (x, cols) in [(tied(777, seed: "r"), 777), (values(2048, seed: "r"), 2048), ([Float(-0.0), 0, 2], 3), ([Float(5)], 1),
                           (tied(20011, seed: "long"), 20011), (values(40000, seed: "long"), 40000)] {
-            for inverse in [false, true] {
+            for inverse in [false, true] { bothPaths {
                 let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.4, epsilon: 0.15)
                 var rng = SeededRNG(seed: 1, stream: "della"), reference = rng
                 let order = x.indices.sorted { abs(x[$0]) < abs(x[$1]) || (abs(x[$0]) == abs(x[$1]) && $0 < $1) }   // stable by index
@@ -208,40 +208,71 @@ final class MergeKernelTests: XCTestCase {
                 var draws = [UInt32](repeating: 0, count: cols)
                 draws.withUnsafeMutableBufferPointer { d in rng.withState { wt_rng_draws24($0, d.baseAddress, cols) } }
                 let kept = wt_della_row(&p, cols, draws, probs, inverse ? 1 : 0, scratch)
-                XCTAssertEqual(p.map(\.bitPattern), expected.map(\.bitPattern), "cols \(cols) inverse \(inverse)")
+                XCTAssertEqual(p.map(\.bitPattern), expected.map(\.bitPattern), "cols \(cols) inverse \(inverse) avx2 \(wt_merge_uses_avx2())")
                 XCTAssertEqual(Int(kept), keptExpected)
                 XCTAssertEqual(rng.next(), reference.next())
+            } }
+        }
+    }
+
+    /// Short rows whose entries all share one bucket ([1, 1.125): the top 11 bits agree): about a
+    /// third of the draws land inside the bucket's probability range and are ranked by a scan of
+    /// the bucket (9 and 13 members: whole groups of the scan's four lanes and a rest), where a
+    /// rank off by one moves the probability by a twelfth of the range. 400 rows. Both paths.
+    func testDELLARanksInsideOneBucket() {
+        for cols in [9, 13] {
+            let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.4, epsilon: 0.15)
+            bothPaths {
+                var mismatches = 0
+                for seed in 0..<UInt64(200) {
+                    var g = SeededRNG(seed: seed, stream: "one bucket")
+                    let x = (0..<cols).map { i in Float(1 + 0.12 * Double(g.nextUnitFloat())) * (i % 3 == 0 ? -1 : 1) }
+                    var rng = SeededRNG(seed: seed, stream: "della"), reference = rng
+                    let order = x.indices.sorted { abs(x[$0]) < abs(x[$1]) || (abs(x[$0]) == abs(x[$1]) && $0 < $1) }
+                    var prob = [Double](repeating: 0, count: cols)
+                    for (rank, idx) in order.enumerated() { prob[idx] = probs[rank] }
+                    let expected = x.indices.map { j in Double(reference.nextUnitFloat()) < prob[j] ? x[j] : 0 }
+                    var p = x, draws = [UInt32](repeating: 0, count: cols)
+                    draws.withUnsafeMutableBufferPointer { d in rng.withState { wt_rng_draws24($0, d.baseAddress, cols) } }
+                    let scratch = UnsafeMutableRawPointer.allocate(byteCount: wt_della_scratch_bytes(cols), alignment: 64)
+                    _ = wt_della_row(&p, cols, draws, probs, 0, scratch)
+                    scratch.deallocate()
+                    if p.map(\.bitPattern) != expected.map(\.bitPattern) { mismatches += 1 }
+                }
+                XCTAssertEqual(mismatches, 0, "rows of \(cols) avx2 \(wt_merge_uses_avx2())")
             }
         }
     }
 
     /// DELLA through the block sparsifier draws the tensor's stream in order although it draws in
-    /// bulk, whole rows at a time: rows of 3000 (65536 draws at a time leave a part row drawn,
-    /// carried into the next draws), blocks of 30 and 20 rows; row by row, one draw at a time, as
-    /// the reference. Both paths.
+    /// bulk, whole rows and whole rounds at a time: rows of 3000 (a round leaves a part row drawn,
+    /// carried into the next draws) and of 20000 (longer than a round), blocks of three fifths of
+    /// the rows and the rest; row by row, one draw at a time, as the reference. Both paths.
     func testDELLABlocksConsumeTheStreamInOrder() throws {
-        let (rows, cols) = (50, 3000)
-        let x = values(rows * cols, seed: "della-blocks")
-        for inverse in [false, true] {
-            bothPaths {
-                let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.5, epsilon: 0.2)
-                var reference = SeededRNG(seed: 5, stream: "w"), expected = x, keptExpected = 0
-                let scratch = UnsafeMutableRawPointer.allocate(byteCount: wt_della_scratch_bytes(cols), alignment: 64)
-                defer { scratch.deallocate() }
-                for r in 0..<rows {
-                    let draws = (0..<cols).map { _ in UInt32(reference.next() >> 40) }
-                    keptExpected += expected.withUnsafeMutableBufferPointer { Int(wt_della_row($0.baseAddress! + r * cols, cols, draws, probs, inverse ? 1 : 0, scratch)) }
+        for (rows, cols) in [(50, 3000), (5, 20000)] {
+            let x = values(rows * cols, seed: "della-blocks")
+            let split = rows * 3 / 5
+            for inverse in [false, true] {
+                bothPaths {
+                    let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.5, epsilon: 0.2)
+                    var reference = SeededRNG(seed: 5, stream: "w"), expected = x, keptExpected = 0
+                    let scratch = UnsafeMutableRawPointer.allocate(byteCount: wt_della_scratch_bytes(cols), alignment: 64)
+                    defer { scratch.deallocate() }
+                    for r in 0..<rows {
+                        let draws = (0..<cols).map { _ in UInt32(reference.next() >> 40) }
+                        keptExpected += expected.withUnsafeMutableBufferPointer { Int(wt_della_row($0.baseAddress! + r * cols, cols, draws, probs, inverse ? 1 : 0, scratch)) }
+                    }
+                    var sparsifier = try! BlockSparsifier(.dellaMagprune, count: x.count, rowLength: cols, density: 0.5, gamma: 0, epsilon: 0.2,
+                                                          rescale: inverse ? .inverseDensity : nil, rng: SeededRNG(seed: 5, stream: "w"), tensor: "w",
+                                                          sample: { _, _, _ in XCTFail("DELLA reads no sample") }, blocks: { _ in XCTFail("DELLA makes no pass") })
+                    var p = x, kept = 0
+                    p.withUnsafeMutableBufferPointer { b in
+                        kept += sparsifier.apply(b.baseAddress!, count: split * cols)
+                        kept += sparsifier.apply(b.baseAddress! + split * cols, count: (rows - split) * cols)
+                    }
+                    XCTAssertEqual(p.map(\.bitPattern), expected.map(\.bitPattern), "\(rows) x \(cols) inverse \(inverse) avx2 \(wt_merge_uses_avx2())")
+                    XCTAssertEqual(kept, keptExpected)
                 }
-                var sparsifier = try! BlockSparsifier(.dellaMagprune, count: x.count, rowLength: cols, density: 0.5, gamma: 0, epsilon: 0.2,
-                                                      rescale: inverse ? .inverseDensity : nil, rng: SeededRNG(seed: 5, stream: "w"), tensor: "w",
-                                                      sample: { _, _, _ in XCTFail("DELLA reads no sample") }, blocks: { _ in XCTFail("DELLA makes no pass") })
-                var p = x, kept = 0
-                p.withUnsafeMutableBufferPointer { b in
-                    kept += sparsifier.apply(b.baseAddress!, count: 30 * cols)
-                    kept += sparsifier.apply(b.baseAddress! + 30 * cols, count: 20 * cols)
-                }
-                XCTAssertEqual(p.map(\.bitPattern), expected.map(\.bitPattern), "inverse \(inverse) avx2 \(wt_merge_uses_avx2())")
-                XCTAssertEqual(kept, keptExpected)
             }
         }
     }

@@ -12,7 +12,9 @@
 /* The next n draws of the stream in `state`, each as its top 24 bits (next >> 40; its unit float
    is that times 2^-24), into out, state advanced by n: the same values as n draws one at a time,
    computed in eight lanes that start 2048 draws apart (a jump ahead by a precomputed GF(2) matrix
-   of the transition), AVX2 at run time, for every 16384 draws. */
+   of the transition), AVX2 at run time, for each whole WT_RNG_ROUND draws (the rest one at a
+   time: callers ask for whole rounds where they can). */
+#define WT_RNG_ROUND 16384
 void wt_rng_draws24(uint64_t state[4], uint32_t *out, size_t n);
 
 /* DARE: keeps entry i when the next unit draw is below `density` (then p[i] *= scale), else sets

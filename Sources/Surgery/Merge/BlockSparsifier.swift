@@ -135,19 +135,23 @@ struct BlockSparsifier {
             var kept = 0, lo = 0
             var table: [Double] = [], scratch: UnsafeMutableRawPointer? = nil
             defer { scratch?.deallocate() }
-            // Draws come in bulk (a fraction of the cost of one at a time), whole rows at a time:
-            // draws[0 ..< have] are those of entries first ..< first + have.
-            let capacity = max(min(count, BlockSparsifier.drawChunk), cols)
+            // Draws come in bulk, whole rounds of the lanes (a fraction of the cost of one at a
+            // time), for whole rows: draws[0 ..< have] are those of entries first ..< first + have.
+            // Room for a row and a round (under 128 KiB for rows up to 16k: the heap, not mmap).
+            let round = Int(WT_RNG_ROUND)
+            let capacity = min(count, cols + round)
             let draws = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, capacity))
             defer { draws.deallocate() }
             var first = 0, have = 0
             while lo < count {
                 let len = min(count, lo + cols) - lo
                 if lo + len > first + have {
-                    // keep the drawn ones not yet used, then the next draws of the stream
+                    // keep the drawn ones not yet used, then the next draws of the stream: the rest
+                    // of the block when it fits, else whole rounds (at least one: room > a round)
                     let left = first + have - lo
                     draws.update(from: draws + (lo - first), count: left)
-                    let more = min(capacity, count - lo) - left
+                    let want = count - lo - left, room = capacity - left
+                    let more = want <= room ? want : room / round * round
                     rng.withState { wt_rng_draws24($0, draws + left, more) }
                     first = lo
                     have = left + more
@@ -163,10 +167,6 @@ struct BlockSparsifier {
             return kept
         }
     }
-
-    /// DELLA's draws made at a time (or a row's, when longer): 256 KiB, four rounds of the bulk
-    /// draws' lanes (16384 each).
-    static let drawChunk = 1 << 16
 
     /// DELLA's keep probability by ascending magnitude rank in a row of `count` entries:
     /// density - epsilon at the smallest to density + epsilon at the largest (density alone for one entry).
