@@ -12,7 +12,7 @@ numpy full SVD takes a minute or more.
 """
 import argparse, json, os, sys, time
 import numpy as np
-from benchlib import best, bf16_bytes, timed
+from benchlib import best, bf16_bytes, gemm_rates, timed
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Fixtures"))
 from st_raw import write_raw  # noqa: E402
 
@@ -98,6 +98,13 @@ def main():
     print(f"{f'wtool randomized, {n} matrices':<44} {wr[0]:>8.2f} {pr[0] / wr[0]:>7.2f}x {wr[2]:>16.6f} {wr[1]:>9.0f}")
     print(f"{'numpy randomized (same algorithm)':<44} {pr[0]:>8.2f} {1:>7.2f}x {'':>16} {pr[1]:>9.0f}")
     print(f"  peak memory: wtool {wr[1]:.0f} MiB = {wr[1] / largest:.2f}x the largest matrix in f32 ({largest:.0f} MiB); aim <= 3x")
+    # What bounds the ratio: both sides make the same products with each delta (the test matrix,
+    # two per power iteration, the projection, and the residual's rank-r product).
+    l = a.rank + 10
+    gf = sum(2 * m * k * (l * (2 + 2 * 2) + a.rank) for m, k in shapes(a.hidden, a.inter, a.layers).values()) / 1e9
+    rate = gemm_rates()[0]
+    print(f"  products: {gf:.0f} GFLOP; this machine's 4096^3 f32 GEMM (numpy, all cores) {rate:.0f} GF/s: at that rate they alone take "
+          f"{gf / rate:.2f} s, so a ratio above {pr[0] / (gf / rate):.2f}x needs fewer flops, not faster ones")
 
     # exact: one 4096 x 11008 delta
     name = "model.layers.0.mlp.down_proj.weight"

@@ -10,7 +10,7 @@ import argparse, json, os, subprocess, sys, tempfile, time
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from safetensors.numpy import load_file, save_file
-from benchlib import timed
+from benchlib import gemm_rates, timed
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
 import rebasin_reference as ref  # noqa: E402
@@ -81,21 +81,6 @@ def bench_matching(wtool, d):
           f"4096^3 GEMM (numpy, all cores): f32 {rates[0]:.0f} GF/s, f64 {rates[1]:.0f} GF/s")
     print(f"  at those rates the GEMMs alone take wtool {gf / rates[0]:.2f} s and numpy about {gf / rates[1]:.2f} s: "
           f"a ratio above {tn / (gf / rates[0]):.2f}x needs fewer flops, not faster ones")
-
-
-def gemm_rates(n=4096):
-    """Best-of-3 GF/s of an n^3 matrix product in f32 and in f64 (numpy's BLAS, all cores)."""
-    rng = np.random.default_rng(0)
-    out = []
-    for dt in (np.float32, np.float64):
-        a, b = rng.standard_normal((n, n)).astype(dt), rng.standard_normal((n, n)).astype(dt)
-        best = float("inf")
-        for _ in range(3):
-            t = time.perf_counter()
-            a @ b.T
-            best = min(best, time.perf_counter() - t)
-        out.append(2 * n ** 3 / best / 1e9)
-    return out
 
 
 def main():

@@ -1,5 +1,5 @@
 """Shared pieces of `make bench`: generated checkpoints, timing with peak RSS, the I/O floor."""
-import shutil, json, os, struct, subprocess, sys
+import shutil, json, os, struct, subprocess, sys, time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Fixtures"))
@@ -71,6 +71,7 @@ def floor(inputs, out_bytes, scratch, before=None):
     runs first, untimed (the cold-cache rows evict the inputs there)."""
     if before:
         before()
+    os.sync()   # the disk is not still busy with an earlier job's output (a peer's is not fsynced)
     t_read, _ = timed(["sh", "-c", "cat \"$@\" > /dev/null", "sh", *inputs])
     mib = max(1, out_bytes // (1 << 20))
     t_write, _ = timed(["dd", "if=/dev/zero", f"of={scratch}", "bs=1M", f"count={mib}", "conv=fsync", "status=none"])
@@ -79,11 +80,12 @@ def floor(inputs, out_bytes, scratch, before=None):
 
 
 def best(f, n, fresh=()):
-    """Best time and worst peak memory of n runs; `fresh` paths are removed before each run (outside
-    the timing), so no run pays for freeing the previous run's output."""
+    """Best time and worst peak memory of n runs; `fresh` paths are removed before each run and dirty
+    pages written back (outside the timing), so no run pays for the previous run's output."""
     runs = []
     for _ in range(n):
         cleanup(*fresh)
+        os.sync()   # no run pays for writing back what an earlier job left dirty
         runs.append(f())
     return min(r[0] for r in runs), max(r[1] for r in runs)
 
@@ -108,3 +110,19 @@ def standard_args(repeat=2):
     ap.add_argument("--dir", default="/tmp/wtool-bench")
     ap.add_argument("--repeat", type=int, default=repeat)
     return ap.parse_args()
+
+
+def gemm_rates(n=4096):
+    """Best-of-3 GF/s of an n^3 matrix product in f32 and in f64 (numpy's BLAS, all cores): the
+    machine's flop rate, against which a bench states what a ratio would need."""
+    rng = np.random.default_rng(0)
+    out = []
+    for dt in (np.float32, np.float64):
+        a, b = rng.standard_normal((n, n)).astype(dt), rng.standard_normal((n, n)).astype(dt)
+        t_best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            a @ b.T
+            t_best = min(t_best, time.perf_counter() - t)
+        out.append(2 * n ** 3 / t_best / 1e9)
+    return out
