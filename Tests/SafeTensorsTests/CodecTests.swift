@@ -18,6 +18,20 @@ final class CodecTests: XCTestCase {
         XCTAssertEqual(bf16(0xFFC0_0001), 0xFFC0)
     }
 
+    /// bf16 -> f32 is the 16 bits moved to the top, NaN payloads included: every pattern, from a
+    /// source one byte off alignment, at several lengths.
+    func testBF16DecodesEveryPattern() {
+        let patterns = (0...0xFFFF).map { UInt16($0) }
+        var bytes = [UInt8](repeating: 0xAB, count: 1 + 2 * patterns.count)
+        for (i, h) in patterns.enumerated() { bytes[1 + 2 * i] = UInt8(h & 0xFF); bytes[2 + 2 * i] = UInt8(h >> 8) }
+        for n in [patterns.count, patterns.count - 1, 15, 17, 1, 0] {
+            var out = [Float](repeating: .nan, count: n)
+            bytes.withUnsafeBytes { b in Codec.decode(.BF16, b.baseAddress! + 1, count: n, into: &out) }
+            let first = out.indices.first { out[$0].bitPattern != UInt32(patterns[$0]) << 16 }
+            XCTAssertNil(first, "n \(n): pattern \(first.map { patterns[$0] } ?? 0)")
+        }
+    }
+
     func testF16MatchesSwiftFloat16OnEveryPattern() {
         var src = (0...0xFFFF).map { UInt16($0) }
         var dec = [Float](repeating: 0, count: src.count)
