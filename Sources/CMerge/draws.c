@@ -1,7 +1,7 @@
 /* Many draws of one xoshiro256** stream at once (see CMerge.h, wt_rng_draws24).
 
    One stream is serial: each state follows from the last, a chain of about four dependent
-   operations a draw, which made the draw most of a DARE merge's time. But the state transition
+   operations a draw, which made the draws a quarter of a DARE merge's CPU. But the state transition
    is linear over GF(2) (xors, shifts, a rotation; the ** scrambler only shapes the output), so
    T^SEGMENT, T the transition, is a 256 x 256 bit matrix: applied to a state it gives the state
    SEGMENT draws later. Eight lanes then start SEGMENT draws apart and run side by side in

@@ -198,16 +198,36 @@ def test_scaling_the_statistics_changes_nothing(tmp_path):
 
 
 def test_principal_masks_equal_numpy(tmp_path):
+    """wtool's scores come from an f32 SVD, numpy's from f64: the masks agree except where two
+    entries of a row swap across the row's cut-off with scores within f32 rounding of it (seen:
+    three such pairs in 300 rows of 1000, relative gaps 3e-6..2e-5, on one CPU family and none on
+    another). Each row still prunes exactly its k; every other entry is as numpy decides."""
     src = model(tmp_path, "F32", ties=False)
     out = tmp_path / "out.safetensors"
     run("prune-sparse", src, "-o", out, "--method", "principal", "--rank", "3", "--scope", "row", "--sparsity", "0.75", "--quiet")
-    w = tensors(src)
-    scores = {}
+    w, got = tensors(src), tensors(out)
+    before, after = read_raw(src), read_raw(out)
+    swapped = 0
     for k, v in w.items():
-        if is_target(k, v.shape):
-            u, s, vt = np.linalg.svd(v.astype(np.float64), full_matrices=False)
-            scores[k] = np.abs((u[:, :3] * s[:3]) @ vt[:3])
-    check(tmp_path, src, out, reference_masks(w, scores, "row", 0.75))
+        if not is_target(k, v.shape):
+            assert after[k] == before[k], f"{k} is not a target and must be byte-identical"
+            continue
+        u, s, vt = np.linalg.svd(v.astype(np.float64), full_matrices=False)
+        scores = np.abs((u[:, :3] * s[:3]) @ vt[:3])
+        keep = int(v.shape[1] * 0.75)
+        ref = np.stack([prune_first(r, keep) for r in scores])
+        pruned = (got[k] == 0) & ~((v == 0) & ~ref)   # zeros numpy keeps read as kept
+        assert np.all(pruned.sum(axis=1) == keep), f"{k}: every row prunes exactly {keep}"
+        for r in np.unique(np.argwhere(pruned != ref)[:, 0]):
+            cut = np.sort(scores[r])[keep - 1: keep + 1]
+            near = np.abs(scores[r] - cut.mean()) <= 1e-4 * cut.mean() + 1e-12
+            bad = (pruned[r] != ref[r]) & ~near
+            assert not bad.any(), f"{k} row {r}: entries {np.flatnonzero(bad)} decided against numpy away from the cut-off"
+            swapped += int((pruned[r] != ref[r]).sum()) // 2
+        kept = ~pruned
+        assert np.array_equal(got[k][kept].view(np.uint32), v[kept].view(np.uint32)), f"{k}: kept entries must be bit-identical"
+        assert np.all(got[k][pruned].view(np.uint32) == 0), f"{k}: pruned entries must be +0.0"
+    assert swapped <= 10, f"{swapped} swaps at the cut-off: more than rounding explains"
 
 
 def test_soft_threshold_equals_numpy(tmp_path):
