@@ -10,9 +10,24 @@
 #include <immintrin.h>
 #endif
 
-static int allow_avx2 = 1;
+static int allow_avx2 = 1, allow_avx512 = 1;
 int wt_merge_uses_avx2(void) { return allow_avx2 && wt_half_uses_f16c(); }
 void wt_merge_allow_avx2(int allow) { allow_avx2 = allow; }
+
+int wt_merge_uses_avx512(void) {
+#if defined(__x86_64__)
+    static int cached = -1;   /* atomic: workers ask concurrently */
+    int c = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (c < 0) {
+        c = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+        __atomic_store_n(&cached, c, __ATOMIC_RELAXED);
+    }
+    return allow_avx512 && c && wt_merge_uses_avx2();
+#else
+    return 0;
+#endif
+}
+void wt_merge_allow_avx512(int allow) { allow_avx512 = allow; }
 
 /* Random draws are Linalg.SeededRNG's xoshiro256**, drawn in bulk by wt_rng_draws24 (draws.c): the
    top 24 bits v of a draw, its unit float v 2^-24 (exact in float and double). */
@@ -572,11 +587,114 @@ static size_t ties_avx2(const float *const *x, size_t M, const float *base, size
 }
 #endif
 
+#if defined(__x86_64__)
+/* The same pass eight entries a step, for the size of the out-of-order window: each f64 vector
+   op does two quads' work. The report's sums keep their four lanes and their order: the low quad's
+   terms are added, then the high quad's; the ties at a cut are taken in index order across the
+   eight as across two quads. The last n mod 8 entries go to the AVX2 body. */
+#define AVX512 __attribute__((target("avx512f,avx512vl"), always_inline))
+AVX512 static inline __m256d add_quads(__m256d acc, __m512d v) {
+    return _mm256_add_pd(_mm256_add_pd(acc, _mm512_castpd512_pd256(v)), _mm512_extractf64x4_pd(v, 1));
+}
+
+AVX512 static inline size_t ties_avx512_body(const float *const *x, const size_t M, const float *base, size_t n, wt_ties_model *models, size_t at,
+                                             const double *w, int normalize, double lambda, float *out, size_t *kept,
+                                             double *sq, double *dots, double change[4], double squares[4]) {
+    const __m512d zero = _mm512_setzero_pd(), one = _mm512_set1_pd(1.0), minus = _mm512_set1_pd(-1.0), lam = _mm512_set1_pd(lambda);
+    const __m256i sign_off = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256d s[8], t[28];
+    __m512d dd[8], dw[8], wv[8];
+    __m256i tv[8];
+    size_t P = M * (M - 1) / 2, conflicts = 0, octs = n / 8;
+    for (size_t m = 0; m < M; m++) {
+        s[m] = _mm256_loadu_pd(sq + 4 * m);
+        wv[m] = _mm512_set1_pd(w[m]);
+        tv[m] = _mm256_set1_epi32((int)models[m].cut);
+    }
+    for (size_t k = 0; k < P; k++) t[k] = _mm256_loadu_pd(dots + 4 * k);
+    __m256d ch = _mm256_loadu_pd(change), bs = _mm256_loadu_pd(squares);
+    for (size_t o = 0; o < octs; o++) {
+        size_t i = 8 * o;
+        __m256 bf = _mm256_loadu_ps(base + i);
+        __m512d b = _mm512_cvtps_pd(bf), total = zero;
+        __mmask8 pos = 0, neg = 0;
+        for (size_t m = 0; m < M; m++) {
+            __m256 xf = _mm256_loadu_ps(x[m] + i), df = _mm256_sub_ps(xf, bf);
+            dd[m] = _mm512_sub_pd(_mm512_cvtps_pd(xf), b);
+            s[m] = add_quads(s[m], _mm512_mul_pd(dd[m], dd[m]));
+            __mmask8 keep;
+            if (models[m].mask) {   /* eight bits from the remembered kept set */
+                size_t bit = at + i;
+                const uint8_t *bytes = models[m].mask + (bit >> 3);
+                unsigned shift = (unsigned)(bit & 7), eight = (unsigned)bytes[0] >> shift;
+                if (shift) eight |= (unsigned)bytes[1] << (8 - shift);   /* in the set: bit + 7 < the tensor's count */
+                keep = (__mmask8)eight;
+            } else {
+                __m256i mb = _mm256_and_si256(_mm256_castps_si256(df), sign_off);
+                keep = _mm256_cmpgt_epi32_mask(mb, tv[m]);
+                __mmask8 ties = _mm256_cmpeq_epi32_mask(mb, tv[m]);
+                if (ties) {
+                    size_t count = (size_t)__builtin_popcount((unsigned)ties), *left = &models[m].left;
+                    if (*left >= count) {   /* all of them kept */
+                        keep |= ties;
+                        *left -= count;
+                    } else {   /* the ties run out here: in index order */
+                        for (unsigned rest = ties; rest && *left > 0; rest &= rest - 1, (*left)--) keep |= (__mmask8)(rest & (0u - rest));
+                    }
+                }
+            }
+            kept[m] += (size_t)__builtin_popcount((unsigned)keep);
+            __m256 kd = _mm256_maskz_mov_ps(keep, df);
+            if (models[m].scaled) kd = _mm256_mul_ps(kd, _mm256_set1_ps(models[m].factor));
+            __m512d d = _mm512_mul_pd(_mm512_cvtps_pd(kd), wv[m]);
+            dw[m] = d;
+            total = _mm512_add_pd(total, d);
+            pos |= _mm512_cmp_pd_mask(d, zero, _CMP_GT_OQ);
+            neg |= _mm512_cmp_pd_mask(d, zero, _CMP_LT_OQ);
+        }
+        conflicts += (size_t)__builtin_popcount((unsigned)(pos & neg));
+        __m512d sign = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(total, zero, _CMP_LT_OQ), one, minus), sum = zero, div = zero;
+        for (size_t m = 0; m < M; m++) {
+            __mmask8 agree = _mm512_cmp_pd_mask(_mm512_mul_pd(dw[m], sign), zero, _CMP_GT_OQ);
+            sum = _mm512_add_pd(sum, _mm512_maskz_mov_pd(agree, dw[m]));
+            div = _mm512_add_pd(div, _mm512_maskz_mov_pd(agree, wv[m]));
+        }
+        if (normalize) sum = _mm512_div_pd(sum, _mm512_mask_blend_pd(_mm512_cmp_pd_mask(div, zero, _CMP_EQ_OQ), div, one));
+        __m256 of = _mm256_add_ps(_mm512_cvtpd_ps(_mm512_mul_pd(sum, lam)), bf);
+        _mm256_storeu_ps(out + i, of);
+        __m512d dc = _mm512_sub_pd(_mm512_cvtps_pd(of), b);
+        ch = add_quads(ch, _mm512_mul_pd(dc, dc));
+        bs = add_quads(bs, _mm512_mul_pd(b, b));
+        for (size_t p = 0, k = 0; p < M; p++)
+            for (size_t r = p + 1; r < M; r++, k++) t[k] = add_quads(t[k], _mm512_mul_pd(dd[p], dd[r]));
+    }
+    for (size_t m = 0; m < M; m++) _mm256_storeu_pd(sq + 4 * m, s[m]);
+    for (size_t k = 0; k < P; k++) _mm256_storeu_pd(dots + 4 * k, t[k]);
+    _mm256_storeu_pd(change, ch);
+    _mm256_storeu_pd(squares, bs);
+    size_t i = 8 * octs;
+    const float *xr[8];
+    for (size_t m = 0; m < M; m++) xr[m] = x[m] + i;
+    return conflicts + ties_avx2_body(xr, M, base + i, n - i, models, at + i, w, normalize, lambda, out + i, kept, sq, dots, change, squares);
+}
+
+__attribute__((target("avx512f,avx512vl")))
+static size_t ties_avx512(const float *const *x, size_t M, const float *base, size_t n, wt_ties_model *models, size_t at,
+                          const double *w, int normalize, double lambda, float *out, size_t *kept,
+                          double *sq, double *dots, double change[4], double squares[4]) {
+#define TIES512_M(k) case k: return ties_avx512_body(x, k, base, n, models, at, w, normalize, lambda, out, kept, sq, dots, change, squares);
+    switch (M) { TIES512_M(1) TIES512_M(2) TIES512_M(3) TIES512_M(4) TIES512_M(5) TIES512_M(6) TIES512_M(7) TIES512_M(8) default: return 0; }
+#undef TIES512_M
+}
+#undef AVX512
+#endif
+
 size_t wt_ties_block(const float *const *x, size_t M, const float *base, size_t n, wt_ties_model *models, size_t at,
                      const double *w, int normalize, double lambda, float *out, size_t *kept,
                      double *sq, double *dots, double change[4], double squares[4]) {
     if (M == 0 || M > 8) return 0;   /* the caller checks; nothing is written */
 #if defined(__x86_64__)
+    if (wt_merge_uses_avx512()) return ties_avx512(x, M, base, n, models, at, w, normalize, lambda, out, kept, sq, dots, change, squares);
     if (wt_merge_uses_avx2()) return ties_avx2(x, M, base, n, models, at, w, normalize, lambda, out, kept, sq, dots, change, squares);
 #endif
     return ties_portable(x, M, base, n, models, at, w, normalize, lambda, out, kept, sq, dots, change, squares);

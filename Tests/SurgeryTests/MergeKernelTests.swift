@@ -17,9 +17,15 @@ final class MergeKernelTests: XCTestCase {
         return (0..<n).map { _ in Float(Int(g.next() % 7) - 3) * 0.25 }
     }
 
-    func bothPaths(_ body: () -> Void) {
-        defer { wt_merge_allow_avx2(1) }
-        for allow: Int32 in [1, 0] { wt_merge_allow_avx2(allow); body() }
+    /// Runs body on every path of CMerge: AVX-512 (where the CPU has it: else it is AVX2 again),
+    /// AVX2, portable.
+    func everyPath(_ body: () -> Void) {
+        defer { wt_merge_allow_avx2(1); wt_merge_allow_avx512(1) }
+        for (avx2, avx512): (Int32, Int32) in [(1, 1), (1, 0), (0, 0)] {
+            wt_merge_allow_avx2(avx2)
+            wt_merge_allow_avx512(avx512)
+            body()
+        }
     }
 
     func testElectionAndSumFollowTheRule() {
@@ -39,7 +45,7 @@ final class MergeKernelTests: XCTestCase {
                     if normalize && div != 0 { sum /= div }
                     expected[i] = Float(sum * 0.9)
                 }
-                bothPaths {
+                everyPath {
                     var out = [Float](repeating: .nan, count: n)
                     let c = TaskArithmeticPipeline.electAndSum(xs.map { $0.withUnsafeBufferPointer { $0.baseAddress! } }, weights: w,
                                                                into: &out, count: n, normalize: normalize, lambda: 0.9)
@@ -65,13 +71,14 @@ final class MergeKernelTests: XCTestCase {
             abs[i & 3] += Double(Swift.abs(xs[0][i]))
         }
         var results: [[Double]] = []
-        bothPaths {
+        everyPath {
             let g = VectorMath.deltaSums(xs.map { $0.withUnsafeBufferPointer { $0.baseAddress! } }, base: base, count: n)
             var a = VectorMath.AbsSum(count: n)
             a.add(xs[0], count: n, at: 0)
             results.append(g.squares + g.dots + [a.total])
         }
         XCTAssertEqual(results[0], results[1])
+        XCTAssertEqual(results[0], results[2])
         var expected = sq.map { $0.sum() } + dots.map { $0.sum() }
         for i in (n & ~3)..<n {   // the tail after the lanes
             let d = xs.map { Double($0[i]) - Double(base[i]) }
@@ -91,7 +98,7 @@ final class MergeKernelTests: XCTestCase {
                 let m = x[i].bitPattern & 0x7FFF_FFFF
                 if m > t || (m == t && left > 0) { if m == t { left -= 1 }; keptExpected += 1 } else { expected[i] = 0 }
             }
-            bothPaths {
+            everyPath {
                 var p = x, l = ties
                 let kept = wt_keep_above(&p, p.count, t, &l)
                 XCTAssertEqual(p.map(\.bitPattern), expected.map(\.bitPattern))
@@ -109,7 +116,7 @@ final class MergeKernelTests: XCTestCase {
             for k in [1, 2, n / 10, n / 2, n - 5, n] {
                 var h = [Int](repeating: 0, count: 2048)
                 let expected = data.withUnsafeBufferPointer { x in Sparsifier.selectMagnitude(k, scratch: &h) { $0(x) } }
-                bothPaths {
+                everyPath {
                     let got = data.withUnsafeBufferPointer { x in
                         Sparsifier.selectMagnitude(k, count: n, scratch: &h, sample: { s, c, into in into.update(from: x.baseAddress! + s, count: c) },
                                                    blocks: { body in   // in uneven blocks, as a streamed tensor arrives
@@ -149,7 +156,7 @@ final class MergeKernelTests: XCTestCase {
     /// state after them is the stream's after as many draws. Both paths.
     func testBulkDrawsAreTheStreamDrawnOneAtATime() {
         for n in [0, 1, 7, 16383, 16384, 16385, 3 * 16384 + 77] {
-            bothPaths {
+            everyPath {
                 var rng = SeededRNG(seed: 11, stream: "bulk", block: UInt64(n)), reference = rng
                 let expected = (0..<n).map { _ in UInt32(reference.next() >> 40) }
                 var got = [UInt32](repeating: 0xFFFF_FFFF, count: n)
@@ -167,7 +174,7 @@ final class MergeKernelTests: XCTestCase {
         for n in [1001, 2 * 16384 + 13] {
             let x = values(n, seed: "d")
             for density in [0.3, 0.5, 1.0 / 3, 0x1p-24, 3 * 0x1p-25, 0, 1, 1 - 0x1p-24, 1 - 0x1p-30] {
-                bothPaths {
+                everyPath {
                     var rng = SeededRNG(seed: 3, stream: "t", block: 1), reference = rng
                     var expected = x, keptExpected = 0
                     for i in x.indices {
@@ -189,7 +196,7 @@ final class MergeKernelTests: XCTestCase {
         // (heavy ties: buckets of thousands), or by a scan (the short rows).
         for (x, cols) in [(tied(777, seed: "r"), 777), (values(2048, seed: "r"), 2048), ([Float(-0.0), 0, 2], 3), ([Float(5)], 1),
                           (tied(20011, seed: "long"), 20011), (values(40000, seed: "long"), 40000)] {
-            for inverse in [false, true] { bothPaths {
+            for inverse in [false, true] { everyPath {
                 let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.4, epsilon: 0.15)
                 var rng = SeededRNG(seed: 1, stream: "della"), reference = rng
                 let order = x.indices.sorted { abs(x[$0]) < abs(x[$1]) || (abs(x[$0]) == abs(x[$1]) && $0 < $1) }   // stable by index
@@ -222,7 +229,7 @@ final class MergeKernelTests: XCTestCase {
     func testDELLARanksInsideOneBucket() {
         for cols in [9, 13] {
             let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.4, epsilon: 0.15)
-            bothPaths {
+            everyPath {
                 var mismatches = 0
                 for seed in 0..<UInt64(200) {
                     var g = SeededRNG(seed: seed, stream: "one bucket")
@@ -253,7 +260,7 @@ final class MergeKernelTests: XCTestCase {
             let x = values(rows * cols, seed: "della-blocks")
             let split = rows * 3 / 5
             for inverse in [false, true] {
-                bothPaths {
+                everyPath {
                     let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.5, epsilon: 0.2)
                     var reference = SeededRNG(seed: 5, stream: "w"), expected = x, keptExpected = 0
                     let scratch = UnsafeMutableRawPointer.allocate(byteCount: wt_della_scratch_bytes(cols), alignment: 64)
@@ -282,7 +289,7 @@ final class MergeKernelTests: XCTestCase {
         let x = tied(203, seed: "m")   // about a seventh are zeros: read back as dropped
         let expectedBits = (0..<26).map { k in (0..<8).reduce(UInt8(0)) { byte, l in
             8 * k + l < x.count && x[8 * k + l] != 0 ? byte | UInt8(1) << l : byte } }
-        bothPaths {
+        everyPath {
             var bits = [UInt8](repeating: 0xA5, count: 26)
             var at = 0
             for piece in [3, 8, 1, 17, 64, 110] {
@@ -312,7 +319,7 @@ final class MergeKernelTests: XCTestCase {
                     return p
                 }
             }
-            bothPaths {
+            everyPath {
                 let fused = copies(xs), plain = copies(xs)
                 defer { (fused + plain).forEach { $0.deallocate() } }
                 let g = VectorMath.deltaSumsSubtracting(fused, base: base, count: n)
@@ -353,7 +360,7 @@ final class MergeKernelTests: XCTestCase {
             let w = (0..<M).map { 0.5 + Double($0) * 0.25 }
             for normalize in [true, false] {
                 var results: [[UInt64]] = []
-                bothPaths {
+                everyPath {
                     withCopies(masks) { maskPointers in
                         var specs = (0..<M).map { m in
                             let k = kinds[m % 8]
@@ -394,11 +401,11 @@ final class MergeKernelTests: XCTestCase {
                             start += len
                         }
                         let first = zip(got, want).enumerated().first { $1.0 != $1.1 }?.offset
-                        XCTAssert(got.count == want.count && first == nil, "M \(M) n \(n) normalize \(normalize): first difference at \(first ?? -1)")
+                        XCTAssert(got.count == want.count && first == nil, "M \(M) n \(n) normalize \(normalize) avx512 \(wt_merge_uses_avx512()) avx2 \(wt_merge_uses_avx2()): first difference at \(first ?? -1)")
                         results.append(got)
                     }
                 }
-                XCTAssert(results[0] == results[1], "AVX2 and portable differ, M \(M)")
+                XCTAssert(results.count == 3 && results.dropFirst().allSatisfy { $0 == results[0] }, "AVX-512, AVX2 and portable differ, M \(M)")
             }
         }
     }

@@ -96,4 +96,8 @@ void wt_mask_apply(float *p, size_t n, const uint8_t *bits, size_t at);
 /* 1: the AVX2 paths are used; tests switch them off (0) to compare the two. */
 int wt_merge_uses_avx2(void);
 void wt_merge_allow_avx2(int allow);
+/* 1: wt_ties_block's AVX-512 path is used (AVX2 allowed, a CPU with AVX-512F and VL); tests switch
+   it off (0) to compare it with the AVX2 one. */
+int wt_merge_uses_avx512(void);
+void wt_merge_allow_avx512(int allow);
 #endif
