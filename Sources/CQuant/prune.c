@@ -329,8 +329,11 @@ static size_t nm_ranks_avx2(const uint32_t *score, size_t cols, size_t keep, siz
                                          _mm256_and_ps(_mm256_cmp_ps(b, a, _CMP_EQ_OQ), _mm256_castsi256_ps(lower[r])));
             rank = _mm256_sub_epi32(rank, _mm256_castps_si256(before));
         }
-        unsigned bits = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(drop, rank)));
-        for (int l = 0; l < 8; l++) mask[g + (size_t)l] = (uint8_t)((bits >> l) & 1);
+        /* the eight 0 / -1 lanes narrowed in order to eight mask bytes 0 / 1, one store (a byte
+           store per entry from a bit mask was most of the time of an N:M row) */
+        __m256i pruned = _mm256_cmpgt_epi32(drop, rank);
+        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(pruned), _mm256_extracti128_si256(pruned, 1));
+        _mm_storel_epi64((__m128i *)(mask + g), _mm_and_si128(_mm_packs_epi16(p16, p16), _mm_set1_epi8(1)));
     }
     return g;
 }
