@@ -263,6 +263,22 @@ static void row_sums_avx2(const float *wr, const uint8_t *mask, const double *ac
 #endif
 
 #if defined(__x86_64__)
+/* mask[c] = score[c] < t, eight a step (the compare's lanes narrowed in order to bytes, one
+   store); returns how many are below. */
+__attribute__((target("avx2")))
+static size_t mask_below_avx2(const uint32_t *score, size_t cols, uint32_t t, uint8_t *mask) {
+    const __m256i tt = _mm256_set1_epi32((int)t);
+    size_t c = 0, below = 0;
+    for (; c + 8 <= cols; c += 8) {
+        __m256i lt = _mm256_cmpgt_epi32(tt, _mm256_loadu_si256((const __m256i *)(score + c)));   /* scores are at most 0x7FFFFFFF */
+        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(lt), _mm256_extracti128_si256(lt, 1));
+        _mm_storel_epi64((__m128i *)(mask + c), _mm_and_si128(_mm_packs_epi16(p16, p16), _mm_set1_epi8(1)));
+        below += (size_t)__builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lt)));
+    }
+    for (; c < cols; c++) { mask[c] = score[c] < t; below += mask[c]; }
+    return below;
+}
+
 /* Marks the first `ties` entries whose score equals t (lower index first). */
 __attribute__((target("avx2")))
 static void mark_ties_avx2(const uint32_t *score, size_t cols, uint32_t t, size_t ties, uint8_t *mask) {
@@ -361,12 +377,12 @@ void row_mask(const float *wr, size_t cols, wt_row_rule rule, const double *col_
         return;
     }
     uint32_t t = select_kth(score, sel, cols, k, avx2);
+#if defined(__x86_64__)
+    if (avx2) { mark_ties_avx2(score, cols, t, k - mask_below_avx2(score, cols, t, mask), mask); return; }
+#endif
     size_t below = 0;
     for (size_t c = 0; c < cols; c++) { mask[c] = score[c] < t; below += mask[c]; }
     /* the k - below entries equal to t, lower index first */
-#if defined(__x86_64__)
-    if (avx2) { mark_ties_avx2(score, cols, t, k - below, mask); return; }
-#endif
     for (size_t c = 0, ties = k - below; ties > 0 && c < cols; c++)
         if (score[c] == t) { mask[c] = 1; ties--; }
 }
