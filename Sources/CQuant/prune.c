@@ -263,16 +263,22 @@ static void row_sums_avx2(const float *wr, const uint8_t *mask, const double *ac
 #endif
 
 #if defined(__x86_64__)
-/* mask[c] = score[c] < t, eight a step (the compare's lanes narrowed in order to bytes, one
-   store); returns how many are below. */
+/* Eight 32-bit lanes of 0 / -1 (a compare's) stored as eight mask bytes 0 / 1, in lane order, in
+   one store (a byte store per entry from a bit mask was most of the time of an N:M row). */
+__attribute__((target("avx2"), always_inline))
+static inline void store_mask_bytes(uint8_t *mask, __m256i lanes) {
+    __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
+    _mm_storel_epi64((__m128i *)mask, _mm_and_si128(_mm_packs_epi16(p16, p16), _mm_set1_epi8(1)));
+}
+
+/* mask[c] = score[c] < t, eight a step; returns how many are below. */
 __attribute__((target("avx2")))
 static size_t mask_below_avx2(const uint32_t *score, size_t cols, uint32_t t, uint8_t *mask) {
     const __m256i tt = _mm256_set1_epi32((int)t);
     size_t c = 0, below = 0;
     for (; c + 8 <= cols; c += 8) {
         __m256i lt = _mm256_cmpgt_epi32(tt, _mm256_loadu_si256((const __m256i *)(score + c)));   /* scores are at most 0x7FFFFFFF */
-        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(lt), _mm256_extracti128_si256(lt, 1));
-        _mm_storel_epi64((__m128i *)(mask + c), _mm_and_si128(_mm_packs_epi16(p16, p16), _mm_set1_epi8(1)));
+        store_mask_bytes(mask + c, lt);
         below += (size_t)__builtin_popcount((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(lt)));
     }
     for (; c < cols; c++) { mask[c] = score[c] < t; below += mask[c]; }
@@ -345,11 +351,7 @@ static size_t nm_ranks_avx2(const uint32_t *score, size_t cols, size_t keep, siz
                                          _mm256_and_ps(_mm256_cmp_ps(b, a, _CMP_EQ_OQ), _mm256_castsi256_ps(lower[r])));
             rank = _mm256_sub_epi32(rank, _mm256_castps_si256(before));
         }
-        /* the eight 0 / -1 lanes narrowed in order to eight mask bytes 0 / 1, one store (a byte
-           store per entry from a bit mask was most of the time of an N:M row) */
-        __m256i pruned = _mm256_cmpgt_epi32(drop, rank);
-        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(pruned), _mm256_extracti128_si256(pruned, 1));
-        _mm_storel_epi64((__m128i *)(mask + g), _mm_and_si128(_mm_packs_epi16(p16, p16), _mm_set1_epi8(1)));
+        store_mask_bytes(mask + g, _mm256_cmpgt_epi32(drop, rank));
     }
     return g;
 }

@@ -3,8 +3,8 @@ import CMerge
 import Linalg
 @testable import Surgery
 
-/// CMerge's passes against the Swift rules they replaced (stated here one entry at a time), AVX2
-/// and portable paths alike.
+/// CMerge's passes against the Swift rules they replaced (stated here one entry at a time), on
+/// every path (AVX-512, AVX2, portable).
 final class MergeKernelTests: XCTestCase {
     func values(_ n: Int, seed: String, scale: Float = 1) -> [Float] {
         var g = SeededRNG(seed: 7, stream: seed)
@@ -153,7 +153,7 @@ final class MergeKernelTests: XCTestCase {
 
     /// Bulk draws are the stream's next draws, one at a time, whatever the count: below a round
     /// (serial), whole rounds of the eight jumped-ahead lanes, and rounds with a serial tail; the
-    /// state after them is the stream's after as many draws. Both paths.
+    /// state after them is the stream's after as many draws. Every path.
     func testBulkDrawsAreTheStreamDrawnOneAtATime() {
         for n in [0, 1, 7, 16383, 16384, 16385, 3 * 16384 + 77] {
             everyPath {
@@ -169,7 +169,7 @@ final class MergeKernelTests: XCTestCase {
 
     /// The kernel compares integers (v < ceil(density 2^24)) where the rule compares v 2^-24 < density:
     /// densities on and between the 2^-24 steps, and the ends; a short block (drawn 256 at a time)
-    /// and one of two bulk rounds and a tail, on both paths.
+    /// and one of two bulk rounds and a tail, on every path.
     func testDAREDrawsTheSeededStream() {
         for n in [1001, 2 * 16384 + 13] {
             let x = values(n, seed: "d")
@@ -225,7 +225,7 @@ final class MergeKernelTests: XCTestCase {
     /// Short rows whose entries all share one bucket ([1, 1.125): the top 11 bits agree): about a
     /// third of the draws land inside the bucket's probability range and are ranked by a scan of
     /// the bucket (9 and 13 members: whole groups of the scan's four lanes and a rest), where a
-    /// rank off by one moves the probability by a twelfth of the range. 400 rows. Both paths.
+    /// rank off by one moves the probability by a twelfth of the range. 400 rows. Every path.
     func testDELLARanksInsideOneBucket() {
         for cols in [9, 13] {
             let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.4, epsilon: 0.15)
@@ -254,7 +254,7 @@ final class MergeKernelTests: XCTestCase {
     /// DELLA through the block sparsifier draws the tensor's stream in order although it draws in
     /// bulk, whole rows and whole rounds at a time: rows of 3000 (a round leaves a part row drawn,
     /// carried into the next draws) and of 20000 (longer than a round), blocks of three fifths of
-    /// the rows and the rest; row by row, one draw at a time, as the reference. Both paths.
+    /// the rows and the rest; row by row, one draw at a time, as the reference. Every path.
     func testDELLABlocksConsumeTheStreamInOrder() throws {
         for (rows, cols) in [(50, 3000), (5, 20000)] {
             let x = values(rows * cols, seed: "della-blocks")
