@@ -29,6 +29,34 @@ final class BlockedSVDTests: XCTestCase {
         }
     }
 
+    func testRowBlockProductsEqualOneProductAndIgnoreTheThreadCount() {
+        // Blocks of 48 rows over 150 (a ragged last block), both layouts of A. (OpenBLAS's own
+        // threads are what this replaces; in this test process they happened to give equal bits,
+        // so the interop test of permute-match's report for 1 and 2 threads is the one that
+        // caught them, on Zen.)
+        let (n, k) = (150, 130)
+        for transA in [false, true] {
+            let a = random(transA ? k : n, transA ? n : k, seed: "a"), b = random(n, k, seed: "b")
+            let reference = matmul(a, transA: transA, b, transB: true)
+            var results: [[Float]] = []
+            for threads in [1, 2, 3] {
+                var c = [Float](repeating: .nan, count: n * n)
+                a.data.withUnsafeBufferPointer { pa in
+                    b.data.withUnsafeBufferPointer { pb in
+                        c.withUnsafeMutableBufferPointer { pc in
+                            BlockedProducts.gemmRowBlocks(transA: transA, transB: true, m: n, n: n, k: k, pa.baseAddress!, lda: a.cols,
+                                                          pb.baseAddress!, ldb: k, into: pc.baseAddress!, threads: threads, block: 48)
+                        }
+                    }
+                }
+                results.append(c)
+            }
+            XCTAssertLessThan(maxAbs(Matrix(rows: n, cols: n, data: results[0]), reference), 1e-4)
+            XCTAssertEqual(results[1], results[0])
+            XCTAssertEqual(results[2], results[0])
+        }
+    }
+
     func testCholeskyQR2IsOrthonormalAndSpansTheColumns() throws {
         var y = random(300, 12, seed: "y")
         for i in 0..<300 { y[i, 3] = 1e-3 * y[i, 3] + y[i, 4] }  // ill-conditioned but full rank

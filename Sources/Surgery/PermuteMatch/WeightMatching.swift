@@ -60,8 +60,9 @@ struct WeightMatcher {
     let b: FloatTensors
     var seed: UInt64 = 0
     var maxSweeps = 100
-    /// BLAS threads for the cost GEMMs (the split is over output blocks, so the sums, and hence
-    /// the result, do not depend on it), and the assignment solver's (same answer for any).
+    /// Workers for the cost GEMMs (fixed blocks of rows, each one single-threaded BLAS call, so
+    /// the sums, and hence the result, do not depend on it), and the assignment solver's (same
+    /// answer for any).
     var threads = 1
 
     func run() throws -> MatchOutcome {
@@ -77,8 +78,6 @@ struct WeightMatcher {
         // The cost and partial buffers of the largest space so far, reused by every step (fresh
         // n x n buffers each step cost as many page faults as the additions into them).
         let buffers = CostBuffers()
-        BLASThreads.set(threads)
-        defer { BLASThreads.set(1) }
         for sweep in 0..<maxSweeps {
             var rng = SeededRNG(seed: seed, stream: "permute-match/order", block: UInt64(sweep))
             let order = rng.permutation(names.count).map { names[$0] }
@@ -180,7 +179,7 @@ struct WeightMatcher {
                         }
                         bp = Gather.floats(b.floats(t), shape: shape, index)
                     }
-                    units.similarity(av, bp!, into: partial)
+                    units.similarity(av, bp!, into: partial, threads: threads)
                     add(partial)
                     let inner = units.inner * units.lo * units.outer * units.prefixes.count
                     flops += 2 * Double(n) * Double(n) * Double(inner)
@@ -255,21 +254,23 @@ struct UnitView {
     }
 
     /// into (n x n, f32) = Xa Xb^T for this occurrence.
-    func similarity(_ a: [Float], _ b: [Float], into c: UnsafeMutablePointer<Float>) {
+    func similarity(_ a: [Float], _ b: [Float], into c: UnsafeMutablePointer<Float>, threads: Int) {
         a.withUnsafeBufferPointer { pa in
             b.withUnsafeBufferPointer { pb in
                 let A = pa.baseAddress!, B = pb.baseAddress!
                 if outer == 1 && hiCount == 1 {
                     // Units are rows: n rows of lo*inner values, contiguous.
                     let m = lo * inner
-                    sgemm(transA: false, transB: true, m: n, n: n, k: m, A + offset * inner, lda: m, B + offset * inner, ldb: m, into: c)
+                    BlockedProducts.gemmRowBlocks(transA: false, transB: true, m: n, n: n, k: m, A + offset * inner, lda: m, B + offset * inner, ldb: m,
+                                                  into: c, threads: threads)
                 } else if inner == 1 && lo == 1 && hiCount == 1 {
                     // Units are columns of an (outer x length) matrix.
-                    sgemm(transA: true, transB: false, m: n, n: n, k: outer, A + offset, lda: length, B + offset, ldb: length, into: c)
+                    BlockedProducts.gemmRowBlocks(transA: true, transB: false, m: n, n: n, k: outer, A + offset, lda: length, B + offset, ldb: length,
+                                                  into: c, threads: threads)
                 } else {
                     let m = outer * prefixes.count * lo * inner
                     let xa = gatherUnits(A, m), xb = gatherUnits(B, m)
-                    sgemm(transA: false, transB: true, m: n, n: n, k: m, xa, lda: m, xb, ldb: m, into: c)
+                    BlockedProducts.gemmRowBlocks(transA: false, transB: true, m: n, n: n, k: m, xa, lda: m, xb, ldb: m, into: c, threads: threads)
                     xa.deallocate(); xb.deallocate()
                 }
             }
