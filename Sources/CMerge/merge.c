@@ -101,9 +101,20 @@ size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float
 /* ---- DELLA: the keep decision by magnitude buckets, exact ranks (inverse_density) by a stable
    radix sort of (|p| bits, index) ---- */
 
-/* a, b (keys), prob, the histograms (4096), a bucket sort's counts (1024), its sorted flags (2048)
-   and the buckets' draw thresholds (2 x 2048). */
-size_t wt_della_scratch_bytes(size_t n) { return n * (2 * sizeof(uint64_t) + sizeof(double)) + (4096 + 1024) * sizeof(uint32_t) + 2048 + 4096 * sizeof(uint32_t); }
+/* The histograms (4096), a bucket sort's counts (1024), its sorted flags (2048), the buckets' draw
+   thresholds (2 x 2048) and the quarter rows' bucket counts (4 x 2048, zero between rows: a row
+   clears the buckets it used, so no row pays for clearing all of them); then a, b (keys) and prob
+   (n each). */
+enum { QUARTERS_AT = (4096 + 1024) * 4 + 2048 + 4096 * 4, QUARTER_BYTES = 4 * 2048 * 4 };
+
+void *wt_della_scratch_new(size_t n) {
+    size_t bytes = QUARTERS_AT + QUARTER_BYTES + (n * (2 * sizeof(uint64_t) + sizeof(double)) + 63) / 64 * 64;
+    uint8_t *s = aligned_alloc(64, bytes);
+    if (s) memset(s + QUARTERS_AT, 0, QUARTER_BYTES);
+    return s;
+}
+
+void wt_della_scratch_free(void *scratch) { free(scratch); }
 
 /* Sorts keys |bits| << 32 | index ascending: three stable counting passes over the magnitude's
    11 + 10 + 10 bits (a pass whose digit is the same for every entry is skipped); the index in the
@@ -208,6 +219,7 @@ struct della_row {
     const uint32_t *start, *fill;
     const double *prob_by_rank;
     uint32_t *low, *high;
+    uint32_t span;   /* the widest bucket's high - low */
 };
 
 /* Whether entry i (magnitude bits m) is kept when its draw v falls between its bucket's lowest and
@@ -246,24 +258,28 @@ static size_t della_keep_portable(const struct della_row *row, float *p, size_t 
 }
 
 #if defined(__x86_64__)
-/* The same, eight entries a step: the bounds gathered from the tables, the rare draws inside a
-   bucket's range decided one by one in index order (as the portable loop does, so a bucket is
-   sorted at the same moment), the dropped entries set to +0 by a mask. */
+/* The same, eight entries a step: the low bounds gathered from the table; a draw within the widest
+   bucket's span above its bucket's low bound (a few in a hundred) is checked against its own
+   bucket's high bound one by one (a second gather for every step cost more); the rare draws inside
+   a bucket's range are decided one by one in index order (as the portable loop does, so a bucket
+   is sorted at the same moment); the dropped entries set to +0 by a mask. */
 __attribute__((target("avx2")))
 static size_t della_keep_avx2(const struct della_row *row, float *p, size_t n, const uint32_t *draw) {
     const uint32_t *bits = (const uint32_t *)p;
     const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF), lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i span = _mm256_set1_epi32((int)row->span);
     size_t kept = 0, i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256i m = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(bits + i)), magnitude), d = _mm256_srli_epi32(m, 20);
-        __m256i low = _mm256_i32gather_epi32((const int *)row->low, d, 4), high = _mm256_i32gather_epi32((const int *)row->high, d, 4);
+        __m256i low = _mm256_i32gather_epi32((const int *)row->low, d, 4);
         __m256i v = _mm256_loadu_si256((const __m256i *)(draw + i));
         /* draws and bounds are below 2^25: the signed compares are the unsigned ones */
-        __m256i keep = _mm256_cmpgt_epi32(low, v), open = _mm256_andnot_si256(keep, _mm256_cmpgt_epi32(high, v));
-        unsigned km = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(keep)), om = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(open));
+        __m256i keep = _mm256_cmpgt_epi32(low, v), near = _mm256_andnot_si256(keep, _mm256_cmpgt_epi32(span, _mm256_sub_epi32(v, low)));
+        unsigned km = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(keep)), om = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(near));
         for (; om; om &= om - 1) {
             unsigned j = (unsigned)__builtin_ctz(om);
-            if (della_keep_by_rank(row, bits[i + j] & 0x7FFFFFFFu, i + j, draw[i + j])) km |= 1u << j;
+            uint32_t mj = bits[i + j] & 0x7FFFFFFFu;
+            if (draw[i + j] < row->high[mj >> 20] && della_keep_by_rank(row, mj, i + j, draw[i + j])) km |= 1u << j;
         }
         __m256i mask = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)km), lane), lane);
         _mm256_storeu_ps(p + i, _mm256_and_ps(_mm256_loadu_ps(p + i), _mm256_castsi256_ps(mask)));
@@ -274,9 +290,10 @@ static size_t della_keep_avx2(const struct della_row *row, float *p, size_t n, c
 #endif
 
 size_t wt_della_row(float *p, size_t n, const uint32_t *draw, const double *prob_by_rank, int inverse, void *scratch) {
-    uint64_t *a = scratch, *b = a + n;
+    /* the tables first (their place does not depend on n), then the keys and probabilities */
+    uint32_t *hist = scratch;
+    uint64_t *a = (uint64_t *)((uint8_t *)scratch + QUARTERS_AT + QUARTER_BYTES), *b = a + n;
     double *prob = (double *)(b + n);
-    uint32_t *hist = (uint32_t *)(prob + n);
     size_t kept = 0;
     if (n == 0) return 0;
     if (inverse) {
@@ -297,33 +314,70 @@ size_t wt_della_row(float *p, size_t n, const uint32_t *draw, const double *prob
     const uint32_t *bits = (const uint32_t *)p;
     uint32_t *start = hist, *fill = hist + 2048, *counts = hist + 4096;
     uint8_t *sorted = (uint8_t *)(counts + 1024);
-    memset(start, 0, 2048 * sizeof(uint32_t));
+    struct della_row row = {a, b, counts, sorted, start, fill, prob_by_rank, (uint32_t *)(sorted + 2048), (uint32_t *)(sorted + 2048) + 2048, 0};
+    /* The row in four quarters, each with its own bucket counts and, below, its own write position
+       per bucket, interleaved: one counter for the whole row made each entry wait for the last
+       one's store when both fell in one bucket (the usual case: a few buckets hold most of a row).
+       Quarter k's members of a bucket follow quarter k - 1's, so every bucket lists its members in
+       index order, as one pass would. */
+    uint32_t *q0 = row.high + 2048, *q1 = q0 + 2048, *q2 = q1 + 2048, *q3 = q2 + 2048;
     memset(sorted, 0, 2048);
-    for (size_t i = 0; i < n; i++) start[(bits[i] & 0x7FFFFFFFu) >> 20]++;
-    /* Each bucket's start (up to the highest in use: the rest are never read), and the buckets in
-       use listed (without a branch: whether a bucket is empty is a coin flip in the middle of the
-       range) for their draw bounds: a draw v (unit float v 2^-24) is below probability q exactly
-       when v < ceil(q 2^24) (the product is exact), so an entry's decision reads one table entry. */
-    struct della_row row = {a, b, counts, sorted, start, fill, prob_by_rank, (uint32_t *)(sorted + 2048), (uint32_t *)(sorted + 2048) + 2048};
-    uint32_t top = 2047, used = 0, sum = 0;
-    while (top > 0 && start[top] == 0) top--;
-    uint32_t *in_use = (uint32_t *)b;   /* b is free until a bucket is sorted */
-    for (uint32_t d = 0; d <= top; d++) {
-        uint32_t c = start[d];
-        start[d] = sum; fill[d] = sum;
-        in_use[used] = d;
-        used += c > 0;
-        sum += c;
+    const size_t len = n / 4;
+    const uint32_t *b0 = bits, *b1 = bits + len, *b2 = bits + 2 * len, *b3 = bits + 3 * len;
+    for (size_t i = 0; i < len; i++) {
+        q0[(b0[i] & 0x7FFFFFFFu) >> 20]++; q1[(b1[i] & 0x7FFFFFFFu) >> 20]++;
+        q2[(b2[i] & 0x7FFFFFFFu) >> 20]++; q3[(b3[i] & 0x7FFFFFFFu) >> 20]++;
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 4 * len; i < n; i++) q3[(bits[i] & 0x7FFFFFFFu) >> 20]++;
+    /* The buckets in use, ascending (a scan of the four tables, four buckets a step: a loop over
+       every bucket up to the highest cost more than the counting when rows are 4096 long); each
+       one's start, each quarter's write position in it and its end; then the draw bounds: a draw v
+       (unit float v 2^-24) is below probability q exactly when v < ceil(q 2^24) (the product is
+       exact), so an entry's decision reads one table entry. Other buckets' entries are never read. */
+    uint32_t used = 0, sum = 0;
+    uint32_t *in_use = (uint32_t *)b;   /* b is free until a bucket is sorted */
+    for (uint32_t d = 0; d < 2048; d += 4) {
+        unsigned nonzero;
+#if defined(__x86_64__)
+        __m128i x = _mm_or_si128(_mm_or_si128(_mm_loadu_si128((const __m128i *)(q0 + d)), _mm_loadu_si128((const __m128i *)(q1 + d))),
+                                 _mm_or_si128(_mm_loadu_si128((const __m128i *)(q2 + d)), _mm_loadu_si128((const __m128i *)(q3 + d))));
+        nonzero = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(x, _mm_setzero_si128()))) ^ 0xFu;
+#else
+        nonzero = 0;
+        for (unsigned j = 0; j < 4; j++) nonzero |= (unsigned)((q0[d + j] | q1[d + j] | q2[d + j] | q3[d + j]) != 0) << j;
+#endif
+        for (; nonzero; nonzero &= nonzero - 1) in_use[used++] = d + (uint32_t)__builtin_ctz(nonzero);
+    }
+    for (uint32_t j = 0; j < used; j++) {
+        uint32_t d = in_use[j], c;
+        start[d] = sum;
+        c = q0[d]; q0[d] = sum; sum += c;
+        c = q1[d]; q1[d] = sum; sum += c;
+        c = q2[d]; q2[d] = sum; sum += c;
+        c = q3[d]; q3[d] = sum; sum += c;
+        fill[d] = sum;
+    }
+    for (size_t i = 0; i < len; i++) {
+        uint64_t m0 = b0[i] & 0x7FFFFFFFu, m1 = b1[i] & 0x7FFFFFFFu, m2 = b2[i] & 0x7FFFFFFFu, m3 = b3[i] & 0x7FFFFFFFu;
+        a[q0[m0 >> 20]++] = m0 << 32 | (uint64_t)i;
+        a[q1[m1 >> 20]++] = m1 << 32 | (uint64_t)(len + i);
+        a[q2[m2 >> 20]++] = m2 << 32 | (uint64_t)(2 * len + i);
+        a[q3[m3 >> 20]++] = m3 << 32 | (uint64_t)(3 * len + i);
+    }
+    for (size_t i = 4 * len; i < n; i++) {
         uint64_t m = bits[i] & 0x7FFFFFFFu;
-        a[fill[m >> 20]++] = m << 32 | (uint64_t)i;
+        a[q3[m >> 20]++] = m << 32 | (uint64_t)i;
+    }
+    for (uint32_t j = 0; j < used; j++) {   /* the tables zero again for the next row */
+        uint32_t d = in_use[j];
+        q0[d] = 0; q1[d] = 0; q2[d] = 0; q3[d] = 0;
     }
     /* fill[d] is now the end of bucket d. */
     for (uint32_t j = 0; j < used; j++) {
         uint32_t d = in_use[j];
         row.low[d] = draw_bound(prob_by_rank[start[d]]);
         row.high[d] = draw_bound(prob_by_rank[fill[d] - 1]);
+        if (row.high[d] - row.low[d] > row.span) row.span = row.high[d] - row.low[d];
     }
 #if defined(__x86_64__)
     if (wt_merge_uses_avx2()) return della_keep_avx2(&row, p, n, draw);
