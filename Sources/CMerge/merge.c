@@ -33,6 +33,16 @@ void wt_merge_allow_avx512(int allow) { allow_avx512 = allow; }
    top 24 bits v of a draw, its unit float v 2^-24 (exact in float and double). */
 static inline double unit(uint32_t v) { return (double)((float)v * 0x1p-24f); }
 
+/* The smallest draw (24 bits) whose unit float is not below probability q: v 2^-24 < q exactly
+   when v < draw_bound(q) (the product is exact): one integer compare decides. */
+static inline uint32_t draw_bound(double q) {
+    if (!(q > 0)) return 0;
+    if (q >= 1) return 16777216u;
+    double x = q * 16777216.0;   /* exact: a power-of-two scaling */
+    uint32_t t = (uint32_t)x;    /* floor, without a call to ceil (x86-64's baseline has no rounding instruction) */
+    return t + ((double)t < x);
+}
+
 /* Draws a kernel asks for at a time: one round of wt_rng_draws24's lanes (64 KiB). */
 #define DRAW_CHUNK WT_RNG_ROUND
 
@@ -49,8 +59,7 @@ static inline float kept_or_zero(float v, int keep) {
     return v;
 }
 
-/* DARE on a chunk whose draws are known: v < ceil(density 2^24) exactly when v 2^-24 < density
-   (the product is exact), one integer compare an entry. */
+/* DARE on a chunk whose draws are known: kept when the draw is below draw_bound(density). */
 static size_t dare_portable(float *p, const uint32_t *draw, size_t n, uint32_t below, float scale) {
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
@@ -79,8 +88,7 @@ static size_t dare_avx2(float *p, const uint32_t *draw, size_t n, uint32_t below
 #endif
 
 size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float scale) {
-    double bound = !(density > 0) ? 0 : density >= 1 ? 16777216.0 : ceil(density * 16777216.0);
-    const uint32_t below = (uint32_t)bound;
+    const uint32_t below = draw_bound(density);
     uint32_t local[256];
     uint32_t *draw = n > 256 ? malloc((n < DRAW_CHUNK ? n : DRAW_CHUNK) * sizeof(uint32_t)) : NULL;
     const size_t chunk = draw ? DRAW_CHUNK : 256;   /* no chunk (small, or no memory): the same draws, 256 at a time */
@@ -107,14 +115,9 @@ size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float
    (n each). */
 enum { QUARTERS_AT = (4096 + 1024) * 4 + 2048 + 4096 * 4, QUARTER_BYTES = 4 * 2048 * 4 };
 
-void *wt_della_scratch_new(size_t n) {
-    size_t bytes = QUARTERS_AT + QUARTER_BYTES + (n * (2 * sizeof(uint64_t) + sizeof(double)) + 63) / 64 * 64;
-    uint8_t *s = aligned_alloc(64, bytes);
-    if (s) memset(s + QUARTERS_AT, 0, QUARTER_BYTES);
-    return s;
-}
+size_t wt_della_scratch_bytes(size_t n) { return QUARTERS_AT + QUARTER_BYTES + n * (2 * sizeof(uint64_t) + sizeof(double)); }
 
-void wt_della_scratch_free(void *scratch) { free(scratch); }
+void wt_della_scratch_clear(void *scratch) { memset((uint8_t *)scratch + QUARTERS_AT, 0, QUARTER_BYTES); }
 
 /* Sorts keys |bits| << 32 | index ascending: three stable counting passes over the magnitude's
    11 + 10 + 10 bits (a pass whose digit is the same for every entry is skipped); the index in the
@@ -197,16 +200,6 @@ static size_t position_in_sorted(const uint64_t *members, size_t count, uint64_t
         if (members[mid] < key) lo = mid + 1; else hi = mid;
     }
     return lo;
-}
-
-/* The smallest draw (24 bits) whose unit float is not below probability q: v 2^-24 < q exactly
-   when v < draw_bound(q). */
-static inline uint32_t draw_bound(double q) {
-    if (!(q > 0)) return 0;
-    if (q >= 1) return 16777216u;
-    double x = q * 16777216.0;   /* exact: a power-of-two scaling */
-    uint32_t t = (uint32_t)x;    /* floor, without a call to ceil (x86-64's baseline has no rounding instruction) */
-    return t + ((double)t < x);
 }
 
 /* A row's buckets (see wt_della_row): members a (keys |bits| << 32 | index, by bucket), b and counts

@@ -190,13 +190,20 @@ final class MergeKernelTests: XCTestCase {
         }
     }
 
+    /// A DELLA row scratch as BlockSparsifier makes one: allocated, then cleared once.
+    func dellaScratch(_ n: Int) -> UnsafeMutableRawPointer {
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: wt_della_scratch_bytes(n), alignment: 64)
+        wt_della_scratch_clear(scratch)
+        return scratch
+    }
+
     /// DELLA's row rule as first written: ranks by a stable sort, probabilities by rank, one draw per entry.
     func testDELLARowRanksByMagnitudeWithTiesByIndex() {
         // Long rows: draws landing inside a bucket's range are ranked by sorting the bucket once
         // (heavy ties: buckets of thousands), or by a scan (the short rows). One scratch for every
         // row (it must be left as each row found it: the counts of the buckets a row used zero).
-        let scratch = wt_della_scratch_new(40000)!
-        defer { wt_della_scratch_free(scratch) }
+        let scratch = dellaScratch(40000)
+        defer { scratch.deallocate() }
         for (x, cols) in [(tied(777, seed: "r"), 777), (values(2048, seed: "r"), 2048), ([Float(-0.0), 0, 2], 3), ([Float(5)], 1),
                           (tied(20011, seed: "long"), 20011), (values(40000, seed: "long"), 40000)] {
             for inverse in [false, true] { everyPath {
@@ -242,9 +249,9 @@ final class MergeKernelTests: XCTestCase {
                     let expected = x.indices.map { j in Double(reference.nextUnitFloat()) < prob[j] ? x[j] : 0 }
                     var p = x, draws = [UInt32](repeating: 0, count: cols)
                     draws.withUnsafeMutableBufferPointer { d in rng.withState { wt_rng_draws24($0, d.baseAddress, cols) } }
-                    let scratch = wt_della_scratch_new(cols)!
+                    let scratch = dellaScratch(cols)
                     _ = wt_della_row(&p, cols, draws, probs, 0, scratch)
-                    wt_della_scratch_free(scratch)
+                    scratch.deallocate()
                     if p.map(\.bitPattern) != expected.map(\.bitPattern) { mismatches += 1 }
                 }
                 XCTAssertEqual(mismatches, 0, "rows of \(cols) avx2 \(wt_merge_uses_avx2())")
@@ -264,8 +271,8 @@ final class MergeKernelTests: XCTestCase {
                 everyPath {
                     let probs = BlockSparsifier.dellaProbabilities(count: cols, density: 0.5, epsilon: 0.2)
                     var reference = SeededRNG(seed: 5, stream: "w"), expected = x, keptExpected = 0
-                    let scratch = wt_della_scratch_new(cols)!
-                    defer { wt_della_scratch_free(scratch) }
+                    let scratch = dellaScratch(cols)
+                    defer { scratch.deallocate() }
                     for r in 0..<rows {
                         let draws = (0..<cols).map { _ in UInt32(reference.next() >> 40) }
                         keptExpected += expected.withUnsafeMutableBufferPointer { Int(wt_della_row($0.baseAddress! + r * cols, cols, draws, probs, inverse ? 1 : 0, scratch)) }

@@ -24,12 +24,12 @@ size_t wt_dare_drop(float *p, size_t n, uint64_t state[4], double density, float
 /* DELLA, one row of n entries: the keep probability of entry i is prob_by_rank[r], r its rank in
    ascending |p| order (ties by index); kept when its unit draw (draw[i] 2^-24, draw[] from
    wt_rng_draws24) is below it, then divided by it when `inverse`; dropped entries become +0.
-   `scratch` is from wt_della_scratch_new(n' >= n) (part of it must be zero between rows, and each
-   row leaves it so). Returns how many were kept. */
+   `scratch` holds wt_della_scratch_bytes(n' >= n) bytes, 8-byte aligned, passed once to
+   wt_della_scratch_clear before its first row (part of it must be zero between rows, and each row
+   leaves it so). Returns how many were kept. */
 size_t wt_della_row(float *p, size_t n, const uint32_t *draw, const double *prob_by_rank, int inverse, void *scratch);
-/* Scratch for rows of up to n entries (NULL when out of memory); free with wt_della_scratch_free. */
-void *wt_della_scratch_new(size_t n);
-void wt_della_scratch_free(void *scratch);
+size_t wt_della_scratch_bytes(size_t n);
+void wt_della_scratch_clear(void *scratch);
 
 /* Histogram of digit ((bits(|x|) >> shift) & (2^width - 1)) into hist (added to it); with
    `filtered`, only of the entries whose bits above shift + width equal `prefix`. */

@@ -134,7 +134,7 @@ struct BlockSparsifier {
             // probability is linear in the magnitude rank within the row.
             var kept = 0, lo = 0
             var table: [Double] = [], scratch: UnsafeMutableRawPointer? = nil
-            defer { wt_della_scratch_free(scratch) }
+            defer { scratch?.deallocate() }
             // Draws come in bulk, whole rounds of the lanes (a fraction of the cost of one at a
             // time), for whole rows: draws[0 ..< have] are those of entries first ..< first + have.
             // Room for a row and a round (under 128 KiB for rows up to 16k: the heap, not mmap).
@@ -158,9 +158,9 @@ struct BlockSparsifier {
                 }
                 if table.count != len {
                     table = BlockSparsifier.dellaProbabilities(count: len, density: density, epsilon: epsilon)
-                    wt_della_scratch_free(scratch)
-                    scratch = wt_della_scratch_new(len)
-                    guard scratch != nil else { fatalError("della: out of memory for the scratch of a row of \(len)") }
+                    scratch?.deallocate()
+                    scratch = UnsafeMutableRawPointer.allocate(byteCount: wt_della_scratch_bytes(len), alignment: 64)
+                    wt_della_scratch_clear(scratch)
                 }
                 kept += Int(wt_della_row(p + lo, len, draws + (lo - first), table, inverse ? 1 : 0, scratch))
                 lo += len
