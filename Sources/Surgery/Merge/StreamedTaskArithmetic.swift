@@ -4,7 +4,7 @@ import Linalg
 /// The task-arithmetic pipeline over a tensor too large to hold decoded (a 128k x 8k embedding is
 /// 4 GB of f32 per input): the inputs are decoded in blocks of whole rows, each sparsifier's
 /// global decision is made by passes over the blocks first (`BlockSparsifier`; for mergekit's L1
-/// rescale one more pass that sums the delta before and after dropping), then one pass
+/// rescale one more pass, shared by the models, that sums each delta before and after dropping), then one pass
 /// sparsifies, elects signs, sums and hands the result to the writer. Memory is a few blocks per
 /// input; the output is bit for bit the whole-tensor pipeline's (`TaskArithmeticPipeline.run`).
 struct StreamedTaskArithmetic {
@@ -95,25 +95,38 @@ struct StreamedTaskArithmetic {
                                             base(start, len, baseBuf)
                                             readDelta(m, start, len, into: into)
                                         }) { forEachDeltaBlock(m, $0) }
-            if s.rescalesL1 {
-                // The L1 factor needs the kept set before the pass that uses it: a probe pass
-                // draws it (and remembers it as bits, up to `maskLimit` entries, so the last
-                // pass need not draw or rank again).
-                var probe = s, before = VectorMath.AbsSum(count: n), after = before
-                var start = 0, kept = 0
-                let mask = n <= StreamedTaskArithmetic.maskLimit ? UnsafeMutablePointer<UInt8>.allocate(capacity: (n + 7) / 8) : nil
-                forEachDeltaBlock(m) { d in
-                    let p = UnsafeMutablePointer(mutating: d.baseAddress!)
-                    before.add(p, count: d.count, at: start)
-                    kept += probe.apply(p, count: d.count)
-                    after.add(p, count: d.count, at: start)
-                    if let mask { wt_mask_store(p, d.count, mask, start) }
-                    start += d.count
-                }
-                l1Factors[m] = BlockSparsifier.l1Factor(original: before.total, kept: after.total)
-                if let mask { masks[m] = (mask, kept) }
-            }
             sparsifiers.append(s)
+        }
+        // The L1 factor needs the kept set before the pass that uses it: one probe pass draws the
+        // kept sets of every model that rescales (the base decoded once a block for all of them)
+        // and remembers each as bits, up to `maskLimit` entries, so the last pass need not draw
+        // or rank again. Each model's probe is its own copy of its sparsifier: the same draws,
+        // in the same order, as a pass of its own.
+        let probing = (0..<M).filter { sparsifiers[$0]?.rescalesL1 == true }
+        if !probing.isEmpty {
+            var probes = probing.map { sparsifiers[$0]! }
+            var before = probing.map { _ in VectorMath.AbsSum(count: n) }, after = before
+            var kept = [Int](repeating: 0, count: probing.count)
+            let remember = n <= StreamedTaskArithmetic.maskLimit
+            let bits = probing.map { _ in remember ? UnsafeMutablePointer<UInt8>.allocate(capacity: (n + 7) / 8) : nil }
+            var start = 0
+            while start < n {
+                let len = min(block, n - start)
+                base(start, len, baseBuf)
+                for (k, m) in probing.enumerated() {
+                    let p = deltas(m)   // free until the last pass
+                    readDelta(m, start, len, into: p)
+                    before[k].add(p, count: len, at: start)
+                    kept[k] += probes[k].apply(p, count: len)
+                    after[k].add(p, count: len, at: start)
+                    if let mask = bits[k] { wt_mask_store(p, len, mask, start) }
+                }
+                start += len
+            }
+            for (k, m) in probing.enumerated() {
+                l1Factors[m] = BlockSparsifier.l1Factor(original: before[k].total, kept: after[k].total)
+                if let mask = bits[k] { masks[m] = (mask, kept[k]) }
+            }
         }
 
         let models = tasks.indices.filter { !tasks[$0].isDelta }
