@@ -7,7 +7,7 @@ inputs and writing the output once (evicted alike for the cold row). Prints time
 resident memory; never asserts a time.
 """
 import os, sys
-from benchlib import standard_args, best, cleanup, floor, generate, timed
+from benchlib import standard_args, against_floor, best, cleanup, floor, generate, timed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -30,22 +30,24 @@ def main():
         "della": ([base, ft1, ft2], ["--method", "della", *three, "--epsilon", "0.1", "--seed", "1"], None),
     }
     print(f"\nmerge of {size / 1e9:.2f} GB bf16 checkpoints ({os.cpu_count()} cores), best of {a.repeat}:")
-    print(f"{'method':<12} {'wtool s':>8} {'numpy s':>8} {'floor s':>8} {'vs floor':>9} {'vs numpy':>9} {'wtool MiB':>10} {'numpy MiB':>10}")
+    print(f"{'method':<12} {'wtool s':>8} {'numpy s':>8} {'floor s':>8} {'vs floor':>9} {'pairs':>9} {'vs numpy':>9} {'wtool MiB':>10} {'numpy MiB':>10}")
     for name, (inputs, args, peer_args) in jobs.items():
         cold = name.endswith("-cold")
         def run(cmd):
             if cold:
                 evict(inputs)
             return timed(cmd)
-        t, rss = best(lambda: run([a.wtool, "merge", *args, "-o", out, "--quiet"]), a.repeat, fresh=[out])
+        t, rss, fl, pairs = against_floor(lambda: run([a.wtool, "merge", *args, "-o", out, "--quiet"]),
+                                          lambda: floor(inputs, size, os.path.join(a.dir, "floor.bin"), before=(lambda: evict(inputs)) if cold else None),
+                                          a.repeat, fresh=[out])
         if peer_args:
             tp, rssp = best(lambda: run([sys.executable, os.path.join(HERE, "numpy_merge.py"), *peer_args]), a.repeat, fresh=[peer])
-        fl = min(floor(inputs, size, os.path.join(a.dir, "floor.bin"), before=(lambda: evict(inputs)) if cold else None) for _ in range(a.repeat))
         vs_peer = f"{tp / t:>8.1f}x" if peer_args else f"{'-':>9}"
         peer_cols = f"{tp:>8.2f}" if peer_args else f"{'-':>8}"
         peer_mem = f"{rssp:>10.0f}" if peer_args else f"{'-':>10}"
-        print(f"{name:<12} {t:>8.2f} {peer_cols} {fl:>8.2f} {t / fl:>8.2f}x {vs_peer} {rss:>10.0f} {peer_mem}")
+        print(f"{name:<12} {t:>8.2f} {peer_cols} {fl:>8.2f} {t / fl:>8.2f}x {pairs:>8.2f}x {vs_peer} {rss:>10.0f} {peer_mem}")
         cleanup(out, peer)
+    print("vs floor: best over best; pairs: the median of each run over the floor measured just before it")
     print("aims: linear within 1.3x of the floor (warm and cold), ties, dare_ties and della within 2.5x, peak memory under 1 GiB")
 
 

@@ -8,7 +8,7 @@ never asserts a time.
 import os, sys
 import numpy as np
 from safetensors.numpy import save_file
-from benchlib import standard_args, best, cleanup, floor, generate, llama_like_shapes, timed
+from benchlib import standard_args, against_floor, best, cleanup, floor, generate, llama_like_shapes, timed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,19 +45,20 @@ def main():
         "wanda+DSnoT": (["--method", "wanda", "--stats", dstats, "--scope", "row", "--dsnot"], None),
         "wanda 2:4+DSnoT": (["--method", "wanda", "--stats", dstats, "--nm", "2:4", "--dsnot"], None),
     }
-    fl = min(floor([src], size, os.path.join(a.dir, "floor.bin")) for _ in range(a.repeat))
-    print(f"\nprune-sparse of a {size / 1e9:.2f} GB bf16 checkpoint ({os.cpu_count()} cores), best of {a.repeat}; floor {fl:.2f} s:")
-    print(f"{'job':<16} {'wtool s':>8} {'numpy s':>8} {'vs floor':>9} {'vs numpy':>9} {'wtool MiB':>10} {'numpy MiB':>10}")
+    print(f"\nprune-sparse of a {size / 1e9:.2f} GB bf16 checkpoint ({os.cpu_count()} cores), best of {a.repeat}:")
+    print(f"{'job':<16} {'wtool s':>8} {'numpy s':>8} {'floor s':>8} {'vs floor':>9} {'pairs':>9} {'vs numpy':>9} {'wtool MiB':>10} {'numpy MiB':>10}")
     for name, (args, peer_args) in jobs.items():
-        t, rss = best(lambda: timed([a.wtool, "prune-sparse", src, "-o", out, *args, "--quiet"]), a.repeat, fresh=[out])
+        t, rss, fl, pairs = against_floor(lambda: timed([a.wtool, "prune-sparse", src, "-o", out, *args, "--quiet"]),
+                                          lambda: floor([src], size, os.path.join(a.dir, "floor.bin")), a.repeat, fresh=[out])
         if peer_args is None:
-            print(f"{name:<16} {t:>8.2f} {'-':>8} {t / fl:>8.2f}x {'-':>9} {rss:>10.0f} {'-':>10}")
+            print(f"{name:<16} {t:>8.2f} {'-':>8} {fl:>8.2f} {t / fl:>8.2f}x {pairs:>8.2f}x {'-':>9} {rss:>10.0f} {'-':>10}")
             cleanup(out)
             continue
         tp, rssp = best(lambda: timed([sys.executable, os.path.join(HERE, "numpy_prune.py"), *peer_args]), a.repeat, fresh=[peer])
-        print(f"{name:<16} {t:>8.2f} {tp:>8.2f} {t / fl:>8.2f}x {tp / t:>8.1f}x {rss:>10.0f} {rssp:>10.0f}")
+        print(f"{name:<16} {t:>8.2f} {tp:>8.2f} {fl:>8.2f} {t / fl:>8.2f}x {pairs:>8.2f}x {tp / t:>8.1f}x {rss:>10.0f} {rssp:>10.0f}")
         cleanup(out, peer)
-    print("floor = cat of the input + dd of its size with fsync; aims: within 1.3x of the floor (DSnoT 2x), peak memory under 1 GiB")
+    print("floor = cat of the input + dd of its size with fsync, measured before each run; vs floor: best over best; pairs: the median")
+    print("of each run over the floor measured just before it; aims: within 1.3x of the floor (DSnoT 2x), peak memory under 1 GiB")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,25 @@ def best(f, n, fresh=()):
     return min(r[0] for r in runs), max(r[1] for r in runs)
 
 
+def against_floor(f, floor_run, n, fresh=()):
+    """n runs of f, each right after a measurement of the floor (`floor_run()`), as `best` prepares
+    them: the best time, the worst peak memory, the best floor, and the median of the n ratios of
+    a run to the floor measured just before it. On a shared VM the disk and the CPU change speed
+    between minutes (the floor of one 1 GB merge bench went from 2.2 to 1.4 s within an hour), so a
+    ratio of two bests taken minutes apart can be off by half; the median of back-to-back pairs is
+    the steadier figure."""
+    runs, floors = [], []
+    for _ in range(n):
+        cleanup(*fresh)
+        os.sync()
+        floors.append(floor_run())
+        cleanup(*fresh)
+        os.sync()
+        runs.append(f())
+    ratios = sorted(r[0] / fl for r, fl in zip(runs, floors))
+    return min(r[0] for r in runs), max(r[1] for r in runs), min(floors), ratios[len(ratios) // 2]
+
+
 def cleanup(*paths):
     """Removes outputs: files, their .report.json beside them, and output folders."""
     for p in paths:
