@@ -67,6 +67,44 @@ def test_dare_rescale_rules(tmp_path):
             assert np.allclose(d[kept], delta[kept] / 0.3, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("rule", ["l1", "inverse_density"])
+def test_della_keeps_by_rank_within_rows(tmp_path, rule):
+    """della_linear with one model at weight 1 on a zero base: the output is the kept delta,
+    rescaled. Against mergekit's della_magprune (not its draws: torch's generator): per row of a 2-D
+    tensor, and over the whole of a 1-D one, entry j is kept with probability (d - e) + 2e rank_j /
+    (n - 1), rank_j its magnitude's ascending position in its row; the kept delta is scaled to the
+    whole tensor's L1 norm, or each entry divided by its own probability (the paper's rule)."""
+    rng = np.random.default_rng(5)
+    d, e = 0.5, 0.2
+    ft = {"w": rng.standard_normal((400, 1000)).astype(np.float32), "v": rng.standard_normal(100_000).astype(np.float32)}
+    save_file({k: np.zeros_like(v) for k, v in ft.items()}, tmp_path / "b.safetensors")
+    save_file(ft, tmp_path / "f.safetensors")
+    out = tmp_path / "o.safetensors"
+    run("merge", "--method", "della_linear", "--base", tmp_path / "b.safetensors", tmp_path / "f.safetensors", "--weight", "1",
+        "--density", str(d), "--param", f"epsilon={e}", "--param", f"rescale={rule}", "--seed", "2", "-o", out, "--quiet")
+    got = load_file(out)
+    for name, x in ft.items():
+        rows = x.reshape(-1, x.shape[-1]).astype(np.float64)
+        y = got[name].reshape(rows.shape).astype(np.float64)
+        n = rows.shape[1]
+        rank = np.argsort(np.argsort(np.abs(rows), axis=1, kind="stable"), axis=1)
+        p = (d - e) + 2 * e * rank / (n - 1)
+        kept = y != 0
+        # the keep rate by tenths of the rank, against the mean probability there (5 sigma)
+        for t in range(10):
+            sel = (rank >= t * n // 10) & (rank < (t + 1) * n // 10)
+            q = p[sel].mean()
+            assert abs(kept[sel].mean() - q) < 5 * np.sqrt(q * (1 - q) / sel.sum()), (name, rule, t, kept[sel].mean(), q)
+        # each row keeps about d of its entries (5 sigma, summed over rows of the same length)
+        assert abs(kept.mean() - d) < 5 * np.sqrt(d * (1 - d) / kept.size), (name, rule)
+        if rule == "l1":
+            factor = y[kept] / rows[kept]
+            assert np.allclose(factor, factor[0], rtol=1e-6), name   # one factor for the tensor
+            assert np.abs(y).sum() == pytest.approx(np.abs(rows).sum(), rel=1e-5), name
+        else:
+            assert np.allclose(y[kept], rows[kept] / p[kept], rtol=1e-6), name
+
+
 def test_model_listed_twice_counts_twice(tmp_path):
     ft1, ft2 = f"{MK}/models/ft1", f"{MK}/models/ft2"
     out = tmp_path / "o.safetensors"
