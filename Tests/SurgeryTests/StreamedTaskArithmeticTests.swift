@@ -6,8 +6,9 @@ import Linalg
 /// of every model that rescales by L1, remembered as bits, then the fused election) against the
 /// whole-tensor pipeline (`TaskArithmeticPipeline.run`: each delta sparsified and rescaled on its
 /// own, then elected and summed): the same bits, model by model, whatever the block size. Three
-/// models with different deltas (one with heavy ties), so a probe that read, drew or remembered
-/// for the wrong model gives other kept sets, factors and outputs.
+/// models with different deltas (one of a few sizes, multiples of 1/8 up to rounding; two Gaussian
+/// of different scales), so a probe that read, drew or remembered for the wrong model gives other
+/// kept sets, factors and outputs.
 final class StreamedTaskArithmeticTests: XCTestCase {
     let rows = 7, cols = 301
 
