@@ -100,9 +100,7 @@ def against_floor(f, floor_run, n, fresh=()):
     runs, floors = [], []
     for _ in range(n):
         cleanup(*fresh)
-        os.sync()
-        floors.append(floor_run())
-        cleanup(*fresh)
+        floors.append(floor_run())   # floor() writes back what is dirty first
         os.sync()
         runs.append(f())
     ratios = sorted(r[0] / fl for r, fl in zip(runs, floors))
